@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Run a command inside a VM with a sched_ext kernel and return its exit code.
+#
+#   scripts/vm.sh [--cpus N] [--nodes K] [--mem MiB] [--timeout SECS] -- COMMAND...
+#
+# The VM sees the host's root read-only and this project read-write at the
+# same path, so COMMAND can be any host binary (tests, bpftool, python3).
+# It boots under TCG: KVM fails in the kernel decompressor on these hosts.
+# A VM that dies before COMMAND finishes is retried once, and says so.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cpus=2 nodes=1 mem=2048 timeout=1200
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+die() { echo "vm: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cpus) cpus=$2; shift 2 ;;
+        --nodes) nodes=$2; shift 2 ;;
+        --mem) mem=$2; shift 2 ;;
+        --timeout) timeout=$2; shift 2 ;;
+        --) shift; break ;;
+        -h|--help) usage ;;
+        *) die "unknown option $1 (try --help)" ;;
+    esac
+done
+[ $# -gt 0 ] || usage
+[ "$nodes" -ge 1 ] && [ "$cpus" -ge "$nodes" ] && [ $((cpus % nodes)) -eq 0 ] ||
+    die "--cpus ($cpus) must be a positive multiple of --nodes ($nodes)"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (run scripts/setup.sh)"
+[ -x /bin/busybox ] || die "busybox missing (run scripts/setup.sh)"
+
+kernel=$("$root/scripts/vm-kernel.sh")
+
+# The initramfs: static busybox, the 9p modules, the kernel config, our init.
+initrd="$root/.cache/vm/initramfs.cpio.gz"
+if [ ! -f "$initrd" ] || [ "$root/scripts/vm-init" -nt "$initrd" ] || [ "$kernel/ok" -nt "$initrd" ]; then
+    stage=$(mktemp -d)
+    mkdir -p "$stage"/{bin,proc,sys,dev,newroot,modules}
+    cp /bin/busybox "$stage/bin/busybox"
+    cp "$kernel"/modules/*.ko "$stage/modules/"
+    cp "$kernel/config" "$stage/config"
+    cp "$root/scripts/vm-init" "$stage/init"
+    chmod +x "$stage/init"
+    (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd.tmp"
+    mv "$initrd.tmp" "$initrd"
+    rm -rf "$stage"
+fi
+
+numa=()
+if [ "$nodes" -gt 1 ]; then
+    per_cpu=$((cpus / nodes)) per_mem=$((mem / nodes))
+    mem=$((per_mem * nodes))
+    for ((n = 0; n < nodes; n++)); do
+        numa+=(-object "memory-backend-ram,id=mem$n,size=${per_mem}M"
+               -numa "node,nodeid=$n,cpus=$((n * per_cpu))-$((n * per_cpu + per_cpu - 1)),memdev=mem$n")
+    done
+fi
+
+xfer=$(mktemp -d)
+trap 'rm -rf "$xfer"' EXIT
+echo "$root" >"$xfer/project"
+{
+    echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    echo "export HOME=/tmp TERM=dumb LANG=C.UTF-8"
+    # Pass through only the variables meant for the test programs.
+    env | grep -E '^(SCX_[A-Z0-9_]*|RUST_BACKTRACE|RUST_LOG)=' | while IFS= read -r kv; do
+        printf 'export %q\n' "$kv"
+    done
+    printf 'cd %q || exit 125\n' "$PWD"
+    printf 'exec'
+    printf ' %q' "$@"
+    printf '\n'
+} >"$xfer/cmd"
+
+boot() {
+    rm -f "$xfer/started" "$xfer/rc" "$xfer/dmesg"
+    timeout -k 10 "$timeout" qemu-system-x86_64 \
+        -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${mem}M" "${numa[@]}" \
+        -kernel "$kernel/vmlinuz" -initrd "$initrd" \
+        -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off" \
+        -nodefaults -display none -no-reboot \
+        -chardev stdio,id=con,signal=on -serial chardev:con \
+        -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+        -virtfs "local,path=$root,mount_tag=project,security_model=none,multidevs=remap" \
+        -virtfs "local,path=$xfer,mount_tag=xfer,security_model=none" \
+        </dev/null
+}
+
+for attempt in 1 2; do
+    start=$(date +%s)
+    set +e
+    boot
+    qrc=$?
+    set -e
+    if [ -f "$xfer/rc" ]; then
+        [ -z "${VM_KEEP_DMESG:-}" ] || cp "$xfer/dmesg" "$VM_KEEP_DMESG"
+        exit "$(cat "$xfer/rc")"
+    fi
+    if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+        die "timed out after ${timeout}s$([ -f "$xfer/started" ] && echo ' while running the command' || echo ' while booting')"
+    fi
+    if [ "$attempt" -eq 1 ]; then
+        echo "vm: the VM died after $(($(date +%s) - start))s before the command finished (qemu exit $qrc); retrying once" >&2
+    fi
+done
+die "the VM died twice before the command finished; giving up"

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Types and constants shared by the BPF scheduler and the Rust side
+ * (bindgen turns this file into src/bpf_intf.rs).
+ *
+ * Everything is prefixed: un-prefixed names would clash with vmlinux.h.
+ */
+#ifndef __SCX_PHASE_INTF_H
+#define __SCX_PHASE_INTF_H
+
+#ifndef __VMLINUX_H__
+typedef unsigned int u32;
+typedef signed int s32;
+typedef unsigned long long u64;
+#endif
+
+/* Training phases, in the order and numbering of the hint ABI. */
+enum scx_phase_id {
+	SCX_PHASE_IDLE		= 0,
+	SCX_PHASE_DATA_LOADING	= 1,
+	SCX_PHASE_FORWARD	= 2,
+	SCX_PHASE_BACKWARD	= 3,
+	SCX_PHASE_OPTIMIZER	= 4,
+	SCX_PHASE_CHECKPOINT	= 5,
+	SCX_PHASE_NR		= 6,
+	/* Stats slot for tasks without a (valid) hint. */
+	SCX_PHASE_NONE		= SCX_PHASE_NR,
+	SCX_PHASE_NR_SLOTS	= SCX_PHASE_NR + 1,
+};
+
+enum scx_phase_limits {
+	SCX_PHASE_MAX_CPUS	= 1024,
+	SCX_PHASE_MAX_NODES	= 64,
+	SCX_PHASE_MAX_GPUS	= 64,
+	/* numa_node value meaning "the scheduler chooses". */
+	SCX_PHASE_NODE_ANY	= -1,
+};
+
+/*
+ * Value of the pinned phase_map, keyed by kernel thread id (u32, gettid()).
+ * Written by the hint shim, read by the scheduler on every enqueue.
+ */
+struct phase_hint {
+	u32 phase;	/* enum scx_phase_id; anything else counts as no hint */
+	s32 numa_node;	/* SCX_PHASE_NODE_ANY or a NUMA node id */
+};
+
+/*
+ * Per-phase counters: one slot per phase plus SCX_PHASE_NONE, per CPU
+ * (the pinned phase_stats map). Userspace sums the CPUs.
+ */
+struct phase_counters {
+	u64 enqueues;	/* times a task of this phase was queued to run */
+	u64 runtime_ns;	/* CPU time used by tasks of this phase */
+};
+
+#endif /* __SCX_PHASE_INTF_H */

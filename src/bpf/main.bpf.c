@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * scx_phase: a sched_ext scheduler that schedules by training phase.
+ *
+ * This file only wires the sched_ext callbacks to the policy pieces:
+ *   hints.bpf.h     the tid -> phase map written by the hint shim
+ *   fair.bpf.h      weighted vtime fairness, the base every task gets
+ *   stats.bpf.h     per-phase counters
+ *   task_ctx.bpf.h  per-task state
+ *   topology.bpf.h  host topology from the loader
+ */
+#include <scx/common.bpf.h>
+#include "intf.h"
+#include "topology.bpf.h"
+#include "task_ctx.bpf.h"
+#include "hints.bpf.h"
+#include "stats.bpf.h"
+#include "fair.bpf.h"
+
+char _license[] SEC("license") = "GPL";
+
+UEI_DEFINE(uei);
+
+/* Every queued task waits here, ordered by vtime. */
+#define SHARED_DSQ 0
+
+/* Re-read @p's hint: every enqueue sees the phase written most recently. */
+static __always_inline void note_enqueue(struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx(p);
+	u32 phase = hinted_phase(p);
+
+	if (tctx)
+		tctx->phase = phase;
+	count_enqueue(phase);
+}
+
+s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
+		   u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+
+	/* An idle CPU needs no queueing decision: run there now. */
+	if (is_idle) {
+		note_enqueue(p);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+	}
+	return cpu;
+}
+
+void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	note_enqueue(p);
+	scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns, fair_vtime(p),
+				 enq_flags);
+}
+
+void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
+{
+	scx_bpf_dsq_move_to_local(SHARED_DSQ, 0);
+}
+
+void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (tctx)
+		tctx->running_since = scx_bpf_now();
+	fair_running(p);
+}
+
+void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
+{
+	struct task_ctx *tctx = task_ctx(p);
+	u64 now = scx_bpf_now(), used;
+
+	if (!tctx || !tctx->running_since)
+		return;
+	used = now - tctx->running_since;
+	tctx->running_since = 0;
+	fair_charge(p, used);
+	count_runtime(tctx->phase, used);
+}
+
+void BPF_STRUCT_OPS(phase_enable, struct task_struct *p)
+{
+	fair_enable(p);
+}
+
+s32 BPF_STRUCT_OPS(phase_init_task, struct task_struct *p,
+		   struct scx_init_task_args *args)
+{
+	struct task_ctx *tctx = task_ctx_create(p);
+
+	if (!tctx)
+		return -ENOMEM;
+	tctx->phase = SCX_PHASE_NONE;
+	return 0;
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
+{
+	return scx_bpf_create_dsq(SHARED_DSQ, -1);
+}
+
+void BPF_STRUCT_OPS(phase_exit, struct scx_exit_info *ei)
+{
+	UEI_RECORD(uei, ei);
+}
+
+SCX_OPS_DEFINE(phase_ops,
+	       .select_cpu	= (void *)phase_select_cpu,
+	       .enqueue		= (void *)phase_enqueue,
+	       .dispatch	= (void *)phase_dispatch,
+	       .running		= (void *)phase_running,
+	       .stopping	= (void *)phase_stopping,
+	       .enable		= (void *)phase_enable,
+	       .init_task	= (void *)phase_init_task,
+	       .init		= (void *)phase_init,
+	       .exit		= (void *)phase_exit,
+	       .name		= "scx_phase");
