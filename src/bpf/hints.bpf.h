@@ -14,9 +14,6 @@ struct {
 	__uint(max_entries, 65536);
 } phase_map SEC(".maps");
 
-/* Hints holding a phase number outside the ABI, ignored. */
-u64 nr_invalid_hints;
-
 /*
  * The phase hinted for @p, or SCX_PHASE_NONE. Garbage values are treated as
  * no hint, so a bad writer can never push a task into an undefined class.
@@ -29,7 +26,7 @@ static __always_inline u32 hinted_phase(const struct task_struct *p)
 	if (!hint)
 		return SCX_PHASE_NONE;
 	if (hint->phase >= SCX_PHASE_NR) {
-		__sync_fetch_and_add(&nr_invalid_hints, 1);
+		count_invalid_hint();
 		return SCX_PHASE_NONE;
 	}
 	return hint->phase;

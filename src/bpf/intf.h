@@ -52,6 +52,7 @@ struct phase_hint {
 struct phase_counters {
 	u64 enqueues;	/* times a task of this phase was queued to run */
 	u64 runtime_ns;	/* CPU time used by tasks of this phase */
+	u64 invalid_hints; /* SCX_PHASE_NONE slot only: hints out of range */
 };
 
 #endif /* __SCX_PHASE_INTF_H */

@@ -3,9 +3,9 @@
  * scx_phase: a sched_ext scheduler that schedules by training phase.
  *
  * This file only wires the sched_ext callbacks to the policy pieces:
+ *   stats.bpf.h     per-phase counters
  *   hints.bpf.h     the tid -> phase map written by the hint shim
  *   fair.bpf.h      weighted vtime fairness, the base every task gets
- *   stats.bpf.h     per-phase counters
  *   task_ctx.bpf.h  per-task state
  *   topology.bpf.h  host topology from the loader
  */
@@ -13,8 +13,8 @@
 #include "intf.h"
 #include "topology.bpf.h"
 #include "task_ctx.bpf.h"
-#include "hints.bpf.h"
 #include "stats.bpf.h"
+#include "hints.bpf.h"
 #include "fair.bpf.h"
 
 char _license[] SEC("license") = "GPL";

@@ -36,4 +36,12 @@ static __always_inline void count_runtime(u32 phase, u64 ns)
 		c->runtime_ns += ns;
 }
 
+static __always_inline void count_invalid_hint(void)
+{
+	struct phase_counters *c = phase_counters(SCX_PHASE_NONE);
+
+	if (c)
+		c->invalid_hints++;
+}
+
 #endif /* __SCX_PHASE_STATS_BPF_H */

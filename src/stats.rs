@@ -1,0 +1,209 @@
+//! Per-phase counters from the pinned `phase_stats` map: reading, deltas,
+//! and the table and JSON that `--stats` and `--monitor` print.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use libbpf_rs::libbpf_sys;
+use serde::Serialize;
+
+use crate::phase::Phase;
+
+/// The stats map's name, in the kernel and in the pin folder.
+pub const STATS_MAP_NAME: &str = "phase_stats";
+/// One slot per phase plus one for tasks without a valid hint.
+pub const NR_SLOTS: usize = Phase::ALL.len() + 1;
+
+/// `struct phase_counters` of `intf.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounters {
+    pub enqueues: u64,
+    pub runtime_ns: u64,
+    pub invalid_hints: u64,
+}
+
+// SAFETY: plain u64s, no padding.
+unsafe impl plain::Plain for PhaseCounters {}
+
+/// The name of stats slot `i`.
+pub fn slot_name(i: usize) -> &'static str {
+    Phase::ALL.get(i).map_or("unhinted", |p| p.name())
+}
+
+/// Counters of every slot, summed over CPUs, at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub slots: [PhaseCounters; NR_SLOTS],
+    pub at: Instant,
+}
+
+impl Snapshot {
+    pub fn invalid_hints(&self) -> u64 {
+        self.slots.iter().map(|c| c.invalid_hints).sum()
+    }
+}
+
+/// Sum the per-CPU counters of the stats map behind `fd`.
+pub fn read(fd: BorrowedFd<'_>) -> std::io::Result<Snapshot> {
+    // SAFETY: a libbpf query without arguments.
+    let ncpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
+    let ncpus = usize::try_from(ncpus).map_err(|_| std::io::Error::from_raw_os_error(-ncpus))?;
+    let stride = std::mem::size_of::<PhaseCounters>().next_multiple_of(8);
+    let mut buf = vec![0u8; stride * ncpus];
+    let mut slots = [PhaseCounters::default(); NR_SLOTS];
+    for (slot, total) in slots.iter_mut().enumerate() {
+        let key = slot as u32;
+        // SAFETY: a per-CPU lookup writes stride * ncpus bytes into buf.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                fd.as_raw_fd(),
+                (&key as *const u32).cast(),
+                buf.as_mut_ptr().cast(),
+            )
+        };
+        if ret != 0 {
+            return Err(std::io::Error::from_raw_os_error(-ret));
+        }
+        for cpu in buf.chunks_exact(stride) {
+            let mut c = PhaseCounters::default();
+            plain::copy_from_bytes(&mut c, cpu)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+            total.enqueues += c.enqueues;
+            total.runtime_ns += c.runtime_ns;
+            total.invalid_hints += c.invalid_hints;
+        }
+    }
+    Ok(Snapshot {
+        slots,
+        at: Instant::now(),
+    })
+}
+
+/// The pinned stats map of a running scheduler.
+pub struct StatsMap {
+    fd: OwnedFd,
+}
+
+impl StatsMap {
+    /// Open the stats map pinned in `pin_dir`.
+    pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
+        let path: PathBuf = pin_dir.join(STATS_MAP_NAME);
+        let c = CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: valid C string.
+        let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+        if fd < 0 {
+            let err = std::io::Error::from_raw_os_error(-fd);
+            if err.kind() == std::io::ErrorKind::NotFound {
+                anyhow::bail!(
+                    "no stats at {}: scx_phase is not running",
+                    path.display()
+                );
+            }
+            anyhow::bail!("cannot open {}: {err}", path.display());
+        }
+        // SAFETY: a fresh fd from the kernel.
+        Ok(StatsMap {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn read(&self) -> std::io::Result<Snapshot> {
+        read(self.fd_ref())
+    }
+
+    fn fd_ref(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+}
+
+/// One slot's activity between two snapshots.
+#[derive(Clone, Debug, Serialize)]
+pub struct SlotRate {
+    pub phase: &'static str,
+    pub enqueues_per_s: f64,
+    /// CPU used, in percent of one CPU.
+    pub cpu_pct: f64,
+    pub enqueues: u64,
+    pub runtime_ms: u64,
+}
+
+/// Activity between `prev` and `cur`, plus cumulative totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub interval_s: f64,
+    pub phases: Vec<SlotRate>,
+    pub invalid_hints: u64,
+}
+
+pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
+    let dt = cur.at.duration_since(prev.at).as_secs_f64().max(1e-9);
+    let phases = (0..NR_SLOTS)
+        .map(|i| {
+            let (a, b) = (&prev.slots[i], &cur.slots[i]);
+            SlotRate {
+                phase: slot_name(i),
+                enqueues_per_s: b.enqueues.saturating_sub(a.enqueues) as f64 / dt,
+                cpu_pct: b.runtime_ns.saturating_sub(a.runtime_ns) as f64 / dt / 1e7,
+                enqueues: b.enqueues,
+                runtime_ms: b.runtime_ns / 1_000_000,
+            }
+        })
+        .collect();
+    Report {
+        interval_s: dt,
+        phases,
+        invalid_hints: cur.invalid_hints(),
+    }
+}
+
+impl Report {
+    /// A human table, one line per phase.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:<13} {:>10} {:>8} {:>12} {:>12}\n",
+            "phase", "enq/s", "cpu%", "enq total", "run ms"
+        );
+        for r in &self.phases {
+            s += &format!(
+                "{:<13} {:>10.0} {:>8.1} {:>12} {:>12}\n",
+                r.phase, r.enqueues_per_s, r.cpu_pct, r.enqueues, r.runtime_ms
+            );
+        }
+        s += &format!("invalid hints: {}\n", self.invalid_hints);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn report_turns_deltas_into_rates() {
+        let t0 = Instant::now();
+        let mut a = Snapshot {
+            slots: [PhaseCounters::default(); NR_SLOTS],
+            at: t0,
+        };
+        a.slots[3].enqueues = 10;
+        let mut b = a.clone();
+        b.at = t0 + Duration::from_secs(2);
+        b.slots[3].enqueues = 30;
+        b.slots[3].runtime_ns = 1_000_000_000; // 1 s of CPU in 2 s
+        b.slots[NR_SLOTS - 1].invalid_hints = 4;
+        let r = report(&a, &b);
+        let bw = &r.phases[3];
+        assert_eq!(bw.phase, "backward");
+        assert!((bw.enqueues_per_s - 10.0).abs() < 1e-6);
+        assert!((bw.cpu_pct - 50.0).abs() < 1e-6);
+        assert_eq!(r.phases[NR_SLOTS - 1].phase, "unhinted");
+        assert_eq!(r.invalid_hints, 4);
+        assert!(r.table().contains("backward"));
+    }
+}
