@@ -131,7 +131,14 @@ mod tests {
     #[test]
     fn set_parses_names_numbers_and_node() {
         let cli = Cli::try_parse_from([
-            "scx_phase", "set", "--tid", "42", "--phase", "backward", "--node", "1",
+            "scx_phase",
+            "set",
+            "--tid",
+            "42",
+            "--phase",
+            "backward",
+            "--node",
+            "1",
         ])
         .unwrap();
         match cli.command {
@@ -140,11 +147,14 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-        let cli =
-            Cli::try_parse_from(["scx_phase", "set", "--tid", "1", "--phase", "5"]).unwrap();
+        let cli = Cli::try_parse_from(["scx_phase", "set", "--tid", "1", "--phase", "5"]).unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Set { phase: Phase::Checkpoint, node: None, .. })
+            Some(Command::Set {
+                phase: Phase::Checkpoint,
+                node: None,
+                ..
+            })
         ));
     }
 
@@ -166,8 +176,16 @@ mod tests {
     fn every_flag_documents_itself() {
         let mut cmd = Cli::command();
         let help = cmd.render_long_help().to_string();
-        for flag in ["--slice-us", "--max-hints", "--stats", "--monitor", "--json",
-                     "--exit-dump-len", "--verbose", "--pin-dir"] {
+        for flag in [
+            "--slice-us",
+            "--max-hints",
+            "--stats",
+            "--monitor",
+            "--json",
+            "--exit-dump-len",
+            "--verbose",
+            "--pin-dir",
+        ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
         for arg in cmd.get_arguments() {
@@ -175,7 +193,10 @@ mod tests {
             if id == "help" || id == "version" {
                 continue;
             }
-            let doc = arg.get_long_help().or(arg.get_help()).map(|h| h.to_string());
+            let doc = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|h| h.to_string());
             let doc = doc.unwrap_or_default();
             let has_default = !arg.get_default_values().is_empty() || doc.contains("[default:");
             assert!(has_default, "--{id} does not say its default");

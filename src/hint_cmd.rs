@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use scx_phase::phase_map::{self, PhaseHint, PhaseMap, thread_exists, thread_name};
 use scx_phase::Phase;
+use scx_phase::phase_map::{self, PhaseHint, PhaseMap, thread_exists, thread_name};
 use serde::Serialize;
 
 use crate::cli::Command;
@@ -15,10 +15,13 @@ fn open(pin_dir: &Path) -> Result<PhaseMap> {
 
 /// "backward, node 1" / "backward, node any" / "invalid (99), node any"
 fn describe(h: &PhaseHint) -> String {
-    let phase = h
-        .phase()
-        .map_or_else(|| format!("invalid ({})", h.phase), |p| p.name().to_string());
-    let node = h.node().map_or_else(|| "any".to_string(), |n| n.to_string());
+    let phase = h.phase().map_or_else(
+        || format!("invalid ({})", h.phase),
+        |p| p.name().to_string(),
+    );
+    let node = h
+        .node()
+        .map_or_else(|| "any".to_string(), |n| n.to_string());
     format!("{phase}, node {node}")
 }
 
@@ -30,10 +33,10 @@ fn who(tid: u32) -> String {
 }
 
 fn require_node(node: Option<u32>) -> Result<()> {
-    if let Some(n) = node {
-        if !Path::new(&format!("/sys/devices/system/node/node{n}")).exists() {
-            bail!("no NUMA node {n} on this host (see: scx_phase topology)");
-        }
+    if let Some(n) = node
+        && !Path::new(&format!("/sys/devices/system/node/node{n}")).exists()
+    {
+        bail!("no NUMA node {n} on this host (see: scx_phase topology)");
     }
     Ok(())
 }
@@ -107,7 +110,9 @@ fn dump(pin_dir: &Path, json: bool) -> Result<()> {
         let phase = h
             .phase()
             .map_or_else(|| format!("invalid({})", h.phase), |p| p.name().to_string());
-        let node = h.node().map_or_else(|| "any".to_string(), |n| n.to_string());
+        let node = h
+            .node()
+            .map_or_else(|| "any".to_string(), |n| n.to_string());
         let thread = thread_name(*tid).unwrap_or_else(|| "(exited)".into());
         println!("{tid:>8}  {phase:<16} {node:>5}  {thread}");
     }

@@ -28,7 +28,10 @@ pub fn monitor(pin_dir: &Path, interval: f64, json: bool, shutdown: Arc<AtomicBo
     }
     let map = StatsMap::open(pin_dir)?;
     if !preflight::scx_phase_attached() {
-        bail!("scx_phase is not running (its stats pin in {} is stale)", pin_dir.display());
+        bail!(
+            "scx_phase is not running (its stats pin in {} is stale)",
+            pin_dir.display()
+        );
     }
     let mut prev = map.read()?;
     let step = Duration::from_millis(50);

@@ -46,7 +46,9 @@ impl PhaseHint {
     pub fn new(phase: Phase, node: Option<u32>) -> Self {
         PhaseHint {
             phase: phase as u32,
-            numa_node: node.and_then(|n| i32::try_from(n).ok()).unwrap_or(Self::NODE_ANY),
+            numa_node: node
+                .and_then(|n| i32::try_from(n).ok())
+                .unwrap_or(Self::NODE_ANY),
         }
     }
 
@@ -65,7 +67,10 @@ impl PhaseHint {
 #[derive(Debug)]
 pub enum Error {
     /// No map at the path: the scheduler has never run on this boot.
-    NotFound { path: PathBuf, bpffs_missing: Option<String> },
+    NotFound {
+        path: PathBuf,
+        bpffs_missing: Option<String>,
+    },
     /// The caller may not open or write the map.
     PermissionDenied { path: PathBuf },
     /// Something is pinned there, but it is not our map.
@@ -75,7 +80,11 @@ pub enum Error {
     /// The map holds `--max-hints` entries already.
     Full { path: PathBuf, capacity: u32 },
     /// Any other system-call failure.
-    Os { op: &'static str, path: PathBuf, errno: i32 },
+    Os {
+        op: &'static str,
+        path: PathBuf,
+        errno: i32,
+    },
 }
 
 impl Error {
@@ -95,7 +104,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotFound { bpffs_missing: Some(why), .. } => f.write_str(why),
+            Error::NotFound {
+                bpffs_missing: Some(why),
+                ..
+            } => f.write_str(why),
             Error::NotFound { path, .. } => write!(
                 f,
                 "no phase map at {}: scx_phase is not running (start it with: sudo scx_phase)",
@@ -179,7 +191,10 @@ pub(crate) fn incompatibility(info: &libbpf_sys::bpf_map_info) -> Option<String>
     let want_key = std::mem::size_of::<u32>() as u32;
     let want_val = std::mem::size_of::<PhaseHint>() as u32;
     if info.type_ != libbpf_sys::BPF_MAP_TYPE_HASH {
-        return Some(format!("map '{name}' has type {}, not a hash map", info.type_));
+        return Some(format!(
+            "map '{name}' has type {}, not a hash map",
+            info.type_
+        ));
     }
     if name != MAP_NAME {
         return Some(format!("map is named '{name}', not '{MAP_NAME}'"));
@@ -201,10 +216,16 @@ impl PhaseMap {
         // SAFETY: `c` is a valid C string.
         let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
         if fd < 0 {
+            let is_dir = path.is_dir();
             return Err(match neg_errno(fd) {
                 libc::ENOENT => Error::NotFound {
                     bpffs_missing: bpffs::missing_bpffs(&path),
                     path,
+                },
+                // bpffs answers EACCES for a folder, whoever asks.
+                _ if is_dir => Error::Foreign {
+                    path,
+                    why: "it is a folder".into(),
                 },
                 libc::EACCES | libc::EPERM => Error::PermissionDenied { path },
                 // A regular file or folder where the pin should be.
@@ -212,7 +233,11 @@ impl PhaseMap {
                     path,
                     why: "it is not a pinned BPF object".into(),
                 },
-                errno => Error::Os { op: "open", path, errno },
+                errno => Error::Os {
+                    op: "open",
+                    path,
+                    errno,
+                },
             });
         }
         // SAFETY: bpf_obj_get returned a fresh fd that nothing else owns.
@@ -279,7 +304,11 @@ impl PhaseMap {
                     path,
                 },
                 libc::EACCES | libc::EPERM => Error::PermissionDenied { path },
-                errno => Error::Os { op: "pin", path, errno },
+                errno => Error::Os {
+                    op: "pin",
+                    path,
+                    errno,
+                },
             });
         }
         Ok(PhaseMap { fd, path, capacity })
@@ -365,8 +394,9 @@ impl PhaseMap {
     /// Remove `tid`'s hint. Returns whether there was one.
     pub fn clear(&self, tid: u32) -> Result<bool> {
         // SAFETY: as in `set`.
-        let ret =
-            unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), (&tid as *const u32).cast()) };
+        let ret = unsafe {
+            libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), (&tid as *const u32).cast())
+        };
         match ret {
             0 => Ok(true),
             r if neg_errno(r) == libc::ENOENT => Ok(false),
@@ -469,7 +499,13 @@ mod tests {
                 capacity: 1,
             },
         ];
-        let want = [libc::ENOENT, libc::EACCES, libc::EINVAL, libc::ESRCH, libc::E2BIG];
+        let want = [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::EINVAL,
+            libc::ESRCH,
+            libc::E2BIG,
+        ];
         for (e, errno) in errs.iter().zip(want) {
             assert!(!e.to_string().contains('\n'));
             assert_eq!(e.errno(), errno);

@@ -134,13 +134,13 @@ impl<'a> Scheduler<'a> {
         let mut next_report = interval.map(|i| Instant::now() + i);
         while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
             std::thread::sleep(POLL);
-            if let (Some(at), Some(i)) = (next_report, interval) {
-                if Instant::now() >= at {
-                    let cur = self.read_stats()?;
-                    print_report(&stats::report(&prev, &cur), opts.json);
-                    prev = cur;
-                    next_report = Some(at + i);
-                }
+            if let (Some(at), Some(i)) = (next_report, interval)
+                && Instant::now() >= at
+            {
+                let cur = self.read_stats()?;
+                print_report(&stats::report(&prev, &cur), opts.json);
+                prev = cur;
+                next_report = Some(at + i);
             }
         }
         self.link.take();

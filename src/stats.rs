@@ -98,10 +98,7 @@ impl StatsMap {
         if fd < 0 {
             let err = std::io::Error::from_raw_os_error(-fd);
             if err.kind() == std::io::ErrorKind::NotFound {
-                anyhow::bail!(
-                    "no stats at {}: scx_phase is not running",
-                    path.display()
-                );
+                anyhow::bail!("no stats at {}: scx_phase is not running", path.display());
             }
             anyhow::bail!("cannot open {}: {err}", path.display());
         }

@@ -94,10 +94,16 @@ impl HostTopology {
         let max_cpus = bpf_intf::scx_phase_limits_SCX_PHASE_MAX_CPUS as usize;
         let max_nodes = bpf_intf::scx_phase_limits_SCX_PHASE_MAX_NODES as usize;
         if self.nr_cpu_ids() > max_cpus {
-            bail!("{} CPUs: scx_phase supports at most {max_cpus}", self.nr_cpu_ids());
+            bail!(
+                "{} CPUs: scx_phase supports at most {max_cpus}",
+                self.nr_cpu_ids()
+            );
         }
         if let Some(n) = self.nodes.iter().find(|n| n.id >= max_nodes) {
-            bail!("NUMA node {}: scx_phase supports node ids below {max_nodes}", n.id);
+            bail!(
+                "NUMA node {}: scx_phase supports node ids below {max_nodes}",
+                n.id
+            );
         }
         Ok(())
     }

@@ -1,0 +1,258 @@
+//! The scx_phase binary's errors and hint subcommands, on the host.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use scx_phase::Phase;
+use scx_phase::phase_map::{self, PhaseHint, PhaseMap, current_tid};
+
+fn pin(dir: &Path) -> String {
+    dir.display().to_string()
+}
+
+#[test]
+fn unknown_phase_lists_the_valid_names_and_exits_2() {
+    let o = scx_phase(&["set", "--tid", "1", "--phase", "warp"]);
+    assert_one_line_error(&o, 2, "unknown phase 'warp'");
+    assert!(stderr(&o).contains("idle, data_loading, forward, backward, optimizer, checkpoint"));
+}
+
+#[test]
+fn other_usage_errors_are_one_line_and_exit_2() {
+    for args in [
+        &["--slice-us", "0"][..],
+        &["set", "--tid", "x", "--phase", "idle"][..],
+        &["get"][..],
+        &["--no-such-flag"][..],
+    ] {
+        let o = scx_phase(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim_end().lines().count(),
+            1,
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn help_documents_every_default() {
+    let o = scx_phase(&["--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for d in [
+        "[default: 5000]",
+        "[default: 65536]",
+        "[default: /sys/fs/bpf/scx_phase]",
+        "[default: 0]",
+        "[default: off]",
+    ] {
+        assert!(help.contains(d), "{d} missing from --help");
+    }
+}
+
+#[test]
+fn loading_without_root_is_refused() {
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        // Drop to nobody for this one run.
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_scx_phase"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_scx_phase"))
+    };
+    let o = cmd.output().expect("run");
+    assert_one_line_error(&o, 1, "must run as root");
+}
+
+#[test]
+fn loading_needs_sched_ext_then_bpffs() {
+    let not_bpffs = tempfile::tempdir().unwrap();
+    let o = scx_phase(&["--pin-dir", &pin(&not_bpffs.path().join("p"))]);
+    if Path::new("/sys/kernel/sched_ext").exists() {
+        // A sched_ext kernel: the next check is the pin folder's bpffs.
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("bpffs is not mounted") || err.contains("already attached"),
+            "{err}"
+        );
+    } else {
+        assert_one_line_error(&o, 1, "has no sched_ext");
+        assert!(stderr(&o).contains("CONFIG_SCHED_CLASS_EXT=y"));
+    }
+}
+
+#[test]
+fn topology_works_on_any_host() {
+    let o = scx_phase(&["topology"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("NUMA nodes:"), "{out}");
+    assert!(out.contains("node 0: CPUs 0"), "{out}");
+    assert!(out.contains("GPUs:"), "{out}");
+}
+
+#[test]
+fn hint_commands_without_a_map_say_not_running() {
+    let fs = TempBpffs::new();
+    let dir = pin(&fs.pin_dir());
+    for args in [
+        vec!["--pin-dir", &dir, "get", "--tid", "1"],
+        vec!["--pin-dir", &dir, "dump"],
+        vec!["--pin-dir", &dir, "set", "--tid", "1", "--phase", "idle"],
+    ] {
+        let o = scx_phase(&args);
+        assert_one_line_error(&o, 1, "scx_phase is not running");
+    }
+}
+
+#[test]
+fn hint_commands_without_bpffs_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = scx_phase(&["--pin-dir", &pin(dir.path()), "dump"]);
+    assert_one_line_error(&o, 1, "bpffs is not mounted");
+}
+
+#[test]
+fn set_get_clear_dump_through_the_cli() {
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
+    let map = PhaseMap::create_pinned(phase_map::map_path(&dir), 64).unwrap();
+    let d = pin(&dir);
+    let me = current_tid().to_string();
+
+    let o = scx_phase(&[
+        "--pin-dir",
+        &d,
+        "set",
+        "--tid",
+        &me,
+        "--phase",
+        "backward",
+        "--node",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("backward, node 0"));
+    assert_eq!(
+        map.get(current_tid()).unwrap(),
+        Some(PhaseHint {
+            phase: 3,
+            numa_node: 0
+        })
+    );
+
+    let o = scx_phase(&["--pin-dir", &d, "get", "--tid", &me]);
+    assert!(
+        stdout(&o).contains(&format!("tid {me} (")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("backward, node 0"));
+
+    let o = scx_phase(&["--pin-dir", &d, "dump", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("dump --json is JSON");
+    assert_eq!(v[0]["tid"], serde_json::json!(current_tid()));
+    assert_eq!(v[0]["phase"], "backward");
+    assert_eq!(v[0]["numa_node"], 0);
+
+    let o = scx_phase(&["--pin-dir", &d, "clear", "--tid", &me]);
+    assert!(stdout(&o).contains("hint cleared"), "{}", stdout(&o));
+    assert_eq!(map.get(current_tid()).unwrap(), None);
+    let o = scx_phase(&["--pin-dir", &d, "get", "--tid", &me]);
+    assert!(stdout(&o).contains("no hint"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_dead_thread_is_refused() {
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
+    let map = PhaseMap::create_pinned(phase_map::map_path(&dir), 8).unwrap();
+    let dead = dead_tid().to_string();
+    let d = pin(&dir);
+    let o = scx_phase(&["--pin-dir", &d, "set", "--tid", &dead, "--phase", "forward"]);
+    assert_one_line_error(&o, 1, &format!("no thread with id {dead}"));
+    assert!(map.entries().unwrap().is_empty());
+    for cmd in ["get", "clear"] {
+        let o = scx_phase(&["--pin-dir", &d, cmd, "--tid", &dead]);
+        assert_one_line_error(&o, 1, "no thread with id");
+    }
+}
+
+#[test]
+fn an_unknown_node_is_refused() {
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
+    let _map = PhaseMap::create_pinned(phase_map::map_path(&dir), 8).unwrap();
+    let me = current_tid().to_string();
+    let o = scx_phase(&[
+        "--pin-dir",
+        &pin(&dir),
+        "set",
+        "--tid",
+        &me,
+        "--phase",
+        "data_loading",
+        "--node",
+        "63",
+    ]);
+    assert_one_line_error(&o, 1, "no NUMA node 63");
+}
+
+#[test]
+fn garbage_values_are_shown_not_fatal() {
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
+    let map = PhaseMap::create_pinned(phase_map::map_path(&dir), 8).unwrap();
+    map.set(
+        current_tid(),
+        PhaseHint {
+            phase: 99,
+            numa_node: -42,
+        },
+    )
+    .unwrap();
+    let o = scx_phase(&["--pin-dir", &pin(&dir), "dump"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("invalid(99)"), "{}", stdout(&o));
+    let o = scx_phase(&["--pin-dir", &pin(&dir), "dump", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["phase"], serde_json::Value::Null);
+    assert_eq!(v[0]["phase_number"], 99);
+    let o = scx_phase(&[
+        "--pin-dir",
+        &pin(&dir),
+        "get",
+        "--tid",
+        &current_tid().to_string(),
+    ]);
+    assert!(stdout(&o).contains("invalid (99)"), "{}", stdout(&o));
+    let _ = Phase::Idle;
+}
+
+#[test]
+fn a_foreign_map_is_a_clear_error() {
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
+    // A regular folder where the map should be pinned.
+    std::fs::create_dir(phase_map::map_path(&dir)).unwrap();
+    let o = scx_phase(&["--pin-dir", &pin(&dir), "dump"]);
+    assert_one_line_error(&o, 1, "is not a scx_phase phase map");
+}
+
+#[test]
+fn monitor_without_a_scheduler_says_not_running() {
+    let fs = TempBpffs::new();
+    let o = scx_phase(&["--pin-dir", &pin(&fs.pin_dir()), "--monitor", "1"]);
+    assert_one_line_error(&o, 1, "scx_phase is not running");
+}
