@@ -35,6 +35,20 @@ static __always_inline void note_enqueue(struct task_struct *p)
 	count_enqueue(phase);
 }
 
+/* Charge the CPU time @p used since it started or was last charged. */
+static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
+				   u64 now)
+{
+	u64 used;
+
+	if (!tctx->running_since)
+		return;
+	used = now - tctx->running_since;
+	tctx->running_since = now;
+	fair_charge(p, used);
+	count_runtime(tctx->phase, used);
+}
+
 s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 		   u64 wake_flags)
 {
@@ -51,9 +65,27 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 
 void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 {
+	s32 cpu;
+
 	note_enqueue(p);
+
+	/*
+	 * The last runnable task of a CPU whose slice ended: this CPU has
+	 * already looked for work and found none, so run it again right here
+	 * (with a fresh slice) rather than queue it behind an idle CPU.
+	 */
+	if (enq_flags & SCX_ENQ_LAST) {
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		return;
+	}
+
 	scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns, fair_vtime(p),
 				 enq_flags);
+
+	/* Wake an idle CPU to take it, if there is one. */
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 }
 
 void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
@@ -70,17 +102,29 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	fair_running(p);
 }
 
+/*
+ * A task that runs on and on (alone on its CPU, or re-picked without going
+ * through enqueue) is still charged every tick to the phase it is in now,
+ * so run time lands on the right phase even for a thread that never sleeps.
+ */
+void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (!tctx)
+		return;
+	charge(p, tctx, scx_bpf_now());
+	tctx->phase = hinted_phase(p);
+}
+
 void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = task_ctx(p);
-	u64 now = scx_bpf_now(), used;
 
-	if (!tctx || !tctx->running_since)
+	if (!tctx)
 		return;
-	used = now - tctx->running_since;
+	charge(p, tctx, scx_bpf_now());
 	tctx->running_since = 0;
-	fair_charge(p, used);
-	count_runtime(tctx->phase, used);
 }
 
 void BPF_STRUCT_OPS(phase_enable, struct task_struct *p)
@@ -115,8 +159,15 @@ SCX_OPS_DEFINE(phase_ops,
 	       .dispatch	= (void *)phase_dispatch,
 	       .running		= (void *)phase_running,
 	       .stopping	= (void *)phase_stopping,
+	       .tick		= (void *)phase_tick,
 	       .enable		= (void *)phase_enable,
 	       .init_task	= (void *)phase_init_task,
 	       .init		= (void *)phase_init,
 	       .exit		= (void *)phase_exit,
+	       /*
+	        * Enqueue even the last runnable task of a CPU when its slice
+	        * ends: otherwise the kernel silently refills its slice, and a
+	        * phase change goes unseen for as long as the task keeps running.
+	        */
+	       .flags		= SCX_OPS_ENQ_LAST,
 	       .name		= "scx_phase");

@@ -1,0 +1,194 @@
+//! Hints written by hand reach bpftool and the scheduler, and survive a
+//! restart of the scheduler.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use scx_phase::Phase;
+use scx_phase::phase_map::{self, PhaseHint, PhaseMap, current_tid};
+use scx_phase::stats::{self, StatsMap};
+
+use crate::support::*;
+
+/// Spin on this thread for `d`, hinted as `phase`, and return how much CPU
+/// time the scheduler accounted to `phase` meanwhile.
+fn spin_as(phase: Phase, d: Duration) -> Duration {
+    let map = PhaseMap::open_default().expect("phase map");
+    let stats = StatsMap::open(Path::new(PIN_DIR)).expect("stats map");
+    let before = stats.read().unwrap();
+    let me = current_tid();
+    map.set(me, PhaseHint::new(phase, None)).unwrap();
+    let t0 = Instant::now();
+    let mut x = 0u64;
+    while t0.elapsed() < d {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        // Yield now and then so that enqueue runs and re-reads the hint.
+        if x % 4096 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    map.clear(me).unwrap();
+    let after = stats.read().unwrap();
+    let slot = phase as usize;
+    Duration::from_nanos(after.slots[slot].runtime_ns - before.slots[slot].runtime_ns)
+}
+
+#[test]
+fn a_hint_shows_in_bpftool_with_named_fields() {
+    let _loader = Loader::start(&[]);
+    let mut target = sleeper();
+    let tid = target.id().to_string();
+    let o = scx_phase(&["set", "--tid", &tid, "--phase", "backward", "--node", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let path = phase_map::map_path(Path::new(PIN_DIR));
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&path)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    // With BTF, bpftool adds a "formatted" view with named fields.
+    let entry = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| &e["formatted"])
+        .find(|e| e["key"] == serde_json::json!(target.id()))
+        .unwrap_or_else(|| panic!("tid {tid} not in {v}"));
+    assert_eq!(entry["value"]["phase"], 3, "{entry}");
+    assert_eq!(entry["value"]["numa_node"], 0, "{entry}");
+
+    let plain = std::process::Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(&path)
+        .output()
+        .expect("bpftool");
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.contains("\"phase\": 3"), "{plain}");
+    println!("MEASURED bpftool dump of one hint: {entry}");
+    let _ = target.kill();
+    let _ = target.wait();
+}
+
+#[test]
+fn the_scheduler_accounts_cpu_to_the_hinted_phase() {
+    let _loader = Loader::start(&[]);
+    let got = spin_as(Phase::Backward, Duration::from_millis(800));
+    assert!(
+        got >= Duration::from_millis(400),
+        "backward got only {got:?} of an 800 ms spin"
+    );
+    let other = spin_as(Phase::Optimizer, Duration::from_millis(400));
+    assert!(
+        other >= Duration::from_millis(200),
+        "optimizer got {other:?}"
+    );
+    println!(
+        "MEASURED run time accounted: backward {:.0} ms of 800, optimizer {:.0} ms of 400",
+        ms(got),
+        ms(other)
+    );
+}
+
+#[test]
+fn garbage_hints_are_ignored_and_counted() {
+    let _loader = Loader::start(&[]);
+    let map = PhaseMap::open_default().unwrap();
+    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
+    let before = stats.read().unwrap();
+    let me = current_tid();
+    map.set(
+        me,
+        PhaseHint {
+            phase: 99,
+            numa_node: 12345,
+        },
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    map.clear(me).unwrap();
+    let after = stats.read().unwrap();
+    assert!(
+        after.invalid_hints() > before.invalid_hints(),
+        "invalid hints not counted"
+    );
+    assert_eq!(
+        state(),
+        "enabled",
+        "a garbage hint must not stop the scheduler"
+    );
+}
+
+#[test]
+fn hints_survive_a_restart() {
+    let mut target = sleeper();
+    let tid = target.id();
+    {
+        let _loader = Loader::start(&[]);
+        let o = scx_phase(&["set", "--tid", &tid.to_string(), "--phase", "checkpoint"]);
+        assert!(o.status.success());
+    }
+    assert_eq!(state(), "disabled");
+    let loader = Loader::start(&[]);
+    assert!(
+        loader.log().contains("reusing pinned phase map"),
+        "{}",
+        loader.log()
+    );
+    let o = scx_phase(&["get", "--tid", &tid.to_string()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("checkpoint"),
+        "hint lost across the restart: {out}"
+    );
+    // And the new instance reads the old map, not a fresh one.
+    let got = spin_as(Phase::Forward, Duration::from_millis(500));
+    assert!(got >= Duration::from_millis(250), "forward got {got:?}");
+    let _ = target.kill();
+    let _ = target.wait();
+}
+
+#[test]
+fn monitor_reads_a_running_instance() {
+    let _loader = Loader::start(&[]);
+    let mon = std::process::Command::new(BIN)
+        .args(["--monitor", "0.3", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(mon.id() as i32, libc::SIGINT) };
+    let out = mon.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "expected ≥2 reports in 1.2 s: {text}");
+    let r: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON line");
+    let phases = r["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), stats::NR_SLOTS);
+    assert_eq!(phases[3]["phase"], "backward");
+    assert_eq!(phases[6]["phase"], "unhinted");
+    // The VM's own tasks run un-hinted, so that slot moves.
+    let unhinted: f64 = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| r["phases"][6]["enqueues_per_s"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(unhinted > 0.0, "{text}");
+}

@@ -1,0 +1,192 @@
+//! Running the scheduler inside the VM and watching the kernel's view of it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STATE: &str = "/sys/kernel/sched_ext/state";
+pub const OPS: &str = "/sys/kernel/sched_ext/root/ops";
+pub const PIN_DIR: &str = "/sys/fs/bpf/scx_phase";
+pub const BIN: &str = env!("CARGO_BIN_EXE_scx_phase");
+
+/// Fail loudly unless we run on a sched_ext kernel: a VM test never skips.
+pub fn require_sched_ext() {
+    assert!(
+        Path::new(STATE).exists(),
+        "no {STATE}: the VM tests must run on a sched_ext kernel (scripts/vm.sh)"
+    );
+}
+
+pub fn state() -> String {
+    std::fs::read_to_string(STATE).map_or_else(|_| "missing".into(), |s| s.trim().to_string())
+}
+
+pub fn ops() -> String {
+    std::fs::read_to_string(OPS).map_or_else(|_| String::new(), |s| s.trim().to_string())
+}
+
+/// Poll until sched_ext reaches `want`; the time it took, or None.
+pub fn wait_state(want: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if state() == want {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A running `scx_phase` loader. Dropping it stops the scheduler, so a
+/// failed test never leaves it attached for the next one.
+pub struct Loader {
+    pub child: Child,
+    pub attach_time: Duration,
+    log: PathBuf,
+}
+
+impl Loader {
+    /// Start the loader and wait until the kernel says it is attached.
+    pub fn start(args: &[&str]) -> Loader {
+        require_sched_ext();
+        assert!(
+            wait_state("disabled", Duration::from_secs(5)).is_some(),
+            "a scheduler is still attached before the test: {}",
+            ops()
+        );
+        let log = std::env::temp_dir().join(format!("scx_phase-{}.log", std::process::id()));
+        let err = File::create(&log).expect("loader log");
+        let t0 = Instant::now();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn scx_phase");
+        loop {
+            if state() == "enabled" && ops().starts_with("scx_phase") {
+                break;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("scx_phase exited ({st}) before attaching: {}", read(&log));
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "scx_phase did not attach within 60 s: {}",
+                read(&log)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Loader {
+            attach_time: t0.elapsed(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill");
+    }
+
+    /// Wait for the loader to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "scx_phase still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// What the loader printed on stderr so far.
+    pub fn log(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.pid(), libc::SIGINT) };
+            let t0 = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        wait_state("disabled", Duration::from_secs(5));
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Run scx_phase to completion.
+pub fn scx_phase(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run scx_phase")
+}
+
+/// A child that sleeps for a long time: a live tid to hint.
+pub fn sleeper() -> Child {
+    Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn sleep")
+}
+
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every user-space process (kernel threads come and go on their own).
+pub fn user_pids() -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| !c.is_empty()))
+        .collect()
+}
+
+/// A process's name, for messages.
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_or_else(|_| "?".into(), |s| s.trim().into())
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
