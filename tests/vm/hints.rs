@@ -21,11 +21,7 @@ fn spin_as(phase: Phase, d: Duration) -> Duration {
     let t0 = Instant::now();
     let mut x = 0u64;
     while t0.elapsed() < d {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-        // Yield now and then so that enqueue runs and re-reads the hint.
-        if x % 4096 == 0 {
-            std::thread::yield_now();
-        }
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
     map.clear(me).unwrap();
     let after = stats.read().unwrap();

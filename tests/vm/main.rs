@@ -5,3 +5,4 @@ mod hints;
 mod lifecycle;
 mod smoke;
 mod support;
+mod topology;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole suite, as CI runs it: install what is missing, check format and
+# lints, run the host tests, then the VM tests on a sched_ext kernel.
+# Needs root (apt, bpffs mounts in the host tests). A VM that cannot boot
+# fails the suite.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+step() { printf '\n== %s\n' "$*"; }
+
+step "set-up"
+scripts/setup.sh
+scripts/vm-kernel.sh >/dev/null
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --test vm -- -D warnings
+
+step "host tests"
+cargo test --release
+
+step "VM tests (sched_ext kernel $(cat .cache/vm/kernel/version), 2 vCPUs in 2 NUMA nodes)"
+vm_tests=$(cargo test --release --test vm --no-run --message-format=json |
+           jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm" and .executable != null) | .executable')
+[ -x "$vm_tests" ] || { echo "test.sh: VM test binary not built" >&2; exit 1; }
+scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture
