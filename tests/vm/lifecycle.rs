@@ -99,3 +99,63 @@ fn a_second_scheduler_is_refused_and_the_first_keeps_running() {
     assert_eq!(state(), "enabled");
     drop(loader);
 }
+
+#[test]
+fn no_bpffs_under_the_pin_dir_is_a_clear_error() {
+    require_sched_ext();
+    let o = scx_phase(&["--pin-dir", "/tmp/not-bpffs/scx_phase"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("bpffs is not mounted"), "{err}");
+    assert_eq!(state(), "disabled", "nothing was attached");
+}
+
+#[test]
+fn cpu_hotplug_makes_it_restart_itself() {
+    let cpu1 = "/sys/devices/system/cpu/cpu1/online";
+    assert!(
+        std::path::Path::new(cpu1).exists(),
+        "the VM needs a second, hot-pluggable CPU"
+    );
+    let mut loader = Loader::start(&[]);
+    let set = |v: &str| std::fs::write(cpu1, v).expect("write cpu1/online");
+
+    set("0");
+    let back = wait_for_reattach(&loader);
+    set("1");
+    let again = wait_for_reattach(&loader);
+    assert!(
+        loader.child.try_wait().unwrap().is_none(),
+        "the loader exited"
+    );
+    let log = loader.log();
+    assert!(log.matches("asked for a restart").count() >= 2, "{log}");
+    loader.signal(libc::SIGINT);
+    assert_eq!(loader.wait(Duration::from_secs(5)).code(), Some(0));
+    println!(
+        "MEASURED hotplug restart: re-attached {:.0} ms after offlining CPU 1, {:.0} ms after onlining it",
+        ms(back),
+        ms(again)
+    );
+}
+
+/// Wait until the kernel has kicked the scheduler out and the loader has
+/// attached a new instance.
+fn wait_for_reattach(loader: &Loader) -> Duration {
+    let t0 = std::time::Instant::now();
+    let attached = || state() == "enabled" && ops().starts_with("scx_phase");
+    let restarts = loader.log().matches("asked for a restart").count();
+    loop {
+        if attached() && loader.log().matches("asked for a restart").count() > restarts {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no re-attach after hotplug (state {}): {}",
+            state(),
+            loader.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
