@@ -42,6 +42,48 @@ pub struct RunOpts {
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     pub max_hints: u32,
 
+    /// Share of each CPU that boosted phases (checkpoint, backward,
+    /// forward, optimizer) may take per window; past it the CPU serves
+    /// un-hinted tasks first until the window ends. 100 = no limit.
+    #[arg(long, default_value_t = 85, value_name = "PCT",
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub boost_budget_pct: u64,
+
+    /// Length of the boost-budget window, in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub boost_window_ms: u64,
+
+    /// How boosted classes share CPU among themselves: weights of
+    /// checkpoint, backward, and forward/optimizer (relative to a nice-0
+    /// task).
+    #[arg(long, default_value = "8,4,2", value_name = "CKPT,BWD,FWD",
+          value_parser = parse_weights)]
+    pub boost_weights: BoostWeights,
+
+    /// Idle-phase tasks run as fair tasks with their weight divided by this.
+    #[arg(long, default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub idle_divisor: u32,
+
+    /// Let a data loader run on another NUMA node once it has waited this
+    /// many microseconds with every CPU of its own node busy
+    /// [default: off: loaders never leave their node].
+    #[arg(long, value_name = "US")]
+    pub numa_spill_us: Option<u64>,
+
+    /// Thread-name rules for threads without a hint, one `PREFIX PHASE` per
+    /// line [default: built in: pt_data_worker, pt_multiprocess,
+    /// pt_thread_data, pt_data_pin -> data_loading; pt_autograd_ ->
+    /// backward].
+    #[arg(long, value_name = "FILE", conflicts_with = "no_classify")]
+    pub classify_rules: Option<PathBuf>,
+
+    /// Do not classify threads by name: only explicit hints count
+    /// [default: off].
+    #[arg(long)]
+    pub no_classify: bool,
+
     /// Print the per-phase table every SECS seconds while running
     /// [default: off].
     #[arg(long, value_name = "SECS")]
@@ -105,6 +147,38 @@ pub enum Command {
     },
 }
 
+/// Class weights of the boosted phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoostWeights {
+    pub critical: u32,
+    pub high: u32,
+    pub normal: u32,
+}
+
+fn parse_weights(s: &str) -> Result<BoostWeights, String> {
+    let w: Vec<u32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not three comma-separated integers"))?;
+    match w[..] {
+        [critical, high, normal]
+            if [critical, high, normal]
+                .iter()
+                .all(|w| (1..=1000).contains(w)) =>
+        {
+            Ok(BoostWeights {
+                critical,
+                high,
+                normal,
+            })
+        }
+        _ => Err(format!(
+            "'{s}': expected three weights from 1 to 1000, like 8,4,2"
+        )),
+    }
+}
+
 fn parse_phase(s: &str) -> Result<Phase, String> {
     s.parse::<Phase>().map_err(|e| e.to_string())
 }
@@ -124,6 +198,19 @@ mod tests {
         let cli = Cli::try_parse_from(["scx_phase"]).unwrap();
         assert_eq!(cli.run.slice_us, 5000);
         assert_eq!(cli.run.max_hints, 65_536);
+        assert_eq!(cli.run.boost_budget_pct, 85);
+        assert_eq!(cli.run.boost_window_ms, 100);
+        assert_eq!(
+            cli.run.boost_weights,
+            BoostWeights {
+                critical: 8,
+                high: 4,
+                normal: 2
+            }
+        );
+        assert_eq!(cli.run.idle_divisor, 8);
+        assert_eq!(cli.run.numa_spill_us, None);
+        assert!(!cli.run.no_classify);
         assert_eq!(cli.pin_dir, PathBuf::from("/sys/fs/bpf/scx_phase"));
         assert!(cli.command.is_none());
     }
@@ -166,6 +253,11 @@ mod tests {
             vec!["scx_phase", "--slice-us", "0"],
             vec!["scx_phase", "--max-hints", "0"],
             vec!["scx_phase", "--stats", "1", "--monitor", "1"],
+            vec!["scx_phase", "--boost-budget-pct", "0"],
+            vec!["scx_phase", "--boost-budget-pct", "101"],
+            vec!["scx_phase", "--boost-weights", "8,4"],
+            vec!["scx_phase", "--boost-weights", "8,0,2"],
+            vec!["scx_phase", "--no-classify", "--classify-rules", "x"],
         ] {
             let err = Cli::try_parse_from(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
@@ -185,6 +277,13 @@ mod tests {
             "--exit-dump-len",
             "--verbose",
             "--pin-dir",
+            "--boost-budget-pct",
+            "--boost-window-ms",
+            "--boost-weights",
+            "--idle-divisor",
+            "--numa-spill-us",
+            "--classify-rules",
+            "--no-classify",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -2,6 +2,7 @@
 //! scheduler or one of the small subcommands.
 
 mod bpf_skel;
+mod classify;
 mod cli;
 mod hint_cmd;
 mod output;

@@ -13,9 +13,12 @@ use libbpf_rs::OpenObject;
 use log::{info, warn};
 use scx_phase::phase_map::{self, PhaseMap};
 use scx_phase::stats::{self, STATS_MAP_NAME};
-use scx_utils::{UserExitInfo, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report};
+use scx_utils::{
+    UserExitInfo, compat, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report,
+};
 
 use crate::bpf_skel::*;
+use crate::classify::{self, Rule};
 use crate::cli::RunOpts;
 use crate::output::print_report;
 use crate::topology::HostTopology;
@@ -35,6 +38,7 @@ impl<'a> Scheduler<'a> {
         opts: &RunOpts,
         pin_dir: &Path,
         topo: &HostTopology,
+        rules: &[Rule],
         open_object: &'a mut MaybeUninit<OpenObject>,
     ) -> Result<Self> {
         scx_utils::try_set_rlimit_infinity();
@@ -49,23 +53,29 @@ impl<'a> Scheduler<'a> {
         )?;
         skel.struct_ops.phase_ops_mut().exit_dump_len = opts.exit_dump_len;
 
+        // Per-node idle tracking once there is more than one node (kernel
+        // 6.15+); the BPF side then only uses the per-node idle kfuncs.
+        let numa_idle = topo.nodes.len() > 1 && *compat::SCX_OPS_BUILTIN_IDLE_PER_NODE != 0;
+        if numa_idle {
+            skel.struct_ops.phase_ops_mut().flags |= *compat::SCX_OPS_BUILTIN_IDLE_PER_NODE;
+        }
+
         let rodata = skel
             .maps
             .rodata_data
             .as_mut()
             .context("BPF object has no read-only data")?;
         rodata.slice_ns = opts.slice_us * 1000;
-        let cpu_nodes = topo.cpu_nodes();
-        rodata.nr_cpus = cpu_nodes.len() as u32;
-        rodata.nr_nodes = topo.nodes.len() as u32;
-        for (cpu, node) in cpu_nodes.iter().enumerate() {
-            rodata.cpu_node[cpu] = *node as i32;
-        }
-        let gpus = topo.gpus.iter().take(rodata.gpu_node.len());
-        rodata.nr_gpus = gpus.len() as u32;
-        for (i, g) in gpus.enumerate() {
-            rodata.gpu_node[i] = g.node.map_or(-1, |n| n as i32);
-        }
+        rodata.budget_window_ns = opts.boost_window_ms * 1_000_000;
+        rodata.budget_ns = rodata.budget_window_ns / 100 * opts.boost_budget_pct;
+        rodata.weight_critical = opts.boost_weights.critical;
+        rodata.weight_high = opts.boost_weights.high;
+        rodata.weight_normal = opts.boost_weights.normal;
+        rodata.idle_divisor = opts.idle_divisor;
+        rodata.numa_idle = numa_idle;
+        rodata.numa_spill_ns = opts.numa_spill_us.unwrap_or(0) * 1000;
+        write_topology(rodata, topo);
+        write_rules(rodata, rules);
 
         // Reuse a pinned phase map so that hints survive a restart.
         let map_path = phase_map::map_path(pin_dir);
@@ -75,9 +85,9 @@ impl<'a> Scheduler<'a> {
                 map.set_max_entries(pinned.capacity())?;
                 map.reuse_fd(pinned.as_fd())
                     .with_context(|| format!("cannot reuse {}", map_path.display()))?;
-                let kept = pinned.entries().map_or(0, |e| e.len());
+                let (kept, dropped) = drop_dead_threads(&pinned);
                 info!(
-                    "reusing pinned phase map {} ({kept} hints kept, capacity {})",
+                    "reusing pinned phase map {} ({kept} hints kept, {dropped} of exited threads dropped, capacity {})",
                     map_path.display(),
                     pinned.capacity()
                 );
@@ -110,9 +120,17 @@ impl<'a> Scheduler<'a> {
 
         let link = scx_ops_attach!(skel, phase_ops)?;
         info!(
-            "scx_phase attached: slice {} us, {} NUMA node(s), phase map {}",
+            "scx_phase attached: slice {} us, {} NUMA node(s){}, boost budget {}% of {} ms, {} name rule(s), phase map {}",
             opts.slice_us,
             topo.nodes.len(),
+            if numa_idle {
+                " with per-node idle tracking"
+            } else {
+                ""
+            },
+            opts.boost_budget_pct,
+            opts.boost_window_ms,
+            rules.len(),
             map_path.display()
         );
         Ok(Scheduler {
@@ -160,14 +178,63 @@ impl Drop for Scheduler<'_> {
     }
 }
 
+type Rodata = crate::bpf_skel::types::rodata;
+
+fn write_topology(rodata: &mut Rodata, topo: &HostTopology) {
+    let cpu_nodes = topo.cpu_nodes();
+    rodata.nr_cpus = cpu_nodes.len() as u32;
+    rodata.nr_nodes = topo.nodes.iter().map(|n| n.id + 1).max().unwrap_or(1) as u32;
+    for (cpu, node) in cpu_nodes.iter().enumerate() {
+        rodata.cpu_node[cpu] = *node as i32;
+    }
+    for n in &topo.nodes {
+        rodata.node_nr_cpus[n.id] = n.cpus.len() as u32;
+    }
+    let gpus = topo.gpus.iter().take(rodata.gpu_node.len());
+    rodata.nr_gpus = gpus.len() as u32;
+    for (i, g) in gpus.enumerate() {
+        rodata.gpu_node[i] = g.node.map_or(-1, |n| n as i32);
+    }
+}
+
+fn write_rules(rodata: &mut Rodata, rules: &[Rule]) {
+    rodata.classify_enabled = !rules.is_empty();
+    let slots = rodata.classify_rules.len();
+    rodata.nr_classify_rules = rules.len().min(slots) as u32;
+    for (slot, rule) in rodata.classify_rules.iter_mut().zip(rules) {
+        slot.prefix = [0; 16];
+        for (d, s) in slot.prefix.iter_mut().zip(rule.prefix.bytes()) {
+            *d = s as _;
+        }
+        slot.len = rule.prefix.len() as u32;
+        slot.phase = rule.phase as u32;
+    }
+}
+
+/// Drop the hints of threads that exited while no scheduler was there to
+/// see them go (their tids could be reused). Returns (kept, dropped).
+fn drop_dead_threads(map: &PhaseMap) -> (usize, usize) {
+    let Ok(entries) = map.entries() else {
+        return (0, 0);
+    };
+    let mut dropped = 0;
+    for (tid, _) in &entries {
+        if !phase_map::thread_exists(*tid) && map.clear(*tid).unwrap_or(false) {
+            dropped += 1;
+        }
+    }
+    (entries.len() - dropped, dropped)
+}
+
 /// Load, attach and run until stopped; restart when the kernel asks (CPU
 /// hotplug).
 pub fn run(opts: &RunOpts, pin_dir: &Path, shutdown: Arc<AtomicBool>) -> Result<()> {
+    let rules = classify::load(opts.classify_rules.as_deref(), opts.no_classify)?;
     let mut open_object = MaybeUninit::uninit();
     loop {
         // Again on each restart: a hotplug restart means the CPUs changed.
         let topo = HostTopology::discover()?;
-        let mut sched = Scheduler::init(opts, pin_dir, &topo, &mut open_object)?;
+        let mut sched = Scheduler::init(opts, pin_dir, &topo, &rules, &mut open_object)?;
         let uei = sched.run(opts, &shutdown)?;
         if uei.should_restart() && !shutdown.load(Ordering::Relaxed) {
             info!("the kernel asked for a restart; reloading");

@@ -23,10 +23,34 @@ pub const NR_SLOTS: usize = Phase::ALL.len() + 1;
 pub struct PhaseCounters {
     pub enqueues: u64,
     pub runtime_ns: u64,
+    pub wait_ns: u64,
+    pub max_wait_ns: u64,
+    pub preemptions: u64,
+    pub budget_exhaustions: u64,
+    pub local_ns: u64,
+    pub remote_ns: u64,
     pub invalid_hints: u64,
+    pub threads: i64,
 }
 
-// SAFETY: plain u64s, no padding.
+impl PhaseCounters {
+    /// Fold one CPU's counters in: sums, except the max and the gauge
+    /// (whose per-CPU parts may be negative).
+    fn add(&mut self, c: &PhaseCounters) {
+        self.enqueues += c.enqueues;
+        self.runtime_ns += c.runtime_ns;
+        self.wait_ns += c.wait_ns;
+        self.max_wait_ns = self.max_wait_ns.max(c.max_wait_ns);
+        self.preemptions += c.preemptions;
+        self.budget_exhaustions += c.budget_exhaustions;
+        self.local_ns += c.local_ns;
+        self.remote_ns += c.remote_ns;
+        self.invalid_hints += c.invalid_hints;
+        self.threads = self.threads.wrapping_add(c.threads);
+    }
+}
+
+// SAFETY: plain 64-bit integers, no padding.
 unsafe impl plain::Plain for PhaseCounters {}
 
 /// The name of stats slot `i`.
@@ -72,9 +96,7 @@ pub fn read(fd: BorrowedFd<'_>) -> std::io::Result<Snapshot> {
             let mut c = PhaseCounters::default();
             plain::copy_from_bytes(&mut c, cpu)
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-            total.enqueues += c.enqueues;
-            total.runtime_ns += c.runtime_ns;
-            total.invalid_hints += c.invalid_hints;
+            total.add(&c);
         }
     }
     Ok(Snapshot {
@@ -118,15 +140,28 @@ impl StatsMap {
     }
 }
 
-/// One slot's activity between two snapshots.
+/// One slot's activity between two snapshots, and its totals.
 #[derive(Clone, Debug, Serialize)]
 pub struct SlotRate {
     pub phase: &'static str,
+    /// Tasks in this phase now.
+    pub threads: i64,
     pub enqueues_per_s: f64,
-    /// CPU used, in percent of one CPU.
+    /// CPU used in the interval, in percent of one CPU.
     pub cpu_pct: f64,
+    /// Mean wait from runnable to running in the interval, in µs.
+    pub wait_avg_us: f64,
+    /// Longest single wait since the scheduler started, in ms.
+    pub wait_max_ms: f64,
+    pub preemptions: u64,
+    pub budget_exhaustions: u64,
+    /// data_loading: share of run time on the thread's own node, in percent
+    /// (None before any loader ran).
+    pub local_pct: Option<f64>,
     pub enqueues: u64,
     pub runtime_ms: u64,
+    pub local_ms: u64,
+    pub remote_ms: u64,
 }
 
 /// Activity between `prev` and `cur`, plus cumulative totals.
@@ -142,12 +177,27 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
     let phases = (0..NR_SLOTS)
         .map(|i| {
             let (a, b) = (&prev.slots[i], &cur.slots[i]);
+            let enq = b.enqueues.saturating_sub(a.enqueues);
+            let wait = b.wait_ns.saturating_sub(a.wait_ns);
+            let placed = b.local_ns + b.remote_ns;
             SlotRate {
                 phase: slot_name(i),
-                enqueues_per_s: b.enqueues.saturating_sub(a.enqueues) as f64 / dt,
+                threads: b.threads,
+                enqueues_per_s: enq as f64 / dt,
                 cpu_pct: b.runtime_ns.saturating_sub(a.runtime_ns) as f64 / dt / 1e7,
+                wait_avg_us: if enq > 0 {
+                    wait as f64 / enq as f64 / 1e3
+                } else {
+                    0.0
+                },
+                wait_max_ms: b.max_wait_ns as f64 / 1e6,
+                preemptions: b.preemptions,
+                budget_exhaustions: b.budget_exhaustions,
+                local_pct: (placed > 0).then(|| b.local_ns as f64 * 100.0 / placed as f64),
                 enqueues: b.enqueues,
                 runtime_ms: b.runtime_ns / 1_000_000,
+                local_ms: b.local_ns / 1_000_000,
+                remote_ms: b.remote_ns / 1_000_000,
             }
         })
         .collect();
@@ -162,13 +212,32 @@ impl Report {
     /// A human table, one line per phase.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<13} {:>10} {:>8} {:>12} {:>12}\n",
-            "phase", "enq/s", "cpu%", "enq total", "run ms"
+            "{:<13} {:>7} {:>7} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7}\n",
+            "phase",
+            "threads",
+            "cpu%",
+            "enq/s",
+            "wait(us)",
+            "max(ms)",
+            "preempt",
+            "budget",
+            "local%"
         );
         for r in &self.phases {
+            let local = r
+                .local_pct
+                .map_or_else(|| "-".to_string(), |p| format!("{p:.1}"));
             s += &format!(
-                "{:<13} {:>10.0} {:>8.1} {:>12} {:>12}\n",
-                r.phase, r.enqueues_per_s, r.cpu_pct, r.enqueues, r.runtime_ms
+                "{:<13} {:>7} {:>7.1} {:>8.0} {:>9.0} {:>9.1} {:>8} {:>7} {:>7}\n",
+                r.phase,
+                r.threads,
+                r.cpu_pct,
+                r.enqueues_per_s,
+                r.wait_avg_us,
+                r.wait_max_ms,
+                r.preemptions,
+                r.budget_exhaustions,
+                local
             );
         }
         s += &format!("invalid hints: {}\n", self.invalid_hints);
@@ -193,14 +262,40 @@ mod tests {
         b.at = t0 + Duration::from_secs(2);
         b.slots[3].enqueues = 30;
         b.slots[3].runtime_ns = 1_000_000_000; // 1 s of CPU in 2 s
+        b.slots[3].wait_ns = 2_000_000; // 2 ms over 20 enqueues
+        b.slots[3].threads = 2;
+        b.slots[1].local_ns = 990;
+        b.slots[1].remote_ns = 10;
         b.slots[NR_SLOTS - 1].invalid_hints = 4;
         let r = report(&a, &b);
         let bw = &r.phases[3];
         assert_eq!(bw.phase, "backward");
         assert!((bw.enqueues_per_s - 10.0).abs() < 1e-6);
         assert!((bw.cpu_pct - 50.0).abs() < 1e-6);
+        assert!((bw.wait_avg_us - 100.0).abs() < 1e-6);
+        assert_eq!(bw.threads, 2);
+        assert_eq!(r.phases[1].local_pct, Some(99.0));
+        assert_eq!(r.phases[2].local_pct, None);
         assert_eq!(r.phases[NR_SLOTS - 1].phase, "unhinted");
         assert_eq!(r.invalid_hints, 4);
         assert!(r.table().contains("backward"));
+    }
+
+    #[test]
+    fn per_cpu_parts_fold_into_sums_max_and_gauge() {
+        let mut t = PhaseCounters::default();
+        t.add(&PhaseCounters {
+            runtime_ns: 5,
+            max_wait_ns: 7,
+            threads: 3,
+            ..Default::default()
+        });
+        t.add(&PhaseCounters {
+            runtime_ns: 6,
+            max_wait_ns: 4,
+            threads: -1,
+            ..Default::default()
+        });
+        assert_eq!((t.runtime_ns, t.max_wait_ns, t.threads), (11, 7, 2));
     }
 }

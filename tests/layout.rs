@@ -20,17 +20,26 @@ fn phase_hint_matches_bpf() {
 #[test]
 fn phase_counters_match_bpf() {
     assert_eq!(size_of::<PhaseCounters>(), size_of::<phase_counters>());
-    assert_eq!(
-        offset_of!(PhaseCounters, enqueues),
-        offset_of!(phase_counters, enqueues)
-    );
-    assert_eq!(
-        offset_of!(PhaseCounters, runtime_ns),
-        offset_of!(phase_counters, runtime_ns)
-    );
-    assert_eq!(
-        offset_of!(PhaseCounters, invalid_hints),
-        offset_of!(phase_counters, invalid_hints)
+    macro_rules! same_offset {
+        ($($f:ident),*) => {$(
+            assert_eq!(
+                offset_of!(PhaseCounters, $f),
+                offset_of!(phase_counters, $f),
+                stringify!($f)
+            );
+        )*};
+    }
+    same_offset!(
+        enqueues,
+        runtime_ns,
+        wait_ns,
+        max_wait_ns,
+        preemptions,
+        budget_exhaustions,
+        local_ns,
+        remote_ns,
+        invalid_hints,
+        threads
     );
 }
 

@@ -12,6 +12,7 @@
 typedef unsigned int u32;
 typedef signed int s32;
 typedef unsigned long long u64;
+typedef signed long long s64;
 #endif
 
 /* Training phases, in the order and numbering of the hint ABI. */
@@ -34,6 +35,19 @@ enum scx_phase_limits {
 	SCX_PHASE_MAX_GPUS	= 64,
 	/* numa_node value meaning "the scheduler chooses". */
 	SCX_PHASE_NODE_ANY	= -1,
+	/* Thread-name classification rules, and a name's length. */
+	SCX_PHASE_MAX_RULES	= 32,
+	SCX_PHASE_COMM_LEN	= 16,
+};
+
+/*
+ * A thread-name rule: a task without an explicit hint whose name starts
+ * with @prefix (its first @len bytes) is treated as being in @phase.
+ */
+struct classify_rule {
+	char prefix[SCX_PHASE_COMM_LEN];
+	u32 len;
+	u32 phase;
 };
 
 /*
@@ -50,9 +64,16 @@ struct phase_hint {
  * (the pinned phase_stats map). Userspace sums the CPUs.
  */
 struct phase_counters {
-	u64 enqueues;	/* times a task of this phase was queued to run */
-	u64 runtime_ns;	/* CPU time used by tasks of this phase */
-	u64 invalid_hints; /* SCX_PHASE_NONE slot only: hints out of range */
+	u64 enqueues;		/* times a task of this phase was queued to run */
+	u64 runtime_ns;		/* CPU time used */
+	u64 wait_ns;		/* time runnable but not running */
+	u64 max_wait_ns;	/* longest single wait (max over CPUs) */
+	u64 preemptions;	/* CPUs taken from lower-class tasks on wake-up */
+	u64 budget_exhaustions;	/* boost budget windows this phase used up */
+	u64 local_ns;		/* data_loading: run time on its own node */
+	u64 remote_ns;		/* data_loading: run time on another node */
+	u64 invalid_hints;	/* SCX_PHASE_NONE slot: hints out of range */
+	s64 threads;		/* tasks in this phase now (sum over CPUs) */
 };
 
 #endif /* __SCX_PHASE_INTF_H */

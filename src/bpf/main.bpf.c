@@ -2,62 +2,143 @@
 /*
  * scx_phase: a sched_ext scheduler that schedules by training phase.
  *
- * This file only wires the sched_ext callbacks to the policy pieces:
+ * This file wires the sched_ext callbacks to the policy pieces:
  *   stats.bpf.h     per-phase counters
- *   hints.bpf.h     the tid -> phase map written by the hint shim
- *   fair.bpf.h      weighted vtime fairness, the base every task gets
- *   task_ctx.bpf.h  per-task state
  *   topology.bpf.h  host topology from the loader
+ *   task_ctx.bpf.h  per-task state
+ *   cpu_ctx.bpf.h   per-CPU state
+ *   classes.bpf.h   phase -> class, class weights
+ *   classify.bpf.h  thread-name rules for tasks without a hint
+ *   hints.bpf.h     the tid -> phase map written by the hint shim
+ *   fair.bpf.h      weighted vtime, one domain for boosted, one for fair
+ *   budget.bpf.h    how much of a CPU boosted classes may take
+ *   numa.bpf.h      data loaders on the CPUs of their node
+ *   preempt.bpf.h   which CPU a waking boosted task takes
+ *
+ * Queues: boosted tasks (checkpoint, backward, forward, optimizer) wait in
+ * BOOST_DSQ, un-hinted and idle-phase tasks in FAIR_DSQ, data loaders in
+ * their node's LOADER_DSQ. A CPU serves BOOST_DSQ first while it has boost
+ * budget left, fair work first once it has none.
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
+#include "stats.bpf.h"
 #include "topology.bpf.h"
 #include "task_ctx.bpf.h"
-#include "stats.bpf.h"
+#include "cpu_ctx.bpf.h"
+#include "classes.bpf.h"
+#include "classify.bpf.h"
 #include "hints.bpf.h"
 #include "fair.bpf.h"
+#include "budget.bpf.h"
+#include "numa.bpf.h"
+#include "preempt.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-/* Every queued task waits here, ordered by vtime. */
-#define SHARED_DSQ 0
+#define FAIR_DSQ 0
+#define BOOST_DSQ 1
 
-/* Re-read @p's hint: every enqueue sees the phase written most recently. */
-static __always_inline void note_enqueue(struct task_struct *p)
+/* Whether @p may run on some CPU of @node. */
+static __always_inline bool node_allowed(const struct task_struct *p, s32 node)
 {
-	struct task_ctx *tctx = task_ctx(p);
-	u32 phase = hinted_phase(p);
+	u32 cpu;
 
-	if (tctx)
-		tctx->phase = phase;
-	count_enqueue(phase);
+	if (p->nr_cpus_allowed >= nr_cpus)
+		return true;
+	bpf_for(cpu, 0, nr_cpus) {
+		if (cpu_in_node(cpu, node) && bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Re-read @p's phase (hint, else thread name) and derive its class and, for
+ * a data loader, its node: the hinted one, else the one it already had,
+ * else the one it runs on now.
+ */
+static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx)
+{
+	s32 hint_node, node = -1;
+	u32 phase = resolve_phase(p, &hint_node);
+
+	if (phase == SCX_PHASE_DATA_LOADING) {
+		if (node_usable(hint_node))
+			node = hint_node;
+		else if (tctx->phase == SCX_PHASE_DATA_LOADING && tctx->node >= 0)
+			node = tctx->node;
+		else
+			node = node_of_cpu(scx_bpf_task_cpu(p));
+		if (!node_usable(node) || !node_allowed(p, node))
+			node = -1;
+	}
+	if (phase != tctx->phase) {
+		count_thread_leave(tctx->phase);
+		count_thread_enter(phase);
+	}
+	tctx->phase = phase;
+	tctx->cls = phase_class(phase);
+	tctx->node = node;
+}
+
+/* @p is about to wait for (or be given) a CPU. */
+static __always_inline void note_queued(struct task_ctx *tctx, u64 now)
+{
+	tctx->enqueued_at = now;
+	count_enqueue(tctx->phase);
 }
 
 /* Charge the CPU time @p used since it started or was last charged. */
 static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 				   u64 now)
 {
+	struct cpu_ctx *c;
 	u64 used;
 
 	if (!tctx->running_since)
 		return;
 	used = now - tctx->running_since;
 	tctx->running_since = now;
-	fair_charge(p, used);
+	fair_charge(p, tctx, used);
 	count_runtime(tctx->phase, used);
+	if (is_loader(tctx))
+		count_locality(tctx->phase,
+			       cpu_in_node(bpf_get_smp_processor_id(), tctx->node), used);
+	if (class_boosted(tctx->cls) && (c = this_cpu_ctx()) &&
+	    budget_charge(c, now, used))
+		count_budget_exhausted(tctx->phase);
 }
 
 s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 		   u64 wake_flags)
 {
+	struct task_ctx *tctx = task_ctx(p);
 	bool is_idle = false;
-	s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	s32 cpu;
+
+	if (!tctx)
+		return prev_cpu;
+	refresh(p, tctx);
+
+	if (is_loader(tctx)) {
+		if (cpu_in_node(prev_cpu, tctx->node) &&
+		    scx_bpf_test_and_clear_cpu_idle(prev_cpu))
+			cpu = prev_cpu;
+		else
+			cpu = idle_cpu_in_node(p, tctx->node);
+		if (cpu < 0)
+			return prev_cpu;	/* enqueue queues it on its node */
+		is_idle = true;
+	} else {
+		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	}
 
 	/* An idle CPU needs no queueing decision: run there now. */
 	if (is_idle) {
-		note_enqueue(p);
+		note_queued(tctx, scx_bpf_now());
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
 	}
 	return cpu;
@@ -65,62 +146,180 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 
 void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 {
-	s32 cpu;
+	struct task_ctx *tctx = task_ctx(p);
+	s32 cpu = scx_bpf_task_cpu(p), target;
+	u64 now = scx_bpf_now();
 
-	note_enqueue(p);
+	if (!tctx) {
+		/* Never lose a task, even one we know nothing about. */
+		scx_bpf_dsq_insert(p, FAIR_DSQ, slice_ns, enq_flags);
+		return;
+	}
+	/* select_cpu() has just read the hint; otherwise read it now. */
+	if (!__COMPAT_is_enq_cpu_selected(enq_flags))
+		refresh(p, tctx);
+	note_queued(tctx, now);
 
 	/*
 	 * The last runnable task of a CPU whose slice ended: this CPU has
 	 * already looked for work and found none, so run it again right here
-	 * (with a fresh slice) rather than queue it behind an idle CPU.
+	 * rather than queue it behind an idle CPU (unless it is a loader that
+	 * must move to its node).
 	 */
-	if (enq_flags & SCX_ENQ_LAST) {
+	if ((enq_flags & SCX_ENQ_LAST) &&
+	    (!is_loader(tctx) || cpu_in_node(cpu, tctx->node))) {
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		return;
 	}
 
-	scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns, fair_vtime(p),
-				 enq_flags);
+	if (is_loader(tctx)) {
+		scx_bpf_dsq_insert_vtime(p, LOADER_DSQ(tctx->node), slice_ns,
+					 queue_vtime(tctx), enq_flags);
+		target = idle_cpu_in_node(p, tctx->node);
+		if (target >= 0)
+			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
+		return;
+	}
 
-	/* Wake an idle CPU to take it, if there is one. */
-	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-	if (cpu >= 0)
-		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	if (class_boosted(tctx->cls)) {
+		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns, queue_vtime(tctx),
+					 enq_flags);
+		target = idle_cpu_near(p, cpu);
+		if (target >= 0) {
+			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
+			return;
+		}
+		target = preemption_victim(p, tctx->cls, now);
+		if (target >= 0) {
+			scx_bpf_kick_cpu(target, SCX_KICK_PREEMPT);
+			count_preemption(tctx->phase);
+		}
+		return;
+	}
+
+	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ, slice_ns, queue_vtime(tctx),
+				 enq_flags);
+	target = idle_cpu_near(p, cpu);
+	if (target >= 0)
+		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
+}
+
+/* Fair work for a CPU of @node: the fair queue or the node's loaders,
+ * whichever head has used less. */
+static __always_inline bool dispatch_fair(s32 node)
+{
+	struct task_struct *f = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ);
+	struct task_struct *l = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(node));
+	u64 first = FAIR_DSQ, second = LOADER_DSQ(node);
+
+	if (f && l && vtime_before(l->scx.dsq_vtime, f->scx.dsq_vtime)) {
+		first = LOADER_DSQ(node);
+		second = FAIR_DSQ;
+	} else if (!f) {
+		first = LOADER_DSQ(node);
+		second = FAIR_DSQ;
+	}
+	return scx_bpf_dsq_move_to_local(first, 0) ||
+	       scx_bpf_dsq_move_to_local(second, 0);
+}
+
+/*
+ * A boosted task whose slice ended keeps its CPU while the CPU has budget
+ * and no boosted task that used less is waiting: a round trip through the
+ * queue would hand the CPU to fair work and make it preempt its way back.
+ */
+static __always_inline bool keep_boosted(struct task_struct *prev)
+{
+	struct task_struct *head;
+	struct task_ctx *tctx;
+
+	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED))
+		return false;
+	tctx = task_ctx(prev);
+	if (!tctx || !class_boosted(tctx->cls))
+		return false;
+	head = __COMPAT_scx_bpf_dsq_peek(BOOST_DSQ);
+	if (head && vtime_before(head->scx.dsq_vtime, tctx->vtime[DOMAIN_BOOST]))
+		return false;
+	scx_bpf_task_set_slice(prev, slice_ns);
+	return true;
 }
 
 void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 {
-	scx_bpf_dsq_move_to_local(SHARED_DSQ, 0);
+	struct cpu_ctx *c = this_cpu_ctx();
+	u64 now = scx_bpf_now();
+	s32 node = node_of_cpu(cpu);
+	bool boost_first = !c || budget_left(c, now);
+
+	if (boost_first && (keep_boosted(prev) ||
+			    scx_bpf_dsq_move_to_local(BOOST_DSQ, 0)))
+		return;
+	if (dispatch_fair(node))
+		return;
+	if (!boost_first && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
+		return;
+	spill_loader(node, now);
 }
 
 void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
+	struct cpu_ctx *c = this_cpu_ctx();
+	u64 now = scx_bpf_now();
 
-	if (tctx)
-		tctx->running_since = scx_bpf_now();
-	fair_running(p);
+	if (!tctx)
+		return;
+	if (tctx->enqueued_at) {
+		count_wait(tctx->phase, now - tctx->enqueued_at);
+		tctx->enqueued_at = 0;
+	}
+	tctx->running_since = now;
+	fair_running(tctx);
+	if (c)
+		c->cur_class = tctx->cls;
 }
 
 /*
- * A task that runs on and on (alone on its CPU, or re-picked without going
- * through enqueue) is still charged every tick to the phase it is in now,
- * so run time lands on the right phase even for a thread that never sleeps.
+ * Every tick: charge the running task to the phase it is in now, re-read
+ * its phase, and cut its slice short when the CPU should serve someone
+ * else: a loader that is off its node, a boosted task on a CPU out of
+ * budget while fair work waits, or a fair task while boosted work waits
+ * on a CPU with budget.
  */
 void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
+	struct cpu_ctx *c = this_cpu_ctx();
+	s32 cpu = bpf_get_smp_processor_id(), node = node_of_cpu(cpu);
+	u64 now = scx_bpf_now();
+	bool budget, yield;
 
-	if (!tctx)
+	if (!tctx || !c)
 		return;
-	charge(p, tctx, scx_bpf_now());
-	tctx->phase = hinted_phase(p);
+	charge(p, tctx, now);
+	refresh(p, tctx);
+	c->cur_class = tctx->cls;
+
+	budget = budget_left(c, now);
+	if (is_loader(tctx))
+		yield = !cpu_in_node(cpu, tctx->node);
+	else if (class_boosted(tctx->cls))
+		yield = !budget && (scx_bpf_dsq_nr_queued(FAIR_DSQ) ||
+				    scx_bpf_dsq_nr_queued(LOADER_DSQ(node)));
+	else
+		yield = budget && scx_bpf_dsq_nr_queued(BOOST_DSQ);
+	if (yield)
+		scx_bpf_task_set_slice(p, 0);
 }
 
 void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = task_ctx(p);
+	struct cpu_ctx *c = this_cpu_ctx();
 
+	if (c)
+		c->cur_class = CLASS_NONE;
 	if (!tctx)
 		return;
 	charge(p, tctx, scx_bpf_now());
@@ -129,7 +328,10 @@ void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
 
 void BPF_STRUCT_OPS(phase_enable, struct task_struct *p)
 {
-	fair_enable(p);
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (tctx)
+		fair_enable(tctx);
 }
 
 s32 BPF_STRUCT_OPS(phase_init_task, struct task_struct *p,
@@ -140,12 +342,34 @@ s32 BPF_STRUCT_OPS(phase_init_task, struct task_struct *p,
 	if (!tctx)
 		return -ENOMEM;
 	tctx->phase = SCX_PHASE_NONE;
+	tctx->cls = CLASS_FAIR;
+	tctx->node = -1;
+	count_thread_enter(SCX_PHASE_NONE);
 	return 0;
+}
+
+void BPF_STRUCT_OPS(phase_exit_task, struct task_struct *p,
+		    struct scx_exit_task_args *args)
+{
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (tctx)
+		count_thread_leave(tctx->phase);
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 {
-	return scx_bpf_create_dsq(SHARED_DSQ, -1);
+	s32 err;
+	u32 n;
+
+	if ((err = scx_bpf_create_dsq(FAIR_DSQ, -1)) ||
+	    (err = scx_bpf_create_dsq(BOOST_DSQ, -1)))
+		return err;
+	bpf_for(n, 0, nr_nodes) {
+		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)))
+			return err;
+	}
+	return 0;
 }
 
 void BPF_STRUCT_OPS(phase_exit, struct scx_exit_info *ei)
@@ -158,10 +382,11 @@ SCX_OPS_DEFINE(phase_ops,
 	       .enqueue		= (void *)phase_enqueue,
 	       .dispatch	= (void *)phase_dispatch,
 	       .running		= (void *)phase_running,
-	       .stopping	= (void *)phase_stopping,
 	       .tick		= (void *)phase_tick,
+	       .stopping	= (void *)phase_stopping,
 	       .enable		= (void *)phase_enable,
 	       .init_task	= (void *)phase_init_task,
+	       .exit_task	= (void *)phase_exit_task,
 	       .init		= (void *)phase_init,
 	       .exit		= (void *)phase_exit,
 	       /*

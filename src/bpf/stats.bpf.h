@@ -13,7 +13,8 @@ struct {
 	__uint(max_entries, SCX_PHASE_NR_SLOTS);
 } phase_stats SEC(".maps");
 
-static __always_inline struct phase_counters *phase_counters(u32 phase)
+/* This CPU's counters for @phase (SCX_PHASE_NONE for no hint). */
+static __always_inline struct phase_counters *stats_of(u32 phase)
 {
 	u32 slot = phase < SCX_PHASE_NR_SLOTS ? phase : SCX_PHASE_NONE;
 
@@ -22,7 +23,7 @@ static __always_inline struct phase_counters *phase_counters(u32 phase)
 
 static __always_inline void count_enqueue(u32 phase)
 {
-	struct phase_counters *c = phase_counters(phase);
+	struct phase_counters *c = stats_of(phase);
 
 	if (c)
 		c->enqueues++;
@@ -30,18 +31,74 @@ static __always_inline void count_enqueue(u32 phase)
 
 static __always_inline void count_runtime(u32 phase, u64 ns)
 {
-	struct phase_counters *c = phase_counters(phase);
+	struct phase_counters *c = stats_of(phase);
 
 	if (c)
 		c->runtime_ns += ns;
 }
 
+static __always_inline void count_wait(u32 phase, u64 ns)
+{
+	struct phase_counters *c = stats_of(phase);
+
+	if (!c)
+		return;
+	c->wait_ns += ns;
+	if (ns > c->max_wait_ns)
+		c->max_wait_ns = ns;
+}
+
+static __always_inline void count_preemption(u32 phase)
+{
+	struct phase_counters *c = stats_of(phase);
+
+	if (c)
+		c->preemptions++;
+}
+
+static __always_inline void count_budget_exhausted(u32 phase)
+{
+	struct phase_counters *c = stats_of(phase);
+
+	if (c)
+		c->budget_exhaustions++;
+}
+
+static __always_inline void count_locality(u32 phase, bool local, u64 ns)
+{
+	struct phase_counters *c = stats_of(phase);
+
+	if (!c)
+		return;
+	if (local)
+		c->local_ns += ns;
+	else
+		c->remote_ns += ns;
+}
+
 static __always_inline void count_invalid_hint(void)
 {
-	struct phase_counters *c = phase_counters(SCX_PHASE_NONE);
+	struct phase_counters *c = stats_of(SCX_PHASE_NONE);
 
 	if (c)
 		c->invalid_hints++;
+}
+
+/* Gauge of tasks per phase: a task entered or left @phase. */
+static __always_inline void count_thread_enter(u32 phase)
+{
+	struct phase_counters *c = stats_of(phase);
+
+	if (c)
+		c->threads++;
+}
+
+static __always_inline void count_thread_leave(u32 phase)
+{
+	struct phase_counters *c = stats_of(phase);
+
+	if (c)
+		c->threads--;
 }
 
 #endif /* __SCX_PHASE_STATS_BPF_H */

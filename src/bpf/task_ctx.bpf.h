@@ -7,8 +7,13 @@
 #define __SCX_PHASE_TASK_CTX_BPF_H
 
 struct task_ctx {
-	u32 phase;		/* phase seen at the last enqueue */
-	u64 running_since;	/* timestamp of the last ops.running() */
+	u32 phase;		/* resolved phase, SCX_PHASE_NONE without one */
+	u32 cls;		/* enum phase_class of @phase */
+	s32 node;		/* data_loading: the node to run on; else -1 */
+	u32 pad;
+	u64 running_since;	/* last ops.running() or charge, 0 if not running */
+	u64 enqueued_at;	/* when it last became runnable-and-waiting */
+	u64 vtime[2];		/* per vtime domain (fair.bpf.h) */
 };
 
 struct {
@@ -18,9 +23,9 @@ struct {
 	__type(value, struct task_ctx);
 } task_ctx_stor SEC(".maps");
 
-static __always_inline struct task_ctx *task_ctx(struct task_struct *p)
+static __always_inline struct task_ctx *task_ctx(const struct task_struct *p)
 {
-	return bpf_task_storage_get(&task_ctx_stor, p, 0, 0);
+	return bpf_task_storage_get(&task_ctx_stor, (struct task_struct *)p, 0, 0);
 }
 
 static __always_inline struct task_ctx *task_ctx_create(struct task_struct *p)

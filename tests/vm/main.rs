@@ -3,6 +3,9 @@
 
 mod hints;
 mod lifecycle;
+mod numa;
+mod policy;
 mod smoke;
 mod support;
 mod topology;
+mod workload;

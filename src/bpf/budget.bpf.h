@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The boost budget: in every window of budget_window_ns, boosted classes
+ * may use at most budget_ns of a CPU. Past that, the CPU serves fair tasks
+ * first until the window ends, so un-hinted work always progresses (and
+ * the sched_ext watchdog never sees a stalled task).
+ */
+#ifndef __SCX_PHASE_BUDGET_BPF_H
+#define __SCX_PHASE_BUDGET_BPF_H
+
+/* Knobs (--boost-window-ms, --boost-budget-pct). */
+const volatile u64 budget_window_ns = 100ULL * 1000 * 1000;
+const volatile u64 budget_ns = 85ULL * 1000 * 1000;
+
+static __always_inline void budget_roll(struct cpu_ctx *c, u64 now)
+{
+	if (now - c->window_start >= budget_window_ns) {
+		c->window_start = now;
+		c->boosted_ns = 0;
+	}
+}
+
+/* Whether boosted classes may still come first on this CPU. */
+static __always_inline bool budget_left(struct cpu_ctx *c, u64 now)
+{
+	budget_roll(c, now);
+	return c->boosted_ns < budget_ns;
+}
+
+/* Account @used ns of boosted run time; true if that used the budget up. */
+static __always_inline bool budget_charge(struct cpu_ctx *c, u64 now, u64 used)
+{
+	bool had_budget;
+
+	budget_roll(c, now);
+	had_budget = c->boosted_ns < budget_ns;
+	c->boosted_ns += used;
+	return had_budget && c->boosted_ns >= budget_ns;
+}
+
+/* Another CPU's budget, read without rolling its window. */
+static __always_inline bool budget_left_remote(const struct cpu_ctx *c, u64 now)
+{
+	return now - c->window_start >= budget_window_ns || c->boosted_ns < budget_ns;
+}
+
+#endif /* __SCX_PHASE_BUDGET_BPF_H */

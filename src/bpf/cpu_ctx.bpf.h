@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Per-CPU state: what runs there (for preemption) and how much of the CPU
+ * boosted classes used in the current window (for the budget).
+ */
+#ifndef __SCX_PHASE_CPU_CTX_BPF_H
+#define __SCX_PHASE_CPU_CTX_BPF_H
+
+/* cur_class of a CPU that runs nothing of ours. */
+#define CLASS_NONE 0xff
+
+struct cpu_ctx {
+	u64 window_start;	/* start of the current budget window */
+	u64 boosted_ns;		/* boosted run time in this window */
+	u32 cur_class;		/* class of the running task, or CLASS_NONE */
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+	__uint(max_entries, 1);
+} cpu_ctx_stor SEC(".maps");
+
+static __always_inline struct cpu_ctx *this_cpu_ctx(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_ctx_stor, &zero);
+}
+
+static __always_inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_percpu_elem(&cpu_ctx_stor, &zero, cpu);
+}
+
+#endif /* __SCX_PHASE_CPU_CTX_BPF_H */

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * NUMA-local data loaders: a data_loading task waits in the queue of its
+ * node and is only ever dispatched by that node's CPUs, or placed directly
+ * on an idle CPU of that node. With --numa-spill-us, a loader that has
+ * waited that long may be taken by another node's CPU.
+ */
+#ifndef __SCX_PHASE_NUMA_BPF_H
+#define __SCX_PHASE_NUMA_BPF_H
+
+/* Per-node idle cpumasks are on (SCX_OPS_BUILTIN_IDLE_PER_NODE). */
+const volatile bool numa_idle;
+/* Knob (--numa-spill-us): 0 keeps loaders on their node, always. */
+const volatile u64 numa_spill_ns;
+
+#define LOADER_DSQ_BASE 16
+#define LOADER_DSQ(node) (LOADER_DSQ_BASE + (u64)(node))
+
+static __always_inline bool is_loader(const struct task_ctx *tctx)
+{
+	return tctx->phase == SCX_PHASE_DATA_LOADING && tctx->node >= 0;
+}
+
+static __always_inline bool cpu_in_node(s32 cpu, s32 node)
+{
+	return node_of_cpu(cpu) == node;
+}
+
+/*
+ * Claim an idle CPU of @node that @p may use, or -EBUSY. Only the per-node
+ * kfunc is safe once per-node idle tracking is on; without it, test the
+ * node's CPUs one by one.
+ */
+static __always_inline s32 idle_cpu_in_node(struct task_struct *p, s32 node)
+{
+	s32 cpu;
+
+	if (numa_idle)
+		return __COMPAT_scx_bpf_pick_idle_cpu_node(p->cpus_ptr, node,
+							   SCX_PICK_IDLE_IN_NODE);
+	bpf_for(cpu, 0, nr_cpus) {
+		if (cpu_in_node(cpu, node) &&
+		    bpf_cpumask_test_cpu(cpu, p->cpus_ptr) &&
+		    scx_bpf_test_and_clear_cpu_idle(cpu))
+			return cpu;
+	}
+	return -EBUSY;
+}
+
+/* Claim an idle CPU for @p, nearest @prev_cpu's node first; or -EBUSY. */
+static __always_inline s32 idle_cpu_near(struct task_struct *p, s32 prev_cpu)
+{
+	if (numa_idle)
+		return __COMPAT_scx_bpf_pick_idle_cpu_node(p->cpus_ptr,
+							   node_of_cpu(prev_cpu), 0);
+	return scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+}
+
+/*
+ * On @cpu of node @node: take a loader of another node that has waited
+ * longer than numa_spill_ns, if any.
+ */
+static __always_inline bool spill_loader(s32 node, u64 now)
+{
+	struct task_struct *head;
+	struct task_ctx *tctx;
+	u32 n;
+
+	if (!numa_spill_ns)
+		return false;
+	bpf_for(n, 0, nr_nodes) {
+		if ((s32)n == node)
+			continue;
+		head = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(n));
+		if (!head)
+			continue;
+		tctx = task_ctx(head);
+		if (tctx && now - tctx->enqueued_at >= numa_spill_ns &&
+		    scx_bpf_dsq_move_to_local(LOADER_DSQ(n), 0))
+			return true;
+	}
+	return false;
+}
+
+#endif /* __SCX_PHASE_NUMA_BPF_H */

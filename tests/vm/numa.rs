@@ -1,0 +1,124 @@
+//! NUMA-local data loaders. Needs a VM with two nodes and several CPUs
+//! each (scripts/test.sh runs these with 4 vCPUs in 2 nodes).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use scx_phase::Phase;
+use scx_phase::phase_map::{PhaseHint, PhaseMap};
+use scx_phase::stats::StatsMap;
+
+use crate::support::*;
+use crate::workload::*;
+
+/// The CPUs each thread is seen on over `samples` samples, 10 ms apart.
+fn sample_cpus(tids: &[u32], samples: usize) -> Vec<Vec<u32>> {
+    let mut seen = vec![Vec::with_capacity(samples); tids.len()];
+    for _ in 0..samples {
+        for (i, &t) in tids.iter().enumerate() {
+            seen[i].push(cpu_of(t).expect("cpu of thread"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}
+
+fn two_nodes() -> (Vec<usize>, Vec<usize>) {
+    let (n0, n1) = (node_cpus(0), node_cpus(1));
+    assert!(
+        !n0.is_empty() && !n1.is_empty() && Path::new("/sys/devices/system/node/node1").exists(),
+        "the NUMA tests need a VM with two nodes (scripts/vm.sh --cpus 4 --nodes 2)"
+    );
+    (n0, n1)
+}
+
+#[test]
+fn data_loaders_hinted_node_1_run_only_on_node_1() {
+    let (_, node1) = two_nodes();
+    let _loader = Loader::start(&[]);
+    let _hogs = Hogs::start(nr_cpus());
+    let map = PhaseMap::open_default().unwrap();
+    let loaders: Vec<Spinner> = (0..4).map(|_| Spinner::start(None)).collect();
+    for l in &loaders {
+        map.set(l.tid, PhaseHint::new(Phase::DataLoading, Some(1)))
+            .unwrap();
+    }
+    // Let every loader pass through the scheduler once.
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
+    let before = stats.read().unwrap();
+    let tids: Vec<u32> = loaders.iter().map(|l| l.tid).collect();
+    let seen = sample_cpus(&tids, 250);
+    let after = stats.read().unwrap();
+    let dl = Phase::DataLoading as usize;
+    let local = after.slots[dl].local_ns - before.slots[dl].local_ns;
+    let remote = after.slots[dl].remote_ns - before.slots[dl].remote_ns;
+    let mut total = 0;
+    for (i, s) in seen.iter().enumerate() {
+        let off: Vec<&u32> = s
+            .iter()
+            .filter(|c| !node1.contains(&(**c as usize)))
+            .collect();
+        assert!(off.is_empty(), "loader {i} seen off node 1 on CPUs {off:?}");
+        total += s.len();
+    }
+    let local_pct = local as f64 * 100.0 / (local + remote).max(1) as f64;
+    println!(
+        "MEASURED NUMA: 4 loaders hinted node 1 among {} hogs: {total}/{total} samples on node-1 CPUs {node1:?}; scheduler-accounted local run time {local_pct:.2}%",
+        nr_cpus()
+    );
+    assert!(local_pct >= 99.0, "local {local} ns, remote {remote} ns");
+}
+
+#[test]
+fn a_minus_one_hint_keeps_the_node_the_thread_had() {
+    let (node0, node1) = two_nodes();
+    let _loader = Loader::start(&[]);
+    let _hogs = Hogs::start(nr_cpus());
+    let t = Spinner::start(None);
+    set_affinity(t.tid, &node0);
+    std::thread::sleep(Duration::from_millis(100));
+    PhaseMap::open_default()
+        .unwrap()
+        .set(t.tid, PhaseHint::new(Phase::DataLoading, None))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Now free to go anywhere: it must stay on node 0.
+    let all: Vec<usize> = node0.iter().chain(&node1).copied().collect();
+    set_affinity(t.tid, &all);
+    let seen = sample_cpus(&[t.tid], 250).remove(0);
+    let off: Vec<&u32> = seen
+        .iter()
+        .filter(|c| !node0.contains(&(**c as usize)))
+        .collect();
+    println!(
+        "MEASURED NUMA: -1 hint taken on node 0 kept {}/{} samples on node 0",
+        seen.len() - off.len(),
+        seen.len()
+    );
+    assert!(off.is_empty(), "left node 0 for CPUs {off:?}");
+}
+
+#[test]
+fn an_unhinted_thread_migrates_freely() {
+    let (node0, node1) = two_nodes();
+    let _loader = Loader::start(&[]);
+    let _hogs = Hogs::start(nr_cpus());
+    let t = Spinner::start(None);
+    let seen = sample_cpus(&[t.tid], 250).remove(0);
+    let nodes: BTreeSet<u32> = seen
+        .iter()
+        .map(|c| if node0.contains(&(*c as usize)) { 0 } else { 1 })
+        .collect();
+    let on1 = seen
+        .iter()
+        .filter(|c| node1.contains(&(**c as usize)))
+        .count();
+    println!(
+        "MEASURED NUMA: un-hinted thread on node 0 for {} and node 1 for {on1} of {} samples",
+        seen.len() - on1,
+        seen.len()
+    );
+    assert_eq!(nodes.len(), 2, "never left one node: {seen:?}");
+}
