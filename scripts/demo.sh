@@ -18,10 +18,10 @@ inside() {
     say "kernel $(uname -r), sched_ext state: $(cat /sys/kernel/sched_ext/state)"
     "$bin" topology
 
-    say "starting scx_phase --stats 3"
+    say "starting scx_phase"
     local t0 t1
     t0=$(date +%s%N)
-    "$bin" --stats 3 &
+    "$bin" &
     local sched=$!
     while [ "$(cat /sys/kernel/sched_ext/state)" != enabled ]; do
         kill -0 "$sched" 2>/dev/null || { echo "scx_phase failed to start" >&2; exit 1; }
@@ -30,27 +30,48 @@ inside() {
     t1=$(date +%s%N)
     say "attached in $(((t1 - t0) / 1000000)) ms as $(cat /sys/kernel/sched_ext/root/ops)"
 
-    say "workload: $(nproc) un-hinted CPU hogs, a 'backward' thread and a 'data_loading' thread"
-    stress-ng --cpu "$(nproc)" --timeout 8s --quiet &
-    local hogs=$!
+    # CPU share of a process over $2 seconds, from its schedstat.
+    share() {
+        local a b
+        a=$(cut -d' ' -f1 "/proc/$1/schedstat")
+        sleep "$2"
+        b=$(cut -d' ' -f1 "/proc/$1/schedstat")
+        echo $(((b - a) / ($2 * 10000000)))
+    }
+
+    say "a background job: $(( $(nproc) * 2 )) un-hinted CPU hogs on $(nproc) CPUs"
+    local hogs=()
+    for _ in $(seq $(( $(nproc) * 2 ))); do
+        sh -c 'while :; do :; done' &
+        hogs+=($!)
+    done
     sh -c 'while :; do :; done' &
     local trainer=$!
-    sh -c 'while :; do :; done' &
-    local dataloader=$!
+    say "a 'trainer' thread, no hint yet: $(share "$trainer" 3)% of a CPU over 3 s"
     "$bin" set --tid "$trainer" --phase backward
+    say "the same thread hinted backward: $(share "$trainer" 3)% of a CPU over 3 s (each hog: $(share "${hogs[0]}" 2)%)"
+
     local node=0
     [ -d /sys/devices/system/node/node1 ] && node=1
+    sh -c 'while :; do :; done' &
+    local dataloader=$!
     "$bin" set --tid "$dataloader" --phase data_loading --node "$node"
+    sleep 0.3
+    local cpus="" i
+    for i in $(seq 20); do
+        cpus="$cpus $(awk '{print $39}' "/proc/$dataloader/stat")"
+        sleep 0.05
+    done
+    say "a data loader hinted node $node ran on CPUs:$cpus (node $node: CPUs $(cat /sys/devices/system/node/node$node/cpulist))"
 
     say "scx_phase dump"
     "$bin" dump
     say "bpftool map dump pinned /sys/fs/bpf/scx_phase/phase_map (BTF names the fields)"
     bpftool map dump pinned /sys/fs/bpf/scx_phase/phase_map
 
-    say "per-phase stats while the workload runs (fair vtime for now; the phase policy comes next)"
-    sleep 7
-    kill "$trainer" "$dataloader" 2>/dev/null || true
-    wait "$hogs" 2>/dev/null || true
+    say "per-phase stats, from another process: scx_phase --monitor 2"
+    timeout -s INT 2.5 "$bin" --monitor 2 || true
+    kill "$trainer" "$dataloader" "${hogs[@]}" 2>/dev/null || true
 
     say "Ctrl-C to the loader"
     t0=$(date +%s%N)

@@ -28,8 +28,12 @@ kernel=$(cat .cache/vm/kernel/version)
 
 # Two vCPUs, as the policy tests' shares assume; two nodes so that the
 # topology and per-node idle tracking are exercised everywhere.
+# Both VM runs go ahead even if the first fails, so one log shows all.
+failed=0
 step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes)"
-scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --skip numa::
+scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --skip numa:: || failed=1
 
 step "VM NUMA tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes)"
-scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture numa::
+scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture numa:: || failed=1
+
+[ "$failed" -eq 0 ] || { echo "test.sh: VM tests failed" >&2; exit 1; }

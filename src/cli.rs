@@ -45,7 +45,7 @@ pub struct RunOpts {
     /// Share of each CPU that boosted phases (checkpoint, backward,
     /// forward, optimizer) may take per window; past it the CPU serves
     /// un-hinted tasks first until the window ends. 100 = no limit.
-    #[arg(long, default_value_t = 85, value_name = "PCT",
+    #[arg(long, default_value_t = 80, value_name = "PCT",
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub boost_budget_pct: u64,
 
@@ -198,7 +198,7 @@ mod tests {
         let cli = Cli::try_parse_from(["scx_phase"]).unwrap();
         assert_eq!(cli.run.slice_us, 5000);
         assert_eq!(cli.run.max_hints, 65_536);
-        assert_eq!(cli.run.boost_budget_pct, 85);
+        assert_eq!(cli.run.boost_budget_pct, 80);
         assert_eq!(cli.run.boost_window_ms, 100);
         assert_eq!(
             cli.run.boost_weights,

@@ -10,7 +10,7 @@
 
 /* Knobs (--boost-window-ms, --boost-budget-pct). */
 const volatile u64 budget_window_ns = 100ULL * 1000 * 1000;
-const volatile u64 budget_ns = 85ULL * 1000 * 1000;
+const volatile u64 budget_ns = 80ULL * 1000 * 1000;
 
 static __always_inline void budget_roll(struct cpu_ctx *c, u64 now)
 {
@@ -36,6 +36,19 @@ static __always_inline bool budget_charge(struct cpu_ctx *c, u64 now, u64 used)
 	had_budget = c->boosted_ns < budget_ns;
 	c->boosted_ns += used;
 	return had_budget && c->boosted_ns >= budget_ns;
+}
+
+/* The slice a boosted task may have here: no more than the budget left. */
+static __always_inline u64 budget_slice(struct cpu_ctx *c, u64 now, u64 slice)
+{
+	u64 left;
+
+	budget_roll(c, now);
+	left = c->boosted_ns < budget_ns ? budget_ns - c->boosted_ns : 0;
+	/* Not below 100 us: a sliver of a slice costs more than it gives. */
+	if (left < 100 * 1000)
+		left = 100 * 1000;
+	return left < slice ? left : slice;
 }
 
 /* Another CPU's budget, read without rolling its window. */

@@ -140,6 +140,23 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 	if (is_idle) {
 		note_queued(tctx, scx_bpf_now());
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		return cpu;
+	}
+
+	/*
+	 * No idle CPU for a waking boosted task: take one from a lower class
+	 * right away, straight into its local queue, ahead of what runs there.
+	 */
+	if (class_boosted(tctx->cls)) {
+		u64 now = scx_bpf_now();
+		s32 victim = preemption_victim(p, tctx->cls, now);
+
+		if (victim >= 0) {
+			note_queued(tctx, now);
+			count_preemption(tctx->phase);
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, SCX_ENQ_PREEMPT);
+			return victim;
+		}
 	}
 	return cpu;
 }
@@ -232,6 +249,7 @@ static __always_inline bool keep_boosted(struct task_struct *prev)
 {
 	struct task_struct *head;
 	struct task_ctx *tctx;
+	struct cpu_ctx *c;
 
 	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED))
 		return false;
@@ -241,7 +259,8 @@ static __always_inline bool keep_boosted(struct task_struct *prev)
 	head = __COMPAT_scx_bpf_dsq_peek(BOOST_DSQ);
 	if (head && vtime_before(head->scx.dsq_vtime, tctx->vtime[DOMAIN_BOOST]))
 		return false;
-	scx_bpf_task_set_slice(prev, slice_ns);
+	c = this_cpu_ctx();
+	scx_bpf_task_set_slice(prev, c ? budget_slice(c, scx_bpf_now(), slice_ns) : slice_ns);
 	return true;
 }
 
@@ -276,8 +295,12 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	}
 	tctx->running_since = now;
 	fair_running(tctx);
-	if (c)
-		c->cur_class = tctx->cls;
+	if (!c)
+		return;
+	c->cur_class = tctx->cls;
+	/* End the slice where the budget ends, not a tick or more after. */
+	if (class_boosted(tctx->cls))
+		scx_bpf_task_set_slice(p, budget_slice(c, now, slice_ns));
 }
 
 /*

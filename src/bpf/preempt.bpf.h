@@ -8,28 +8,47 @@
 #ifndef __SCX_PHASE_PREEMPT_BPF_H
 #define __SCX_PHASE_PREEMPT_BPF_H
 
-/* The CPU to take for a task of class @cls, or -1. */
+/* Whether @cpu runs something of class below @cls and may be taken. */
+static __always_inline bool preemptible(const struct task_struct *p, s32 cpu,
+					u32 cls, u64 now, u32 *cur)
+{
+	struct cpu_ctx *c;
+
+	if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return false;
+	c = cpu_ctx_of(cpu);
+	if (!c || c->cur_class >= cls || !budget_left_remote(c, now))
+		return false;
+	*cur = c->cur_class;
+	return true;
+}
+
+/*
+ * The CPU to take for a task of class @cls, or -1: one running the lowest
+ * class, preferring the CPU we are on (the waker's, usually where the task
+ * slept), which needs no IPI.
+ */
 static __always_inline s32 preemption_victim(const struct task_struct *p,
 					     u32 cls, u64 now)
 {
-	u32 best_cls = cls;
-	s32 best = -1;
+	s32 here = bpf_get_smp_processor_id(), best = -1;
+	u32 here_cls = CLASS_NONE, best_cls = cls, cur;
 	u32 cpu;
 
+	if (preemptible(p, here, cls, now, &cur)) {
+		if (cur <= CLASS_FAIR)
+			return here;
+		here_cls = cur;
+	}
 	bpf_for(cpu, 0, nr_cpus) {
-		struct cpu_ctx *c;
-
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		c = cpu_ctx_of(cpu);
-		if (!c || c->cur_class >= best_cls || !budget_left_remote(c, now))
+		if (!preemptible(p, cpu, best_cls, now, &cur))
 			continue;
 		best = cpu;
-		best_cls = c->cur_class;
+		best_cls = cur;
 		if (best_cls == CLASS_IDLE)
 			break;
 	}
-	return best;
+	return here_cls == best_cls ? here : best;
 }
 
 #endif /* __SCX_PHASE_PREEMPT_BPF_H */
