@@ -392,7 +392,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)))
 			return err;
 	}
-	return 0;
+	return spill_timer_init();
 }
 
 void BPF_STRUCT_OPS(phase_exit, struct scx_exit_info *ei)

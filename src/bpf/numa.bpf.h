@@ -57,6 +57,67 @@ static __always_inline s32 idle_cpu_near(struct task_struct *p, s32 prev_cpu)
 }
 
 /*
+ * Spill needs a CPU of another node to look for work; an idle one never
+ * would. So while spilling is on, a timer wakes an idle CPU of another node
+ * whenever a loader queue's head has waited past the threshold.
+ */
+struct spill_timer {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct spill_timer);
+} spill_timer_map SEC(".maps");
+
+static int spill_timer_fn(void *map, int *key, struct bpf_timer *timer)
+{
+	u64 now = scx_bpf_now();
+	u32 n, m;
+
+	bpf_for(n, 0, nr_nodes) {
+		struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(n));
+		struct task_ctx *tctx;
+
+		if (!head || !(tctx = task_ctx(head)) ||
+		    now - tctx->enqueued_at < numa_spill_ns)
+			continue;
+		bpf_for(m, 0, nr_nodes) {
+			s32 cpu;
+
+			if (m == n)
+				continue;
+			cpu = idle_cpu_in_node(head, m);
+			if (cpu >= 0) {
+				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+				break;
+			}
+		}
+	}
+	bpf_timer_start(timer, numa_spill_ns, 0);
+	return 0;
+}
+
+static __always_inline s32 spill_timer_init(void)
+{
+	struct spill_timer *t;
+	u32 zero = 0;
+	s32 err;
+
+	if (!numa_spill_ns || nr_nodes < 2)
+		return 0;
+	t = bpf_map_lookup_elem(&spill_timer_map, &zero);
+	if (!t)
+		return -ENOENT;
+	if ((err = bpf_timer_init(&t->timer, &spill_timer_map, CLOCK_MONOTONIC)) ||
+	    (err = bpf_timer_set_callback(&t->timer, spill_timer_fn)))
+		return err;
+	return bpf_timer_start(&t->timer, numa_spill_ns, 0);
+}
+
+/*
  * On @cpu of node @node: take a loader of another node that has waited
  * longer than numa_spill_ns, if any.
  */

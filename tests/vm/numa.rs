@@ -122,3 +122,49 @@ fn an_unhinted_thread_migrates_freely() {
     );
     assert_eq!(nodes.len(), 2, "never left one node: {seen:?}");
 }
+
+/// Run time of 2 loaders hinted node 1 while node 1 is saturated by pinned
+/// hogs and node 0 idles: (on node 1, elsewhere), in ns over 2 s.
+fn loaders_beside_a_busy_node(args: &[&str]) -> (u64, u64) {
+    let (_, node1) = two_nodes();
+    let _loader = Loader::start(args);
+    let hogs = Hogs::start(2 * node1.len());
+    for t in hogs.tids() {
+        set_affinity(t, &node1);
+    }
+    let map = PhaseMap::open_default().unwrap();
+    let loaders: Vec<Spinner> = (0..2).map(|_| Spinner::start(None)).collect();
+    for l in &loaders {
+        map.set(l.tid, PhaseHint::new(Phase::DataLoading, Some(1)))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
+    let before = stats.read().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = stats.read().unwrap();
+    let dl = Phase::DataLoading as usize;
+    (
+        after.slots[dl].local_ns - before.slots[dl].local_ns,
+        after.slots[dl].remote_ns - before.slots[dl].remote_ns,
+    )
+}
+
+#[test]
+fn loaders_leave_their_node_only_with_numa_spill() {
+    let (local, remote) = loaders_beside_a_busy_node(&[]);
+    let (s_local, s_remote) = loaders_beside_a_busy_node(&["--numa-spill-us", "5000"]);
+    println!(
+        "MEASURED NUMA spill, node 1 saturated, node 0 idle, 2 s: default {:.0} ms local / {:.0} ms remote; --numa-spill-us 5000 {:.0} ms local / {:.0} ms remote",
+        local as f64 / 1e6,
+        remote as f64 / 1e6,
+        s_local as f64 / 1e6,
+        s_remote as f64 / 1e6
+    );
+    assert!(local > 0, "loaders did not run at all");
+    assert_eq!(remote, 0, "a loader left its node without --numa-spill-us");
+    assert!(
+        s_remote > 100_000_000,
+        "with spill on, loaders stayed queued on the busy node"
+    );
+}
