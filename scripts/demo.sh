@@ -32,11 +32,13 @@ inside() {
 
     # CPU share of a process over $2 seconds, from its schedstat.
     share() {
-        local a b
+        local a b t0 t1
         a=$(cut -d' ' -f1 "/proc/$1/schedstat")
+        t0=$(date +%s%N)
         sleep "$2"
         b=$(cut -d' ' -f1 "/proc/$1/schedstat")
-        echo $(((b - a) / ($2 * 10000000)))
+        t1=$(date +%s%N)
+        echo $(((b - a) * 100 / (t1 - t0)))
     }
 
     say "a background job: $(( $(nproc) * 2 )) un-hinted CPU hogs on $(nproc) CPUs"
