@@ -21,6 +21,9 @@ cargo clippy --release --test vm -- -D warnings
 step "host tests"
 cargo test --release
 
+step "set_phase cost (figures, not a pass/fail)"
+cargo bench --bench set_phase
+
 vm_tests=$(cargo test --release --test vm --no-run --message-format=json |
            jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm" and .executable != null) | .executable')
 [ -x "$vm_tests" ] || { echo "test.sh: VM test binary not built" >&2; exit 1; }

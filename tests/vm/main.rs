@@ -5,6 +5,7 @@ mod hints;
 mod lifecycle;
 mod numa;
 mod policy;
+mod shim;
 mod smoke;
 mod support;
 mod topology;

@@ -1,0 +1,159 @@
+//! Cost of one set_phase from Rust, C and Python, on the host against a
+//! real BPF hash map in a private bpffs: `cargo bench --bench set_phase`.
+//! Prints p50 and p99 per call, and a JSON line for machines.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use scx_phase::Phase;
+use scx_phase::hint;
+use scx_phase::phase_map::{self, PhaseMap};
+
+const CALLS: usize = 200_000;
+
+/// A bpffs mounted on a temporary folder for the length of the run.
+struct Bpffs(tempfile::TempDir);
+
+impl Bpffs {
+    fn new() -> Bpffs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+        let bpf = CString::new("bpf").unwrap();
+        // SAFETY: valid C strings.
+        let r = unsafe { libc::mount(bpf.as_ptr(), c.as_ptr(), bpf.as_ptr(), 0, std::ptr::null()) };
+        assert_eq!(
+            r,
+            0,
+            "mount bpffs (needs root): {}",
+            std::io::Error::last_os_error()
+        );
+        Bpffs(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C string.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn percentiles(mut d: Vec<u64>) -> (u64, u64) {
+    d.sort_unstable();
+    (d[d.len() / 2], d[d.len() * 99 / 100])
+}
+
+fn rust(map_path: &Path) -> (u64, u64) {
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::set_var(hint::MAP_ENV, map_path) };
+    hint::set_phase(Phase::Forward).expect("map");
+    let mut d = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let p = if i & 1 == 0 {
+            Phase::Backward
+        } else {
+            Phase::Forward
+        };
+        let t0 = Instant::now();
+        hint::set_phase(p).unwrap();
+        d.push(t0.elapsed().as_nanos() as u64);
+    }
+    percentiles(d)
+}
+
+fn lib_dir() -> PathBuf {
+    // target/<profile>/deps/set_phase-* -> target/<profile>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn c(map_path: &Path, work: &Path) -> (u64, u64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = lib_dir();
+    let exe = work.join("hint_bench");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(root.join("tests/c/hint_bench.c"))
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lscx_phase")
+        .status()
+        .expect("cc");
+    assert!(st.success(), "C bench did not build");
+    let out = Command::new(&exe)
+        .arg(CALLS.to_string())
+        .env(hint::MAP_ENV, map_path)
+        .output()
+        .expect("run C bench");
+    assert!(out.status.success(), "C bench failed");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v[0], v[1])
+}
+
+const PY_BENCH: &str = r#"
+import sys, time, scx_phase
+n = int(sys.argv[1])
+set_phase = scx_phase.set_phase
+clock = time.perf_counter_ns
+set_phase("forward")
+d = []
+for i in range(n):
+    p = "backward" if i & 1 else "forward"
+    t0 = clock()
+    set_phase(p)
+    d.append(clock() - t0)
+d.sort()
+print(d[n // 2], d[n * 99 // 100])
+"#;
+
+fn python(map_path: &Path) -> (u64, u64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", PY_BENCH, &(CALLS / 2).to_string()])
+        .env("PYTHONPATH", root.join("python"))
+        .env("SCX_PHASE_LIB", lib_dir().join("libscx_phase.so"))
+        .env(hint::MAP_ENV, map_path)
+        .output()
+        .expect("/usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v[0], v[1])
+}
+
+fn main() {
+    let fs = Bpffs::new();
+    let dir = fs.0.path().join("scx_phase");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = phase_map::map_path(&dir);
+    let _map = PhaseMap::create_pinned(&path, 65_536).expect("create map");
+    let work = tempfile::tempdir().unwrap();
+
+    let (r50, r99) = rust(&path);
+    let (c50, c99) = c(&path, work.path());
+    let (p50, p99) = python(&path);
+    println!("set_phase cost, {CALLS} calls each, real BPF hash map on this host:");
+    println!("  {:<8} p50 {:>6} ns   p99 {:>6} ns", "Rust", r50, r99);
+    println!("  {:<8} p50 {:>6} ns   p99 {:>6} ns", "C", c50, c99);
+    println!("  {:<8} p50 {:>6} ns   p99 {:>6} ns", "Python", p50, p99);
+    println!(
+        "{{\"rust_p50_ns\":{r50},\"rust_p99_ns\":{r99},\"c_p50_ns\":{c50},\"c_p99_ns\":{c99},\"python_p50_ns\":{p50},\"python_p99_ns\":{p99}}}"
+    );
+}
