@@ -84,6 +84,11 @@ pub struct RunOpts {
     #[arg(long)]
     pub no_classify: bool,
 
+    /// Let members of GROUP (a name or gid) write hints: the pin folder and
+    /// the phase map become theirs to use [default: root only].
+    #[arg(long, value_name = "GROUP")]
+    pub hint_group: Option<String>,
+
     /// Print the per-phase table every SECS seconds while running
     /// [default: off].
     #[arg(long, value_name = "SECS")]
@@ -284,6 +289,7 @@ mod tests {
             "--numa-spill-us",
             "--classify-rules",
             "--no-classify",
+            "--hint-group",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

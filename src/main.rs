@@ -1,6 +1,7 @@
 //! The scx_phase loader: parse the command line, then either run the
 //! scheduler or one of the small subcommands.
 
+mod access;
 mod bpf_skel;
 mod classify;
 mod cli;

@@ -115,7 +115,7 @@ impl fmt::Display for Error {
             ),
             Error::PermissionDenied { path } => write!(
                 f,
-                "permission denied on {}: writing hints needs root",
+                "permission denied on {}: writing hints needs root, or the group given to scx_phase --hint-group",
                 path.display()
             ),
             Error::Foreign { path, why } => {

@@ -17,6 +17,7 @@ use scx_utils::{
     UserExitInfo, compat, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report,
 };
 
+use crate::access;
 use crate::bpf_skel::*;
 use crate::classify::{self, Rule};
 use crate::cli::RunOpts;
@@ -109,6 +110,14 @@ impl<'a> Scheduler<'a> {
                 .phase_map
                 .pin(&map_path)
                 .with_context(|| format!("cannot pin {}", map_path.display()))?;
+        }
+        if let Some(group) = &opts.hint_group {
+            let gid = access::resolve_group(group)?;
+            access::open_to_group(pin_dir, &map_path, gid)?;
+            info!(
+                "members of group {group} may write hints to {}",
+                map_path.display()
+            );
         }
         // A stats pin left by a killed instance is stale: replace it.
         let stats_pin = pin_dir.join(STATS_MAP_NAME);
