@@ -38,3 +38,61 @@ fn python_package_unit_tests() {
     assert!(out.status.success(), "python unit tests failed:\n{report}");
     assert!(report.contains("\nOK"), "{report}");
 }
+
+#[test]
+fn pip_install_bundles_the_library() {
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
+    let path = phase_map::map_path(&dir);
+    let map = PhaseMap::create_pinned(&path, 16).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = Path::new(env!("CARGO_BIN_EXE_scx_phase"))
+        .parent()
+        .unwrap()
+        .join("libscx_phase.so");
+    let site = tempfile::tempdir().unwrap();
+    let build = tempfile::tempdir().unwrap();
+    // A copy of the package, so the build leaves the checkout clean.
+    let src = build.path().join("python");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(root.join("python"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .arg(site.path())
+        .arg(&src)
+        .env("SCX_PHASE_LIB", &lib)
+        .output()
+        .expect("python3 -m pip");
+    assert!(
+        out.status.success(),
+        "pip install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        site.path().join("scx_phase/libscx_phase.so").exists(),
+        "library not bundled"
+    );
+
+    // The installed package finds its own library: no SCX_PHASE_LIB.
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", "import scx_phase, threading; print(scx_phase.set_phase('optimizer'), threading.get_native_id())"])
+        .env("PYTHONPATH", site.path())
+        .env("SCX_PHASE_MAP", &path)
+        .env_remove("SCX_PHASE_LIB")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tid: u32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(text.starts_with("True"), "{text}");
+    assert_eq!(map.get(tid).unwrap().unwrap().phase, 4);
+}

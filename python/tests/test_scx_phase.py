@@ -124,5 +124,19 @@ class WithoutTheScheduler(unittest.TestCase):
         self.assertIn("--hint-group", r.stderr)
 
 
+class Adapters(unittest.TestCase):
+    def test_adapters_need_their_libraries(self):
+        # Neither Lightning nor transformers is installed here.
+        for mod in ("scx_phase.lightning", "scx_phase.huggingface"):
+            r = run_py(f"import {mod}")
+            self.assertNotEqual(r.returncode, 0, mod)
+            self.assertIn("ModuleNotFoundError", r.stderr, mod)
+
+    def test_run_without_a_script_is_a_usage_error(self):
+        r = run_py("import sys, runpy\nsys.argv = ['run']\nrunpy.run_module('scx_phase.run', run_name='__main__')")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("usage: python -m scx_phase.run", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
