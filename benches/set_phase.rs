@@ -2,9 +2,10 @@
 //! real BPF hash map in a private bpffs: `cargo bench --bench set_phase`.
 //! Prints p50 and p99 per call, and a JSON line for machines.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -12,35 +13,9 @@ use scx_phase::Phase;
 use scx_phase::hint;
 use scx_phase::phase_map::{self, PhaseMap};
 
+use common::{TempBpffs, build_c, lib_dir};
+
 const CALLS: usize = 200_000;
-
-/// A bpffs mounted on a temporary folder for the length of the run.
-struct Bpffs(tempfile::TempDir);
-
-impl Bpffs {
-    fn new() -> Bpffs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
-        let bpf = CString::new("bpf").unwrap();
-        // SAFETY: valid C strings.
-        let r = unsafe { libc::mount(bpf.as_ptr(), c.as_ptr(), bpf.as_ptr(), 0, std::ptr::null()) };
-        assert_eq!(
-            r,
-            0,
-            "mount bpffs (needs root): {}",
-            std::io::Error::last_os_error()
-        );
-        Bpffs(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let c = CString::new(self.0.path().as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid C string.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-}
 
 fn percentiles(mut d: Vec<u64>) -> (u64, u64) {
     d.sort_unstable();
@@ -65,27 +40,9 @@ fn rust(map_path: &Path) -> (u64, u64) {
     percentiles(d)
 }
 
-fn lib_dir() -> PathBuf {
-    // target/<profile>/deps/set_phase-* -> target/<profile>
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
 fn c(map_path: &Path, work: &Path) -> (u64, u64) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = lib_dir();
     let exe = work.join("hint_bench");
-    let st = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&exe)
-        .arg(root.join("tests/c/hint_bench.c"))
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lscx_phase")
-        .status()
-        .expect("cc");
-    assert!(st.success(), "C bench did not build");
+    build_c("hint_bench.c", &exe, "-O2");
     let out = Command::new(&exe)
         .arg(CALLS.to_string())
         .env(hint::MAP_ENV, map_path)
@@ -139,9 +96,8 @@ fn python(map_path: &Path) -> (u64, u64) {
 }
 
 fn main() {
-    let fs = Bpffs::new();
-    let dir = fs.0.path().join("scx_phase");
-    std::fs::create_dir_all(&dir).unwrap();
+    let fs = TempBpffs::new();
+    let dir = fs.pin_dir();
     let path = phase_map::map_path(&dir);
     let _map = PhaseMap::create_pinned(&path, 65_536).expect("create map");
     let work = tempfile::tempdir().unwrap();

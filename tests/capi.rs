@@ -3,40 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TempBpffs, dead_tid};
+use common::{TempBpffs, build_c, dead_tid};
 use scx_phase::phase_map::{self, PhaseHint, PhaseMap};
-
-/// target/<profile>, where cargo put libscx_phase.so.
-fn lib_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_scx_phase"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn build_c_program(out: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = lib_dir();
-    assert!(
-        lib.join("libscx_phase.so").exists(),
-        "no libscx_phase.so in {}",
-        lib.display()
-    );
-    let st = Command::new("cc")
-        .args(["-Wall", "-Werror", "-o"])
-        .arg(out)
-        .arg(root.join("tests/c/hint_test.c"))
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lscx_phase")
-        .status()
-        .expect("cc");
-    assert!(st.success(), "the C program did not build");
-}
 
 #[test]
 fn a_c_program_hints_through_the_header_and_library() {
@@ -50,7 +20,7 @@ fn a_c_program_hints_through_the_header_and_library() {
         .join(format!("hint_test-{}", std::process::id()));
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join(exe.file_name().unwrap());
-    build_c_program(&exe);
+    build_c("hint_test.c", &exe, "-O0");
 
     let out = Command::new(&exe)
         .arg(dead_tid().to_string())

@@ -91,3 +91,34 @@ pub fn dead_tid() -> u32 {
         .unwrap_or(4_194_304);
     max + 1
 }
+
+/// target/<profile>, where cargo put the binary and libscx_phase.so.
+pub fn lib_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_scx_phase"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Compile `tests/c/<source>` against include/scx_phase.h and
+/// libscx_phase.so into `out`.
+pub fn build_c(source: &str, out: &Path, opt: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = lib_dir();
+    assert!(
+        lib.join("libscx_phase.so").exists(),
+        "no libscx_phase.so in {}",
+        lib.display()
+    );
+    let st = Command::new("cc")
+        .args(["-Wall", "-Werror", opt, "-o"])
+        .arg(out)
+        .arg(root.join("tests/c").join(source))
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lscx_phase")
+        .status()
+        .expect("cc");
+    assert!(st.success(), "{source} did not build");
+}

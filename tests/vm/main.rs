@@ -1,6 +1,9 @@
 //! Tests that need a sched_ext kernel; scripts/test.sh runs them in the VM,
 //! one at a time (`--test-threads=1`): only one scheduler can attach.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod access;
 mod hints;
 mod lifecycle;

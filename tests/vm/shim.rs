@@ -9,31 +9,18 @@ use std::time::Duration;
 use scx_phase::Phase;
 use scx_phase::stats::StatsMap;
 
+use crate::common::{build_c, lib_dir};
 use crate::support::*;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn lib_dir() -> &'static Path {
-    Path::new(BIN).parent().unwrap()
-}
-
 #[test]
 fn a_c_programs_hint_appears_in_dump_and_goes_with_it() {
     let _loader = Loader::start(&[]);
     let exe = std::env::temp_dir().join("hint_test");
-    let st = Command::new("cc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(root().join("tests/c/hint_test.c"))
-        .arg(format!("-I{}", root().join("include").display()))
-        .arg(format!("-L{}", lib_dir().display()))
-        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
-        .arg("-lscx_phase")
-        .status()
-        .expect("cc");
-    assert!(st.success());
+    build_c("hint_test.c", &exe, "-O0");
     let mut child = Command::new(&exe)
         .args(["--hold", "5"])
         .stdin(Stdio::piped())
