@@ -19,6 +19,9 @@ cargo clippy --release --all-targets -- -D warnings
 cargo clippy --release --test vm -- -D warnings
 
 step "host tests"
+# The C and Python tests load libscx_phase.so, which only `cargo build`
+# produces (cargo test builds the library as an rlib).
+cargo build --release
 cargo test --release
 
 step "set_phase cost (figures, not a pass/fail)"

@@ -107,7 +107,7 @@ pub fn build_c(source: &str, out: &Path, opt: &str) {
     let lib = lib_dir();
     assert!(
         lib.join("libscx_phase.so").exists(),
-        "no libscx_phase.so in {}",
+        "no libscx_phase.so in {}: run `cargo build --release` (or without --release) first",
         lib.display()
     );
     let st = Command::new("cc")
