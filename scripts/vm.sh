@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Run a command inside a VM with a sched_ext kernel and return its exit code.
 #
-#   scripts/vm.sh [--cpus N] [--nodes K] [--mem MiB] [--timeout SECS] -- COMMAND...
+#   scripts/vm.sh [--cpus N] [--nodes K] [--mem MiB] [--timeout SECS]
+#                 [--boot-timeout SECS] -- COMMAND...
 #
 # The VM sees the host's root read-only and this project read-write at the
 # same path, so COMMAND can be any host binary (tests, bpftool, python3).
 # It boots under TCG: KVM fails in the kernel decompressor on these hosts.
-# A VM that dies before COMMAND finishes is retried once, and says so.
+# A VM that dies, or hangs before reaching userspace (--boot-timeout,
+# default 60 s), is retried once, and says so.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cpus=2 nodes=1 mem=2048 timeout=1200
+cpus=2 nodes=1 mem=2048 timeout=1200 boot_timeout=60
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "vm: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -21,6 +23,7 @@ while [ $# -gt 0 ]; do
         --nodes) nodes=$2; shift 2 ;;
         --mem) mem=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
+        --boot-timeout) boot_timeout=$2; shift 2 ;;
         --) shift; break ;;
         -h|--help) usage ;;
         *) die "unknown option $1 (try --help)" ;;
@@ -75,9 +78,12 @@ echo "$root" >"$xfer/project"
     printf '\n'
 } >"$xfer/cmd"
 
+# Boot once. Returns COMMAND's exit code, or 124 if the whole run timed
+# out, or 125 if the guest never reached userspace (a boot that hangs, as
+# multi-threaded TCG sometimes does) or died before COMMAND finished.
 boot() {
     rm -f "$xfer/started" "$xfer/rc" "$xfer/dmesg"
-    timeout -k 10 "$timeout" qemu-system-x86_64 \
+    qemu-system-x86_64 \
         -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${mem}M" "${numa[@]}" \
         -kernel "$kernel/vmlinuz" -initrd "$initrd" \
         -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off" \
@@ -86,24 +92,48 @@ boot() {
         -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
         -virtfs "local,path=$root,mount_tag=project,security_model=none,multidevs=remap" \
         -virtfs "local,path=$xfer,mount_tag=xfer,security_model=none" \
-        </dev/null
+        </dev/null &
+    local qemu=$! t=0 why=""
+    while kill -0 "$qemu" 2>/dev/null; do
+        if [ ! -f "$xfer/started" ] && [ "$t" -ge "$boot_timeout" ]; then
+            why="hung"
+        elif [ "$t" -ge "$timeout" ]; then
+            why="timeout"
+        fi
+        if [ -n "$why" ]; then
+            kill "$qemu" 2>/dev/null
+            sleep 2
+            kill -9 "$qemu" 2>/dev/null
+            break
+        fi
+        sleep 1
+        t=$((t + 1))
+    done
+    wait "$qemu" 2>/dev/null
+    if [ -f "$xfer/rc" ]; then
+        [ -z "${VM_KEEP_DMESG:-}" ] || cp "$xfer/dmesg" "$VM_KEEP_DMESG"
+        return "$(cat "$xfer/rc")"
+    fi
+    if [ "$why" = timeout ]; then
+        echo "vm: timed out after ${timeout}s while running the command" >&2
+        return 124
+    fi
+    if [ "$why" = hung ]; then
+        echo "vm: the VM reached no userspace in ${boot_timeout}s (a hung boot); killed it" >&2
+    else
+        echo "vm: the VM died after ${t}s before the command finished" >&2
+    fi
+    return 125
 }
 
 for attempt in 1 2; do
-    start=$(date +%s)
     set +e
     boot
-    qrc=$?
+    rc=$?
     set -e
-    if [ -f "$xfer/rc" ]; then
-        [ -z "${VM_KEEP_DMESG:-}" ] || cp "$xfer/dmesg" "$VM_KEEP_DMESG"
-        exit "$(cat "$xfer/rc")"
+    if [ "$rc" -ne 125 ]; then
+        exit "$rc"
     fi
-    if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
-        die "timed out after ${timeout}s$([ -f "$xfer/started" ] && echo ' while running the command' || echo ' while booting')"
-    fi
-    if [ "$attempt" -eq 1 ]; then
-        echo "vm: the VM died after $(($(date +%s) - start))s before the command finished (qemu exit $qrc); retrying once" >&2
-    fi
+    [ "$attempt" -eq 2 ] || echo "vm: retrying once" >&2
 done
-die "the VM died twice before the command finished; giving up"
+die "the VM failed twice before the command finished; giving up"
