@@ -1,0 +1,237 @@
+//! phase-bench: a synthetic training job that hints every phase through the
+//! shim, with optional noisy neighbours. It prints step-time percentiles,
+//! throughput, data stall, checkpoint time and what the neighbours got done,
+//! as a table and as JSON.
+
+mod background;
+mod hints;
+mod pipeline;
+mod trainer;
+mod work;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use scx_phase::Phase;
+use serde::Serialize;
+
+/// A synthetic training job for comparing schedulers.
+#[derive(Debug, Parser)]
+#[command(name = "phase-bench", version)]
+struct Opts {
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Seed of the sample-cost distribution.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Intra-op helper threads beside the trainer (K).
+    #[arg(long, default_value_t = 1)]
+    helpers: usize,
+    /// Forward compute per step and thread, in ms (F); backward is 2F.
+    #[arg(long, default_value_t = 4.0)]
+    forward_ms: f64,
+    /// Optimizer buffer, swept every step and written by checkpoints (B MiB).
+    #[arg(long, default_value_t = 8)]
+    buffer_mib: usize,
+    /// Checkpoint every C steps, on its own thread (0 = never).
+    #[arg(long, default_value_t = 10)]
+    checkpoint_every: u64,
+    /// Data-loader threads (N).
+    #[arg(long, default_value_t = 2)]
+    loaders: usize,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 4)]
+    batch: u64,
+    /// Median cost of one sample, in ms (lognormal).
+    #[arg(long, default_value_t = 1.5)]
+    sample_ms: f64,
+    /// Log-space sigma of the sample cost: the tail's weight.
+    #[arg(long, default_value_t = 0.8)]
+    sample_sigma: f64,
+    /// Batches the loaders may prepare ahead.
+    #[arg(long, default_value_t = 4)]
+    prefetch: u64,
+    /// Un-hinted CPU hogs (H) [default: 0].
+    #[arg(long, default_value_t = 0)]
+    hogs: usize,
+    /// Run an I/O writer that writes and fsyncs 1 MiB in a loop [default: off].
+    #[arg(long)]
+    io_writer: bool,
+    /// NUMA node the loaders' data lives on [default: any].
+    #[arg(long)]
+    loader_node: Option<u32>,
+    /// Write no hints at all [default: off].
+    #[arg(long)]
+    no_hints: bool,
+    /// Folder for checkpoint and I/O files.
+    #[arg(long, default_value = "/tmp")]
+    dir: PathBuf,
+    /// Print only the JSON line [default: off].
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Results {
+    steps: usize,
+    step_ms_p50: f64,
+    step_ms_p99: f64,
+    step_ms_max: f64,
+    samples_per_s: f64,
+    data_stall_pct: f64,
+    checkpoints: usize,
+    checkpoint_ms_mean: f64,
+    checkpoint_ms_max: f64,
+    hog_work_per_s: f64,
+    loader_local_pct: Option<f64>,
+    set_phase_per_s: f64,
+    wall_s: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn node_of_cpu(cpu: i32) -> Option<u32> {
+    let dir = format!("/sys/devices/system/cpu/cpu{cpu}");
+    std::fs::read_dir(dir).ok()?.find_map(|e| {
+        e.ok()?
+            .file_name()
+            .to_str()?
+            .strip_prefix("node")?
+            .parse()
+            .ok()
+    })
+}
+
+fn main() {
+    let opts = Opts::parse();
+    if opts.no_hints {
+        hints::disable();
+    }
+    let work = Arc::new(work::Work::calibrate());
+    let stop = Arc::new(AtomicBool::new(false));
+    let pipe = Arc::new(pipeline::Pipeline::new(opts.batch, opts.prefetch));
+    let (local, placed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+
+    let loaders: Vec<_> = (0..opts.loaders)
+        .map(|i| {
+            let (p, w, l, n) = (pipe.clone(), work.clone(), local.clone(), placed.clone());
+            let (seed, median, sigma, node) = (
+                opts.seed,
+                opts.sample_ms,
+                opts.sample_sigma,
+                opts.loader_node,
+            );
+            std::thread::Builder::new()
+                .name(format!("loader_{i}"))
+                .spawn(move || {
+                    hints::set(Phase::DataLoading, node);
+                    while let Some(sample) = p.claim() {
+                        w.run_ms(work::sample_ms(seed, sample, median, sigma));
+                        if let Some(want) = node {
+                            // SAFETY: sched_getcpu has no arguments.
+                            let cpu = unsafe { libc::sched_getcpu() };
+                            n.fetch_add(1, Ordering::Relaxed);
+                            if node_of_cpu(cpu) == Some(want) {
+                                l.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        p.done(sample);
+                    }
+                })
+                .expect("spawn loader")
+        })
+        .collect();
+    let background =
+        background::Background::start(opts.hogs, opts.io_writer, &opts.dir, stop.clone());
+
+    let timer = {
+        let (s, p, d) = (
+            stop.clone(),
+            pipe.clone(),
+            Duration::from_secs_f64(opts.duration_s.max(0.1)),
+        );
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            s.store(true, Ordering::Relaxed);
+            p.stop();
+        })
+    };
+    let t0 = Instant::now();
+    let cfg = trainer::Config {
+        helpers: opts.helpers,
+        forward_ms: opts.forward_ms,
+        buffer_mib: opts.buffer_mib,
+        checkpoint_every: opts.checkpoint_every,
+        dir: opts.dir.clone(),
+    };
+    let out = trainer::run(&cfg, work.clone(), pipe.clone(), stop.clone());
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = timer.join();
+    for l in loaders {
+        let _ = l.join();
+    }
+    let hog_work = background.hog_work.load(Ordering::Relaxed);
+    background.join();
+
+    let mut steps = out.step_ms.clone();
+    steps.sort_by(f64::total_cmp);
+    let ck = &out.checkpoint_ms;
+    let r = Results {
+        steps: steps.len(),
+        step_ms_p50: percentile(&steps, 0.5),
+        step_ms_p99: percentile(&steps, 0.99),
+        step_ms_max: steps.last().copied().unwrap_or(0.0),
+        samples_per_s: (steps.len() as u64 * opts.batch) as f64 / wall,
+        data_stall_pct: out.stall.as_secs_f64() * 100.0 / wall,
+        checkpoints: ck.len(),
+        checkpoint_ms_mean: if ck.is_empty() {
+            0.0
+        } else {
+            ck.iter().sum::<f64>() / ck.len() as f64
+        },
+        checkpoint_ms_max: ck.iter().copied().fold(0.0, f64::max),
+        // In calibrated milliseconds of work per second.
+        hog_work_per_s: hog_work as f64 / work.units_per_ms() as f64 / wall,
+        loader_local_pct: opts.loader_node.map(|_| {
+            local.load(Ordering::Relaxed) as f64 * 100.0
+                / placed.load(Ordering::Relaxed).max(1) as f64
+        }),
+        set_phase_per_s: hints::calls() as f64 / wall,
+        wall_s: wall,
+    };
+    if !opts.json {
+        println!(
+            "steps {}  step p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            r.steps, r.step_ms_p50, r.step_ms_p99, r.step_ms_max
+        );
+        println!(
+            "samples/s {:.0}  data stall {:.1}%  checkpoints {} (mean {:.1} ms, max {:.1} ms)",
+            r.samples_per_s,
+            r.data_stall_pct,
+            r.checkpoints,
+            r.checkpoint_ms_mean,
+            r.checkpoint_ms_max
+        );
+        let local = r
+            .loader_local_pct
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
+        println!(
+            "hog work {:.0} ms/s  loader samples on their node {local}  set_phase {:.0}/s",
+            r.hog_work_per_s, r.set_phase_per_s
+        );
+    }
+    match serde_json::to_string(&r) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("phase-bench: cannot encode results: {e}"),
+    }
+}
