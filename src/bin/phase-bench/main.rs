@@ -73,6 +73,48 @@ struct Opts {
     /// Print only the JSON line [default: off].
     #[arg(long)]
     json: bool,
+    /// Niceness of the background process, whatever the job's own (so
+    /// that `nice -n -10 phase-bench` raises only the job).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    background_nice: i32,
+    /// Internal: be the background process (hogs, I/O writer) and print
+    /// the hogs' work when done.
+    #[arg(long, hide = true)]
+    background_only: bool,
+}
+
+/// The background lives in its own process: a nice value or a cgroup given
+/// to the job must not reach its neighbours.
+fn spawn_background(opts: &Opts) -> Option<std::process::Child> {
+    if opts.hogs == 0 && !opts.io_writer {
+        return None;
+    }
+    let exe = std::env::current_exe().expect("own executable");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--background-only", "--hogs", &opts.hogs.to_string()])
+        .args(["--duration-s", &opts.duration_s.to_string()])
+        .args(["--background-nice", &opts.background_nice.to_string()])
+        .arg("--dir")
+        .arg(&opts.dir)
+        .stdout(std::process::Stdio::piped());
+    if opts.io_writer {
+        cmd.arg("--io-writer");
+    }
+    Some(cmd.spawn().expect("spawn the background process"))
+}
+
+/// The background process: run for the duration, print the hogs' spin
+/// iterations.
+fn background_only(opts: &Opts) {
+    // SAFETY: setpriority on this thread; threads spawned after inherit it.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, opts.background_nice) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let bg = background::Background::start(opts.hogs, opts.io_writer, &opts.dir, stop.clone());
+    std::thread::sleep(Duration::from_secs_f64(opts.duration_s.max(0.1)));
+    stop.store(true, Ordering::Relaxed);
+    let work = bg.hog_work.load(Ordering::Relaxed);
+    bg.join();
+    println!("{work}");
 }
 
 #[derive(Serialize)]
@@ -114,6 +156,10 @@ fn node_of_cpu(cpu: i32) -> Option<u32> {
 
 fn main() {
     let opts = Opts::parse();
+    if opts.background_only {
+        background_only(&opts);
+        return;
+    }
     if opts.no_hints {
         hints::disable();
     }
@@ -151,8 +197,7 @@ fn main() {
                 .expect("spawn loader")
         })
         .collect();
-    let background =
-        background::Background::start(opts.hogs, opts.io_writer, &opts.dir, stop.clone());
+    let background = spawn_background(&opts);
 
     let timer = {
         let (s, p, d) = (
@@ -180,8 +225,10 @@ fn main() {
     for l in loaders {
         let _ = l.join();
     }
-    let hog_work = background.hog_work.load(Ordering::Relaxed);
-    background.join();
+    let hog_work: u64 = background
+        .and_then(|child| child.wait_with_output().ok())
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(0);
 
     let mut steps = out.step_ms.clone();
     steps.sort_by(f64::total_cmp);
