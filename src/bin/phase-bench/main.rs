@@ -70,6 +70,10 @@ struct Opts {
     /// Folder for checkpoint and I/O files.
     #[arg(long, default_value = "/tmp")]
     dir: PathBuf,
+    /// Also print every step's time, in ms, one per line on stderr
+    /// [default: off].
+    #[arg(long)]
+    print_steps: bool,
     /// Print only the JSON line [default: off].
     #[arg(long)]
     json: bool,
@@ -103,18 +107,30 @@ fn spawn_background(opts: &Opts) -> Option<std::process::Child> {
     Some(cmd.spawn().expect("spawn the background process"))
 }
 
+/// CPU time this process has used so far, all threads, in seconds.
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// The background process: run for the duration, print the hogs' spin
-/// iterations.
+/// iterations and the CPU seconds the process used.
 fn background_only(opts: &Opts) {
     // SAFETY: setpriority on this thread; threads spawned after inherit it.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, opts.background_nice) };
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu0 = process_cpu_s();
     let bg = background::Background::start(opts.hogs, opts.io_writer, &opts.dir, stop.clone());
     std::thread::sleep(Duration::from_secs_f64(opts.duration_s.max(0.1)));
     stop.store(true, Ordering::Relaxed);
     let work = bg.hog_work.load(Ordering::Relaxed);
     bg.join();
-    println!("{work}");
+    println!("{work} {:.6}", process_cpu_s() - cpu0);
 }
 
 #[derive(Serialize)]
@@ -129,6 +145,13 @@ struct Results {
     checkpoint_ms_mean: f64,
     checkpoint_ms_max: f64,
     hog_work_per_s: f64,
+    /// CPUs online, and the share of all of them the job and the
+    /// background used.
+    cpus: usize,
+    job_cpu_pct: f64,
+    background_cpu_pct: f64,
+    /// The background's CPU time over what the job left unused.
+    hog_share_of_unused_pct: Option<f64>,
     loader_local_pct: Option<f64>,
     set_phase_per_s: f64,
     wall_s: f64,
@@ -152,6 +175,14 @@ fn node_of_cpu(cpu: i32) -> Option<u32> {
             .parse()
             .ok()
     })
+}
+
+/// The background's report: "<hog spin iterations> <CPU seconds>".
+fn parse_background(out: &str) -> (u64, f64) {
+    let mut it = out.split_whitespace();
+    let work = it.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let cpu = it.next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
+    (work, cpu)
 }
 
 fn main() {
@@ -212,6 +243,7 @@ fn main() {
         })
     };
     let t0 = Instant::now();
+    let cpu0 = process_cpu_s();
     let cfg = trainer::Config {
         helpers: opts.helpers,
         forward_ms: opts.forward_ms,
@@ -221,15 +253,25 @@ fn main() {
     };
     let out = trainer::run(&cfg, work.clone(), pipe.clone(), stop.clone());
     let wall = t0.elapsed().as_secs_f64();
+    let job_cpu = process_cpu_s() - cpu0;
     let _ = timer.join();
     for l in loaders {
         let _ = l.join();
     }
-    let hog_work: u64 = background
+    let has_background = background.is_some();
+    let (hog_work, bg_cpu) = background
         .and_then(|child| child.wait_with_output().ok())
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(0);
+        .map(|out| parse_background(&String::from_utf8_lossy(&out.stdout)))
+        .unwrap_or((0, 0.0));
+    // SAFETY: sysconf has no memory arguments.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let capacity = cpus as f64 * wall;
 
+    if opts.print_steps {
+        for (i, ms) in out.step_ms.iter().enumerate() {
+            eprintln!("step {i} {ms:.1}");
+        }
+    }
     let mut steps = out.step_ms.clone();
     steps.sort_by(f64::total_cmp);
     let ck = &out.checkpoint_ms;
@@ -249,6 +291,11 @@ fn main() {
         checkpoint_ms_max: ck.iter().copied().fold(0.0, f64::max),
         // In calibrated milliseconds of work per second.
         hog_work_per_s: hog_work as f64 / work.units_per_ms() as f64 / wall,
+        cpus,
+        job_cpu_pct: job_cpu * 100.0 / capacity,
+        background_cpu_pct: bg_cpu * 100.0 / capacity,
+        hog_share_of_unused_pct: has_background
+            .then(|| bg_cpu * 100.0 / (capacity - job_cpu).max(1e-3)),
         loader_local_pct: opts.loader_node.map(|_| {
             local.load(Ordering::Relaxed) as f64 * 100.0
                 / placed.load(Ordering::Relaxed).max(1) as f64
@@ -276,9 +323,36 @@ fn main() {
             "hog work {:.0} ms/s  loader samples on their node {local}  set_phase {:.0}/s",
             r.hog_work_per_s, r.set_phase_per_s
         );
+        let share = r
+            .hog_share_of_unused_pct
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
+        println!(
+            "CPU on {} CPUs: job {:.1}%  background {:.1}%  background's share of what the job left {share}",
+            r.cpus, r.job_cpu_pct, r.background_cpu_pct
+        );
     }
     match serde_json::to_string(&r) {
         Ok(line) => println!("{line}"),
         Err(e) => eprintln!("phase-bench: cannot encode results: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_report_parses_and_tolerates_garbage() {
+        assert_eq!(parse_background("1200 3.500000\n"), (1200, 3.5));
+        assert_eq!(parse_background("77"), (77, 0.0));
+        assert_eq!(parse_background(""), (0, 0.0));
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 }

@@ -133,10 +133,12 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
         });
         step += 1;
         if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) {
-            let snapshot: Vec<u8> = shards
-                .iter()
-                .flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
-                .collect();
+            // The step's own part of a checkpoint: copy the state (memcpy)
+            // for the checkpoint thread to write.
+            let mut snapshot = Vec::with_capacity(cfg.buffer_mib << 20);
+            for s in &shards {
+                snapshot.extend_from_slice(&s.lock().unwrap_or_else(|e| e.into_inner()));
+            }
             let _ = ckpt_tx.send(snapshot);
         }
         out.step_ms
