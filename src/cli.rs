@@ -61,6 +61,12 @@ pub struct RunOpts {
           value_parser = parse_weights)]
     pub boost_weights: BoostWeights,
 
+    /// Data loaders run as fair tasks with their weight multiplied by this:
+    /// ahead of un-hinted work, but not boosted.
+    #[arg(long, default_value_t = 4, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub loader_weight: u32,
+
     /// Idle-phase tasks run as fair tasks with their weight divided by this.
     #[arg(long, default_value_t = 8, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -214,6 +220,7 @@ mod tests {
             }
         );
         assert_eq!(cli.run.idle_divisor, 8);
+        assert_eq!(cli.run.loader_weight, 4);
         assert_eq!(cli.run.numa_spill_us, None);
         assert!(!cli.run.no_classify);
         assert_eq!(cli.pin_dir, PathBuf::from("/sys/fs/bpf/scx_phase"));
@@ -263,6 +270,7 @@ mod tests {
             vec!["scx_phase", "--boost-weights", "8,4"],
             vec!["scx_phase", "--boost-weights", "8,0,2"],
             vec!["scx_phase", "--no-classify", "--classify-rules", "x"],
+            vec!["scx_phase", "--loader-weight", "0"],
         ] {
             let err = Cli::try_parse_from(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
@@ -286,6 +294,7 @@ mod tests {
             "--boost-window-ms",
             "--boost-weights",
             "--idle-divisor",
+            "--loader-weight",
             "--numa-spill-us",
             "--classify-rules",
             "--no-classify",

@@ -73,6 +73,7 @@ impl<'a> Scheduler<'a> {
         rodata.weight_high = opts.boost_weights.high;
         rodata.weight_normal = opts.boost_weights.normal;
         rodata.idle_divisor = opts.idle_divisor;
+        rodata.weight_loader = opts.loader_weight;
         rodata.numa_idle = numa_idle;
         rodata.numa_spill_ns = opts.numa_spill_us.unwrap_or(0) * 1000;
         write_topology(rodata, topo);

@@ -6,13 +6,15 @@
  *   backward             high      boosted, weight x weight_high
  *   forward, optimizer   normal    boosted, weight x weight_normal
  *   no hint              fair      plain weighted vtime
- *   data_loading         fair      plain weighted vtime, on its NUMA node
+ *   data_loading         loader    fair, weight x weight_loader, on its node
  *   idle                 idle      fair, weight / idle_divisor
  *
  * Boosted tasks queue apart from fair ones and come first while their CPU
  * is within its boost budget (budget.bpf.h); among themselves they share by
- * class weight, so no boosted task starves either. Idle-phase tasks are
- * fair tasks with a tiny weight: last, but never stalled.
+ * class weight, so no boosted task starves either. Data loaders are fair
+ * tasks with a larger weight: the whole job waits when they fall behind,
+ * yet they are often many, and boosting them all would take the host.
+ * Idle-phase tasks are fair tasks with a tiny weight: last, never stalled.
  */
 #ifndef __SCX_PHASE_CLASSES_BPF_H
 #define __SCX_PHASE_CLASSES_BPF_H
@@ -20,12 +22,14 @@
 enum phase_class {
 	CLASS_IDLE,
 	CLASS_FAIR,
+	CLASS_LOADER,
 	CLASS_NORMAL,
 	CLASS_HIGH,
 	CLASS_CRITICAL,
 };
 
-/* Knobs (--boost-weights, --idle-divisor). */
+/* Knobs (--boost-weights, --loader-weight, --idle-divisor). */
+const volatile u32 weight_loader = 4;
 const volatile u32 weight_normal = 2;
 const volatile u32 weight_high = 4;
 const volatile u32 weight_critical = 8;
@@ -41,6 +45,8 @@ static __always_inline u32 phase_class(u32 phase)
 	case SCX_PHASE_FORWARD:
 	case SCX_PHASE_OPTIMIZER:
 		return CLASS_NORMAL;
+	case SCX_PHASE_DATA_LOADING:
+		return CLASS_LOADER;
 	case SCX_PHASE_IDLE:
 		return CLASS_IDLE;
 	default:
@@ -67,6 +73,9 @@ static __always_inline u64 class_charge(u32 cls, u64 used, u64 weight)
 		break;
 	case CLASS_NORMAL:
 		w *= weight_normal;
+		break;
+	case CLASS_LOADER:
+		w *= weight_loader;
 		break;
 	case CLASS_IDLE:
 		return used * 100 * idle_divisor / w;

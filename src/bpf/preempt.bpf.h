@@ -36,7 +36,7 @@ static __always_inline s32 preemption_victim(const struct task_struct *p,
 	u32 cpu;
 
 	if (preemptible(p, here, cls, now, &cur)) {
-		if (cur <= CLASS_FAIR)
+		if (cur <= CLASS_LOADER)
 			return here;
 		here_cls = cur;
 	}
