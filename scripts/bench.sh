@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The benchmark: phase-bench's training step under contention, side by side
+# on EEVDF, EEVDF with the job at nice -10, scx_phase (with and without
+# hints) and the general sched_ext schedulers scx_bpfland, scx_lavd and
+# scx_cosmos; plus the cost to un-hinted work (perf bench sched messaging)
+# and the cost of one set_phase call.
+#
+#   scripts/bench.sh [--quick] [--reps N] [--duration SECS] [--cpus N]
+#                    [--nodes K] [--report]
+#
+#   --quick       one repetition of 3 s runs, no peers (about 3 minutes):
+#                 proves the bench runs and yields every field
+#   --reps N      repetitions of every configuration (default 3)
+#   --duration S  seconds per run (default 10)
+#   --cpus N      vCPUs of the VM (default 4), --nodes K its NUMA nodes (2)
+#   --report      also write docs/bench/RESULTS.md and its chart
+#
+# Every configuration runs in one VM boot, interleaved: each repetition
+# visits them all, starting one further along the list each time. Results
+# go to target/bench/results.json (target/bench/quick/ with --quick).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0
+peers=(scx_bpfland scx_lavd scx_cosmos)
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- in the VM
+# A scheduler named by $1 ("eevdf", "scx_phase", a peer) on, or an error on
+# stdout and status 1.
+sched_pid=""
+sched_start() {
+    local name=$1 bin log=/tmp/bench-sched.log
+    sched_pid=""
+    [ "$name" = eevdf ] && return 0
+    case "$name" in
+        scx_phase) bin="$root/target/release/scx_phase" ;;
+        *) bin="$root/.cache/peers/bin/$name" ;;
+    esac
+    [ -x "$bin" ] || { echo "not installed ($(tail -n 1 "$root/.cache/peers/$name.err" 2>/dev/null || echo no binary))"; return 1; }
+    "$bin" >"$log" 2>&1 &
+    sched_pid=$!
+    local i
+    for i in $(seq 600); do
+        [ "$(cat /sys/kernel/sched_ext/state)" = enabled ] && { sleep 0.5; return 0; }
+        kill -0 "$sched_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -INT "$sched_pid" 2>/dev/null || true
+    wait "$sched_pid" 2>/dev/null || true
+    sched_pid=""
+    echo "did not attach: $(grep -v '^\s*$' "$log" | tail -n 2 | tr '\n' ' ')"
+    return 1
+}
+
+sched_stop() {
+    [ -n "$sched_pid" ] || return 0
+    kill -INT "$sched_pid" 2>/dev/null || true
+    wait "$sched_pid" 2>/dev/null || true
+    sched_pid=""
+    local i
+    for i in $(seq 200); do
+        [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] && return 0
+        sleep 0.05
+    done
+    echo "bench: scheduler did not detach" >&2
+    return 1
+}
+
+# One configuration: its scheduler and phase-bench's arguments.
+config_sched() {
+    case "$1" in
+        a|b|c|g_eevdf) echo eevdf ;;
+        d|e|g_phase) echo scx_phase ;;
+        f_*) echo "${1#f_}" ;;
+    esac
+}
+
+# The job: 2 compute threads (trainer + 1 intra-op helper), 2 loaders whose
+# data lives on node 1, a checkpoint every 10 steps. The background: 2 hogs
+# per vCPU and an fsync loop, in their own process at nice 0.
+job_args() {
+    local hogs=$(( $(nproc) * 2 ))
+    local job=(--duration-s "$duration" --dir /tmp --json --loader-node "$(( nodes - 1 ))")
+    local bg=(--hogs "$hogs" --io-writer)
+    case "$1" in
+        a) echo "${job[*]}" ;;
+        b|d|f_*) echo "${job[*]} ${bg[*]}" ;;
+        c) echo "${job[*]} ${bg[*]} --background-nice 0" ;;
+        e) echo "${job[*]} ${bg[*]} --no-hints" ;;
+        # Self-contention: 4 compute threads and 6 loaders with 4x the
+        # per-batch data work want more CPU than the VM has.
+        g_*) echo "${job[*]} --helpers $(( $(nproc) - 1 )) --loaders 6 --batch 8 --sample-ms 3" ;;
+    esac
+}
+
+run_one() {
+    local config=$1 rep=$2 out=$3 sched err args line stats=null
+    sched=$(config_sched "$config")
+    if ! err=$(sched_start "$sched"); then
+        jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "$err" \
+            '{config: $c, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
+        echo "  $config ($sched): $err"
+        return 0
+    fi
+    read -ra args <<<"$(job_args "$config")"
+    local cmd=("$root/target/release/phase-bench" "${args[@]}")
+    [ "$config" = c ] && cmd=(nice -n -10 "${cmd[@]}")
+    local mon=""
+    if [ "$sched" = scx_phase ]; then
+        # Where the time goes: the scheduler's per-phase stats over the run.
+        "$root/target/release/scx_phase" --monitor "$(( duration - 1 ))" --json >/tmp/bench-mon.json 2>/dev/null &
+        mon=$!
+    fi
+    line=$("${cmd[@]}" | tail -n 1) || line=""
+    if [ -n "$mon" ]; then
+        kill "$mon" 2>/dev/null || true
+        wait "$mon" 2>/dev/null || true
+        stats=$(head -n 1 /tmp/bench-mon.json 2>/dev/null | jq -c . 2>/dev/null || echo null)
+        [ -n "$stats" ] || stats=null
+    fi
+    sched_stop
+    if ! jq -e . >/dev/null 2>&1 <<<"$line"; then
+        jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "phase-bench printed no result: ${line:0:200}" \
+            '{config: $c, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
+        echo "  $config ($sched): phase-bench failed"
+        return 0
+    fi
+    jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --argjson res "$line" --argjson st "$stats" \
+        '{config: $c, scheduler: $s, rep: $r, ok: true, result: $res, stats: $st}' >>"$out"
+    jq -r --arg c "$config" '"  \($c): step p50 \(.step_ms_p50 | . * 10 | round / 10) ms, p99 \(.step_ms_p99 | round) ms, \(.samples_per_s | round) samples/s"' <<<"$line"
+}
+
+# perf bench sched messaging: un-hinted wake-up-heavy work, seconds.
+run_messaging() {
+    local sched=$1 rep=$2 out=$3 err secs
+    if ! err=$(sched_start "$sched"); then
+        jq -cn --arg s "$sched" --argjson r "$rep" --arg e "$err" \
+            '{config: "messaging", scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
+        return 0
+    fi
+    secs=$(perf bench sched messaging -g 4 -l 50 2>&1 | awk '/Total time/ {print $3}')
+    sched_stop
+    if [ -z "$secs" ]; then
+        jq -cn --arg s "$sched" --argjson r "$rep" \
+            '{config: "messaging", scheduler: $s, rep: $r, ok: false, error: "perf printed no total"}' >>"$out"
+        return 0
+    fi
+    jq -cn --arg s "$sched" --argjson r "$rep" --argjson t "$secs" \
+        '{config: "messaging", scheduler: $s, rep: $r, ok: true, result: {seconds: $t}}' >>"$out"
+    echo "  messaging ($sched): $secs s"
+}
+
+inside() {
+    local out=$1 configs=(a b c d e g_eevdf g_phase) n rep i k
+    [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
+    [ "$quick" -eq 1 ] || configs+=("${peers[@]/#/f_}")
+    : >"$out"
+    n=${#configs[@]}
+    for rep in $(seq "$reps"); do
+        echo "repetition $rep of $reps"
+        for i in $(seq 0 $(( n - 1 ))); do
+            k=$(( (i + rep - 1) % n ))
+            run_one "${configs[$k]}" "$rep" "$out"
+        done
+        run_messaging eevdf "$rep" "$out"
+        run_messaging scx_phase "$rep" "$out"
+    done
+}
+
+# ---------------------------------------------------------------- on the host
+# Install the peers from crates.io once, into .cache/peers; a failure is
+# recorded in .cache/peers/<name>.err and reported, not fatal.
+install_peers() {
+    local p
+    mkdir -p .cache/peers
+    for p in "${peers[@]}"; do
+        [ -x ".cache/peers/bin/$p" ] && continue
+        echo "bench: cargo install $p (once; cached in .cache/peers)"
+        if BPF_CLANG=clang-19 CARGO_TARGET_DIR="$root/.cache/peers/target" \
+            cargo install --locked --quiet --root .cache/peers "$p" >".cache/peers/$p.log" 2>&1; then
+            rm -f ".cache/peers/$p.err"
+        else
+            grep -m 3 -E '^error' ".cache/peers/$p.log" >".cache/peers/$p.err" || tail -n 3 ".cache/peers/$p.log" >".cache/peers/$p.err"
+            echo "bench: $p did not build: $(head -n 1 ".cache/peers/$p.err")" >&2
+        fi
+    done
+}
+
+args=("$@")
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1 reps=1 duration=3; shift ;;
+        --reps) reps=$2; shift 2 ;;
+        --duration) duration=$2; shift 2 ;;
+        --cpus) cpus=$2; shift 2 ;;
+        --nodes) nodes=$2; shift 2 ;;
+        --report) report=1; shift ;;
+        --inside) shift; inside "$1"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (try --help)" ;;
+    esac
+done
+[ "$reps" -ge 1 ] && [ "$duration" -ge 2 ] || die "--reps must be >= 1 and --duration >= 2"
+
+scripts/setup.sh
+cargo build --release --quiet
+out=target/bench
+[ "$quick" -eq 1 ] && out=target/bench/quick
+mkdir -p "$out"
+[ "$quick" -eq 1 ] || install_peers
+
+echo "bench: set_phase cost on this host"
+cargo bench --quiet --bench set_phase | tee "$out/set_phase.txt"
+
+scripts/vm-kernel.sh >/dev/null
+kernel=$(cat .cache/vm/kernel/version)
+echo "bench: $reps repetition(s) of ${duration} s runs in the sched_ext VM ($kernel, $cpus vCPUs in $nodes nodes)"
+t0=$(date +%s)
+scripts/vm.sh --cpus "$cpus" --nodes "$nodes" --mem 4096 --timeout 5400 -- \
+    "$0" "${args[@]}" --inside "$root/$out/runs.jsonl"
+meta=$(jq -cn --arg k "$kernel" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
+    --arg cmd "scripts/bench.sh ${args[*]}" --argjson vcpus "$cpus" --argjson nodes "$nodes" \
+    --argjson reps "$reps" --argjson dur "$duration" --argjson quick "$quick" \
+    --argjson secs "$(( $(date +%s) - t0 ))" --arg date "$(date -u +%F)" \
+    --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    '{kernel: $k, host_cpu: $cpu, command: $cmd, vcpus: $vcpus, nodes: $nodes, reps: $reps,
+      duration_s: $dur, quick: ($quick == 1), vm_seconds: $secs, date: $date, commit: $commit}')
+report_args=(--runs "$out/runs.jsonl" --set-phase "$out/set_phase.txt" --meta "$meta" --json "$out/results.json")
+if [ "$report" -eq 1 ]; then
+    mkdir -p docs/bench
+    report_args+=(--markdown docs/bench/RESULTS.md --chart docs/bench/step-time.png)
+fi
+[ "$quick" -eq 1 ] && report_args+=(--check)
+python3 scripts/bench-report.py "${report_args[@]}"
