@@ -23,6 +23,7 @@ CONFIGS = {
     "f_scx_cosmos": "scx_cosmos + background",
     "g_eevdf": "self-contention, EEVDF",
     "g_phase": "self-contention, scx_phase",
+    "g_spill": "self-contention, scx_phase --numa-spill-us 2000",
 }
 SHORT = {
     "a": "a EEVDF alone",
@@ -35,6 +36,7 @@ SHORT = {
     "f_scx_cosmos": "f cosmos",
     "g_eevdf": "g EEVDF",
     "g_phase": "g scx_phase",
+    "g_spill": "g spill 2 ms",
 }
 FIELDS = [
     "steps", "step_ms_p50", "step_ms_p99", "step_ms_max", "samples_per_s",
@@ -124,6 +126,9 @@ def targets(summary, messaging):
         ">= 1.5", lambda v: v >= 1.5, "best peer: %s" % (best_f[2:] if best_f else "none ran"))
     add("(g) scx_phase p50 / EEVDF p50", ratio(p50("g_phase"), p50("g_eevdf")), "<= 0.85",
         lambda v: v <= 0.85, "p99: %s" % fmt_ratio(ratio(p99("g_phase"), p99("g_eevdf"))))
+    add("(g) scx_phase, loaders may spill: p50 / EEVDF p50",
+        ratio(p50("g_spill"), p50("g_eevdf")), "(extra)", lambda v: v <= 0.85,
+        "p99: %s" % fmt_ratio(ratio(p99("g_spill"), p99("g_eevdf"))))
     add("(d) hogs' share of CPU the job left, %", med(summary, "d", "hog_share_of_unused_pct"),
         ">= 90", lambda v: v >= 90)
     add("(d) loader samples on their node, %", med(summary, "d", "loader_local_pct"),
@@ -173,7 +178,7 @@ def check(summary, errors, messaging, set_phase, quick):
     for lang in ("Rust", "C", "Python"):
         if lang not in set_phase:
             problems.append("set_phase bench: no %s figure" % lang)
-    for name in ("d", "g_phase"):
+    for name in ("d", "g_phase", "g_spill"):
         if name in summary and not any(summary[name]["stats"]):
             problems.append("%s: no scheduler stats captured" % name)
     return problems

@@ -31,7 +31,8 @@ die() { echo "bench: $*" >&2; exit 1; }
 # stdout and status 1.
 sched_pid=""
 sched_start() {
-    local name=$1 bin log=/tmp/bench-sched.log
+    local name=$1 bin log=/tmp/bench-sched.log opts=()
+    read -ra opts <<<"${2:-}"
     sched_pid=""
     [ "$name" = eevdf ] && return 0
     case "$name" in
@@ -39,7 +40,7 @@ sched_start() {
         *) bin="$root/.cache/peers/bin/$name" ;;
     esac
     [ -x "$bin" ] || { echo "not installed ($(tail -n 1 "$root/.cache/peers/$name.err" 2>/dev/null || echo no binary))"; return 1; }
-    "$bin" >"$log" 2>&1 &
+    "$bin" "${opts[@]}" >"$log" 2>&1 &
     sched_pid=$!
     local i
     for i in $(seq 600); do
@@ -73,6 +74,7 @@ config_sched() {
     case "$1" in
         a|b|c|g_eevdf) echo eevdf ;;
         d|e|g_phase) echo scx_phase ;;
+        g_spill) echo "scx_phase --numa-spill-us 2000" ;;
         f_*) echo "${1#f_}" ;;
     esac
 }
@@ -98,7 +100,9 @@ job_args() {
 run_one() {
     local config=$1 rep=$2 out=$3 sched err args line stats=null
     sched=$(config_sched "$config")
-    if ! err=$(sched_start "$sched"); then
+    local opts=""
+    [ "$sched" != "${sched%% *}" ] && { opts=${sched#* }; sched=${sched%% *}; }
+    if ! err=$(sched_start "$sched" "$opts"); then
         jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "$err" \
             '{config: $c, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
         echo "  $config ($sched): $err"
@@ -127,7 +131,7 @@ run_one() {
         echo "  $config ($sched): phase-bench failed"
         return 0
     fi
-    jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --argjson res "$line" --argjson st "$stats" \
+    jq -cn --arg c "$config" --arg s "$sched${opts:+ $opts}" --argjson r "$rep" --argjson res "$line" --argjson st "$stats" \
         '{config: $c, scheduler: $s, rep: $r, ok: true, result: $res, stats: $st}' >>"$out"
     jq -r --arg c "$config" '"  \($c): step p50 \(.step_ms_p50 | . * 10 | round / 10) ms, p99 \(.step_ms_p99 | round) ms, \(.samples_per_s | round) samples/s"' <<<"$line"
 }
@@ -153,7 +157,7 @@ run_messaging() {
 }
 
 inside() {
-    local out=$1 configs=(a b c d e g_eevdf g_phase) n rep i k
+    local out=$1 configs=(a b c d e g_eevdf g_phase g_spill) n rep i k
     [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
     [ "$quick" -eq 1 ] || configs+=("${peers[@]/#/f_}")
     : >"$out"

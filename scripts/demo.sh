@@ -82,6 +82,34 @@ inside() {
     t1=$(date +%s%N)
     wait "$sched"
     say "detached in $(((t1 - t0) / 1000000)) ms; loader exit code $?; state $(cat /sys/kernel/sched_ext/state)"
+
+    side_by_side
+}
+
+# The point in one table: phase-bench's training step among noisy
+# neighbours (2 hogs per CPU and an fsync loop), on EEVDF and on scx_phase.
+# One run of each; scripts/bench.sh does it properly, repeated.
+side_by_side() {
+    local bench="$root/target/release/phase-bench" secs=8 eevdf phase sched
+    local args=(--duration-s "$secs" --dir /tmp --json --hogs $(( $(nproc) * 2 )) --io-writer)
+    say "side by side: a training step (phase-bench) among $(( $(nproc) * 2 )) hogs and an fsync loop, ${secs} s each"
+    eevdf=$("$bench" "${args[@]}" | tail -n 1)
+    "$bin" >/dev/null 2>&1 &
+    sched=$!
+    while [ "$(cat /sys/kernel/sched_ext/state)" != enabled ]; do
+        kill -0 "$sched" 2>/dev/null || { echo "scx_phase failed to start" >&2; exit 1; }
+        sleep 0.05
+    done
+    phase=$("$bench" "${args[@]}" | tail -n 1)
+    kill -INT "$sched"
+    wait "$sched" || true
+    jq -rn --argjson e "$eevdf" --argjson p "$phase" '
+        def row(n; r): "\(n)\t\(r.step_ms_p50 * 10 | round / 10)\t\(r.step_ms_p99 | round)\t\(r.samples_per_s | round)\t\(r.hog_work_per_s | round)";
+        "scheduler\tstep p50 ms\tstep p99 ms\tsamples/s\thog work ms/s",
+        row("EEVDF"; $e), row("scx_phase"; $p),
+        "",
+        "step p50: scx_phase is \($e.step_ms_p50 / $p.step_ms_p50 * 100 | round / 100)x faster than EEVDF"' |
+        awk -F'\t' 'NF > 1 { printf "%-10s %12s %12s %10s %14s\n", $1, $2, $3, $4, $5; next } { print }'
 }
 
 if [ "${1:-}" = "--inside" ]; then

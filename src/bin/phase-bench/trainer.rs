@@ -134,7 +134,9 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
         step += 1;
         if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) {
             // The step's own part of a checkpoint: copy the state (memcpy)
-            // for the checkpoint thread to write.
+            // for the checkpoint thread to write, as torch.save's
+            // state_dict copy runs on the training thread.
+            hints::set(Phase::Checkpoint, None);
             let mut snapshot = Vec::with_capacity(cfg.buffer_mib << 20);
             for s in &shards {
                 snapshot.extend_from_slice(&s.lock().unwrap_or_else(|e| e.into_inner()));
