@@ -57,10 +57,23 @@ def spread(values):
             "max": max(values), "n": len(values)}
 
 
+def attached_ok(run):
+    """Whether the scheduler that ran the CPUs at the end of the run is the
+    one the configuration asked for (sysfs: eevdf, scx_phase, bpfland...)."""
+    want = run["scheduler"].split()[0]
+    got = run.get("attached", "")
+    if want == "eevdf":
+        return got == "eevdf"
+    return got != "eevdf" and want.replace("scx_", "") in got
+
+
 def summarise(runs):
     configs, errors, messaging = {}, {}, {}
     for run in runs:
         name = run["config"]
+        if run["ok"] and not attached_ok(run):
+            run = dict(run, ok=False, error="ran on %s, not %s" % (
+                run.get("attached", "an unknown scheduler"), run["scheduler"]))
         if name == "messaging":
             if run["ok"]:
                 messaging.setdefault(run["scheduler"], []).append(run["result"]["seconds"])

@@ -27,22 +27,24 @@ peers=(scx_bpfland scx_lavd scx_cosmos)
 die() { echo "bench: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- in the VM
-# A scheduler named by $1 ("eevdf", "scx_phase", a peer) on, or an error on
-# stdout and status 1.
-sched_pid=""
+# A scheduler named by $1 ("eevdf", "scx_phase", a peer) with options $2
+# on; on failure, status 1 and the reason in $sched_err. Not to be called
+# in a subshell: sched_stop needs $sched_pid.
+sched_pid="" sched_err=""
 sched_start() {
-    local name=$1 bin log=/tmp/bench-sched.log opts=()
+    local name=$1 bin log=/tmp/bench-sched.log opts=() i
     read -ra opts <<<"${2:-}"
-    sched_pid=""
+    sched_pid="" sched_err=""
+    [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] ||
+        { sched_err="a scheduler is still attached: $(cat /sys/kernel/sched_ext/root/ops)"; return 1; }
     [ "$name" = eevdf ] && return 0
     case "$name" in
         scx_phase) bin="$root/target/release/scx_phase" ;;
         *) bin="$root/.cache/peers/bin/$name" ;;
     esac
-    [ -x "$bin" ] || { echo "not installed ($(tail -n 1 "$root/.cache/peers/$name.err" 2>/dev/null || echo no binary))"; return 1; }
+    [ -x "$bin" ] || { sched_err="not installed ($(tail -n 1 "$root/.cache/peers/$name.err" 2>/dev/null || echo no binary))"; return 1; }
     "$bin" "${opts[@]}" >"$log" 2>&1 &
     sched_pid=$!
-    local i
     for i in $(seq 600); do
         [ "$(cat /sys/kernel/sched_ext/state)" = enabled ] && { sleep 0.5; return 0; }
         kill -0 "$sched_pid" 2>/dev/null || break
@@ -51,8 +53,17 @@ sched_start() {
     kill -INT "$sched_pid" 2>/dev/null || true
     wait "$sched_pid" 2>/dev/null || true
     sched_pid=""
-    echo "did not attach: $(grep -v '^\s*$' "$log" | tail -n 2 | tr '\n' ' ')"
+    sched_err="did not attach: $(grep -v '^\s*$' "$log" | tail -n 2 | tr '\n' ' ')"
     return 1
+}
+
+# What runs the CPUs now: "eevdf" or the sched_ext scheduler's name.
+attached() {
+    if [ "$(cat /sys/kernel/sched_ext/state)" = enabled ]; then
+        cat /sys/kernel/sched_ext/root/ops
+    else
+        echo eevdf
+    fi
 }
 
 sched_stop() {
@@ -98,14 +109,14 @@ job_args() {
 }
 
 run_one() {
-    local config=$1 rep=$2 out=$3 sched err args line stats=null
+    local config=$1 rep=$2 out=$3 sched args line stats=null ran
     sched=$(config_sched "$config")
     local opts=""
     [ "$sched" != "${sched%% *}" ] && { opts=${sched#* }; sched=${sched%% *}; }
-    if ! err=$(sched_start "$sched" "$opts"); then
-        jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "$err" \
+    if ! sched_start "$sched" "$opts"; then
+        jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "$sched_err" \
             '{config: $c, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
-        echo "  $config ($sched): $err"
+        echo "  $config ($sched): $sched_err"
         return 0
     fi
     read -ra args <<<"$(job_args "$config")"
@@ -118,6 +129,7 @@ run_one() {
         mon=$!
     fi
     line=$("${cmd[@]}" | tail -n 1) || line=""
+    ran=$(attached)
     if [ -n "$mon" ]; then
         kill "$mon" 2>/dev/null || true
         wait "$mon" 2>/dev/null || true
@@ -131,28 +143,29 @@ run_one() {
         echo "  $config ($sched): phase-bench failed"
         return 0
     fi
-    jq -cn --arg c "$config" --arg s "$sched${opts:+ $opts}" --argjson r "$rep" --argjson res "$line" --argjson st "$stats" \
-        '{config: $c, scheduler: $s, rep: $r, ok: true, result: $res, stats: $st}' >>"$out"
+    jq -cn --arg c "$config" --arg s "$sched${opts:+ $opts}" --arg ran "$ran" --argjson r "$rep" --argjson res "$line" --argjson st "$stats" \
+        '{config: $c, scheduler: $s, attached: $ran, rep: $r, ok: true, result: $res, stats: $st}' >>"$out"
     jq -r --arg c "$config" '"  \($c): step p50 \(.step_ms_p50 | . * 10 | round / 10) ms, p99 \(.step_ms_p99 | round) ms, \(.samples_per_s | round) samples/s"' <<<"$line"
 }
 
 # perf bench sched messaging: un-hinted wake-up-heavy work, seconds.
 run_messaging() {
-    local sched=$1 rep=$2 out=$3 err secs
-    if ! err=$(sched_start "$sched"); then
-        jq -cn --arg s "$sched" --argjson r "$rep" --arg e "$err" \
+    local sched=$1 rep=$2 out=$3 secs ran
+    if ! sched_start "$sched"; then
+        jq -cn --arg s "$sched" --argjson r "$rep" --arg e "$sched_err" \
             '{config: "messaging", scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
         return 0
     fi
     secs=$(perf bench sched messaging -g 4 -l 50 2>&1 | awk '/Total time/ {print $3}')
+    ran=$(attached)
     sched_stop
     if [ -z "$secs" ]; then
         jq -cn --arg s "$sched" --argjson r "$rep" \
             '{config: "messaging", scheduler: $s, rep: $r, ok: false, error: "perf printed no total"}' >>"$out"
         return 0
     fi
-    jq -cn --arg s "$sched" --argjson r "$rep" --argjson t "$secs" \
-        '{config: "messaging", scheduler: $s, rep: $r, ok: true, result: {seconds: $t}}' >>"$out"
+    jq -cn --arg s "$sched" --arg ran "$ran" --argjson r "$rep" --argjson t "$secs" \
+        '{config: "messaging", scheduler: $s, attached: $ran, rep: $r, ok: true, result: {seconds: $t}}' >>"$out"
     echo "  messaging ($sched): $secs s"
 }
 

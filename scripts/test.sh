@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole suite, as CI runs it: install what is missing, check format and
-# lints, run the host tests, then the VM tests on a sched_ext kernel.
+# lints, run the host tests, then the VM tests on a sched_ext kernel, then
+# the benchmark in its quick mode.
 # Needs root (apt, bpffs mounts in the host tests). A VM that cannot boot
 # fails the suite.
 set -euo pipefail
@@ -24,9 +25,6 @@ step "host tests"
 cargo build --release
 cargo test --release
 
-step "set_phase cost (figures, not a pass/fail)"
-cargo bench --bench set_phase
-
 vm_tests=$(cargo test --release --test vm --no-run --message-format=json |
            jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm" and .executable != null) | .executable')
 [ -x "$vm_tests" ] || { echo "test.sh: VM test binary not built" >&2; exit 1; }
@@ -45,4 +43,10 @@ scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --s
 step "VM NUMA tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes)"
 scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture numa:: || failed=1
 
-[ "$failed" -eq 0 ] || { echo "test.sh: VM tests failed" >&2; exit 1; }
+# The benchmark in --quick mode (one short run of every configuration but
+# the peers, plus the set_phase cost), so that it cannot rot. It fails if
+# any configuration did not run or a field is missing; it judges no timing.
+step "benchmark, quick (scripts/bench.sh --quick)"
+scripts/bench.sh --quick || failed=1
+
+[ "$failed" -eq 0 ] || { echo "test.sh: VM tests or the quick benchmark failed" >&2; exit 1; }
