@@ -42,7 +42,8 @@ FIELDS = [
     "steps", "step_ms_p50", "step_ms_p99", "step_ms_max", "samples_per_s",
     "data_stall_pct", "checkpoints", "checkpoint_ms_mean", "checkpoint_ms_max",
     "hog_work_per_s", "cpus", "job_cpu_pct", "background_cpu_pct",
-    "hog_share_of_unused_pct", "loader_local_pct", "set_phase_per_s", "wall_s",
+    "hog_share_of_unused_pct", "loader_local_pct", "compute_speed_pct",
+    "compute_on_cpu_pct", "barrier_pct", "set_phase_per_s", "wall_s",
 ]
 # Fields that are null by design without a background.
 NO_BACKGROUND_NULL = {"hog_share_of_unused_pct"}
@@ -273,6 +274,21 @@ def markdown(summary, errors, messaging, set_phase, tgts, meta, chart_name):
         for n, e in errors.items():
             L.append("- %s: %s" % (CONFIGS.get(n, n), e))
         L.append("")
+    L.append("## Where the compute threads' time goes\n")
+    L.append("Forward and backward parts, summed over the compute threads. *Speed*: "
+             "calibrated work per CPU second (100% = as fast as on the idle VM; below "
+             "that, the vCPU shared a host core). *On CPU*: CPU time per wall time "
+             "while computing (below 100%, the thread waited for a CPU: the guest "
+             "scheduler's part). *At barriers*: the trainer's wall time spent waiting "
+             "for its partner to finish, be woken and run.\n")
+    L.append("| config | speed % | on CPU % | trainer at barriers % |")
+    L.append("|---|---|---|---|")
+    for n in CONFIGS:
+        if n in summary:
+            L.append("| %s | %s | %s | %s |" % (
+                CONFIGS[n], fmt_spread(summary[n]["compute_speed_pct"]),
+                fmt_spread(summary[n]["compute_on_cpu_pct"]), fmt_spread(summary[n]["barrier_pct"])))
+    L.append("")
     L.append("## Cost to un-hinted work: `perf bench sched messaging -g 4 -l 50`\n")
     L.append("| scheduler | seconds |")
     L.append("|---|---|")

@@ -1,5 +1,6 @@
-//! The Python package's unit tests (python/tests), against a real map on
-//! the host, with the library built by this cargo run.
+//! The Python unit tests: the package's (python/tests), against a real map
+//! on the host with the library built by this cargo run; and the benchmark
+//! report's (scripts/tests).
 
 mod common;
 
@@ -95,4 +96,19 @@ fn pip_install_bundles_the_library() {
     let tid: u32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(text.starts_with("True"), "{text}");
     assert_eq!(map.get(tid).unwrap().unwrap().phase, 4);
+}
+
+/// The benchmark report's own tests: its check must be able to fail.
+#[test]
+fn bench_report_unit_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("/usr/bin/python3")
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(root.join("scripts/tests"))
+        .output()
+        .expect("/usr/bin/python3");
+    let report = String::from_utf8_lossy(&out.stderr);
+    println!("{report}");
+    assert!(out.status.success(), "bench report tests failed:\n{report}");
+    assert!(report.contains("Ran 4 tests"), "{report}");
 }

@@ -153,6 +153,13 @@ struct Results {
     /// The background's CPU time over what the job left unused.
     hog_share_of_unused_pct: Option<f64>,
     loader_local_pct: Option<f64>,
+    /// Forward and backward: calibrated work per CPU time (100 = as fast as
+    /// on the idle machine), and CPU time per wall time (100 = never
+    /// waited for a CPU).
+    compute_speed_pct: f64,
+    compute_on_cpu_pct: f64,
+    /// The trainer's wall time spent at barriers, in percent.
+    barrier_pct: f64,
     set_phase_per_s: f64,
     wall_s: f64,
 }
@@ -300,6 +307,9 @@ fn main() {
             local.load(Ordering::Relaxed) as f64 * 100.0
                 / placed.load(Ordering::Relaxed).max(1) as f64
         }),
+        compute_speed_pct: out.compute.speed_pct(),
+        compute_on_cpu_pct: out.compute.on_cpu_pct(),
+        barrier_pct: out.barrier.as_secs_f64() * 100.0 / wall,
         set_phase_per_s: hints::calls() as f64 / wall,
         wall_s: wall,
     };
@@ -329,6 +339,10 @@ fn main() {
         println!(
             "CPU on {} CPUs: job {:.1}%  background {:.1}%  background's share of what the job left {share}",
             r.cpus, r.job_cpu_pct, r.background_cpu_pct
+        );
+        println!(
+            "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; trainer at barriers {:.1}%",
+            r.compute_speed_pct, r.compute_on_cpu_pct, r.barrier_pct
         );
     }
     match serde_json::to_string(&r) {

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
@@ -31,13 +31,70 @@ pub struct Outcome {
     pub step_ms: Vec<f64>,
     pub stall: Duration,
     pub checkpoint_ms: Vec<f64>,
+    pub compute: ComputeClock,
+    /// The trainer's time at barriers: waiting for its partners, and for
+    /// them to be woken and run.
+    pub barrier: Duration,
+}
+
+/// Where the compute threads' forward and backward time went, summed over
+/// threads: the work asked for (calibrated ms), the CPU time the thread was
+/// given, and the wall time it took. cpu > work: the CPU ran slower than at
+/// calibration (in a VM, its vCPU shared a host core); wall > cpu: the
+/// thread was runnable but not running (the guest scheduler's part).
+#[derive(Default)]
+pub struct ComputeClock {
+    work_ns: AtomicU64,
+    cpu_ns: AtomicU64,
+    wall_ns: AtomicU64,
+}
+
+impl ComputeClock {
+    fn run(&self, work: &Work, ms: f64) {
+        let (c0, t0) = (thread_cpu_ns(), Instant::now());
+        work.run_ms(ms);
+        let (c1, wall) = (thread_cpu_ns(), t0.elapsed());
+        self.work_ns.fetch_add((ms * 1e6) as u64, Ordering::Relaxed);
+        self.cpu_ns
+            .fetch_add(c1.saturating_sub(c0), Ordering::Relaxed);
+        self.wall_ns
+            .fetch_add(wall.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Calibrated work per CPU time, in percent (100: full speed).
+    pub fn speed_pct(&self) -> f64 {
+        self.work_ns.load(Ordering::Relaxed) as f64 * 100.0
+            / self.cpu_ns.load(Ordering::Relaxed).max(1) as f64
+    }
+
+    /// CPU time per wall time while computing, in percent (100: never
+    /// waited for a CPU).
+    pub fn on_cpu_pct(&self) -> f64 {
+        self.cpu_ns.load(Ordering::Relaxed) as f64 * 100.0
+            / self.wall_ns.load(Ordering::Relaxed).max(1) as f64
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// One part of the step, on every thread between two barriers.
-fn part(barrier: &Barrier, phase: Phase, f: impl FnOnce()) {
+/// Returns how long this thread then waited at the barrier.
+fn part(barrier: &Barrier, phase: Phase, f: impl FnOnce()) -> Duration {
     hints::set(phase, None);
     f();
+    let t0 = Instant::now();
     barrier.wait();
+    t0.elapsed()
 }
 
 fn sweep(buf: &mut [u8]) {
@@ -50,6 +107,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
     let threads = cfg.helpers + 1;
     let barrier = Arc::new(Barrier::new(threads));
     let go = Arc::new(AtomicBool::new(true));
+    let clock = Arc::new(ComputeClock::default());
     let chunk = cfg.buffer_mib * (1 << 20) / threads;
     let shards: Vec<Arc<Mutex<Vec<u8>>>> = (0..threads)
         .map(|_| Arc::new(Mutex::new(vec![1u8; chunk])))
@@ -57,12 +115,13 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
 
     let helpers: Vec<JoinHandle<()>> = (1..threads)
         .map(|i| {
-            let (b, g, w, shard, f) = (
+            let (b, g, w, shard, f, clk) = (
                 barrier.clone(),
                 go.clone(),
                 work.clone(),
                 shards[i].clone(),
                 cfg.forward_ms,
+                clock.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("intra_op_{i}"))
@@ -72,8 +131,8 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
                         if !g.load(Ordering::Acquire) {
                             return;
                         }
-                        part(&b, Phase::Forward, || w.run_ms(f));
-                        part(&b, Phase::Backward, || w.run_ms(2.0 * f));
+                        part(&b, Phase::Forward, || clk.run(&w, f));
+                        part(&b, Phase::Backward, || clk.run(&w, 2.0 * f));
                         part(&b, Phase::Optimizer, || {
                             sweep(&mut shard.lock().unwrap_or_else(|e| e.into_inner()))
                         });
@@ -124,11 +183,13 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
         out.stall += waited;
         let t0 = Instant::now();
         barrier.wait();
-        part(&barrier, Phase::Forward, || work.run_ms(cfg.forward_ms));
-        part(&barrier, Phase::Backward, || {
-            work.run_ms(2.0 * cfg.forward_ms)
+        out.barrier += part(&barrier, Phase::Forward, || {
+            clock.run(&work, cfg.forward_ms)
         });
-        part(&barrier, Phase::Optimizer, || {
+        out.barrier += part(&barrier, Phase::Backward, || {
+            clock.run(&work, 2.0 * cfg.forward_ms)
+        });
+        out.barrier += part(&barrier, Phase::Optimizer, || {
             sweep(&mut shards[0].lock().unwrap_or_else(|e| e.into_inner()))
         });
         step += 1;
@@ -153,6 +214,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
     }
     drop(ckpt_tx);
     let _ = ckpt_thread.join();
+    out.compute = Arc::try_unwrap(clock).unwrap_or_default();
     out.checkpoint_ms = std::mem::take(&mut *ckpt_times.lock().unwrap_or_else(|e| e.into_inner()));
     out
 }
