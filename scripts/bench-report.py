@@ -325,6 +325,7 @@ def main():
     ap.add_argument("--json", required=True)
     ap.add_argument("--markdown")
     ap.add_argument("--chart")
+    ap.add_argument("--notes", help="hand-written notes to append to the report")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     meta = json.loads(a.meta)
@@ -351,9 +352,13 @@ def main():
     if a.markdown:
         chart_path = a.chart or os.path.join(os.path.dirname(a.markdown), "step-time.png")
         chart(summary, chart_path)
+        text = markdown(summary, errors, messaging, set_phase, tgts, meta,
+                        os.path.basename(chart_path))
+        if a.notes and os.path.exists(a.notes):
+            with open(a.notes) as f:
+                text += "\n" + f.read()
         with open(a.markdown, "w") as f:
-            f.write(markdown(summary, errors, messaging, set_phase, tgts, meta,
-                             os.path.basename(chart_path)))
+            f.write(text)
         print("report: %s, chart: %s" % (a.markdown, chart_path))
     if a.check:
         problems = check(summary, errors, messaging, set_phase, meta.get("quick", False))
