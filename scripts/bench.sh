@@ -239,7 +239,10 @@ scripts/vm-kernel.sh >/dev/null
 kernel=$(cat .cache/vm/kernel/version)
 echo "bench: $reps repetition(s) of ${duration} s runs in the sched_ext VM ($kernel, $cpus vCPUs in $nodes nodes)"
 t0=$(date +%s)
-scripts/vm.sh --cpus "$cpus" --nodes "$nodes" --mem 4096 --timeout 5400 -- \
+# A generous limit: the full run takes about 16 minutes, --quick about 2.
+vm_timeout=3600
+[ "$quick" -eq 1 ] && vm_timeout=900
+scripts/vm.sh --cpus "$cpus" --nodes "$nodes" --mem 4096 --timeout "$vm_timeout" -- \
     "$0" "${args[@]}" --inside "$root/$out/runs.jsonl"
 meta=$(jq -cn --arg k "$kernel" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
     --arg cmd "scripts/bench.sh ${args[*]}" --argjson vcpus "$cpus" --argjson nodes "$nodes" \

@@ -7,16 +7,17 @@
 # The VM sees the host's root read-only and this project read-write at the
 # same path, so COMMAND can be any host binary (tests, bpftool, python3).
 # It boots under TCG: KVM fails in the kernel decompressor on these hosts.
-# A VM that dies, or hangs before reaching userspace (--boot-timeout,
-# default 30 s; a normal boot takes 5-10 s), is retried, up to 3 boots in
-# all, and says so. Multi-threaded TCG hangs in early boot now and then,
+# A VM that dies, hangs before reaching userspace (--boot-timeout,
+# default 30 s; a normal boot takes 5-10 s), or boots with a vCPU that runs
+# nothing (vm-init checks each), is retried, up to 3 boots in all, and
+# says so. Multi-threaded TCG hangs in early boot now and then,
 # more often with more vCPUs than host cores.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cpus=2 nodes=1 mem=2048 timeout=1200 boot_timeout=30 attempts=3
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "vm: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
