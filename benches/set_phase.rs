@@ -49,12 +49,20 @@ fn c(map_path: &Path, work: &Path) -> (u64, u64) {
         .output()
         .expect("run C bench");
     assert!(out.status.success(), "C bench failed");
-    let s = String::from_utf8_lossy(&out.stdout);
+    p50_p99(&out.stdout)
+}
+
+/// "<p50> <p99>" as printed by the C and Python benches.
+fn p50_p99(stdout: &[u8]) -> (u64, u64) {
+    let s = String::from_utf8_lossy(stdout);
     let v: Vec<u64> = s
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
-    (v[0], v[1])
+    match v[..] {
+        [p50, p99, ..] => (p50, p99),
+        _ => panic!("expected '<p50> <p99>', got {s:?}"),
+    }
 }
 
 const PY_BENCH: &str = r#"
@@ -87,12 +95,7 @@ fn python(map_path: &Path) -> (u64, u64) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u64> = s
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (v[0], v[1])
+    p50_p99(&out.stdout)
 }
 
 fn main() {

@@ -11,6 +11,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/target/release/scx_phase"
 
+# Wait until the scx_phase started as $1 is attached; fail if it exits.
+wait_attached() {
+    while [ "$(cat /sys/kernel/sched_ext/state)" != enabled ]; do
+        kill -0 "$1" 2>/dev/null || { echo "scx_phase failed to start" >&2; exit 1; }
+        sleep 0.01
+    done
+}
+
 inside() {
     say() {
         if [ -t 1 ]; then printf '\n\033[1m>> %s\033[0m\n' "$*"; else printf '\n>> %s\n' "$*"; fi
@@ -23,10 +31,7 @@ inside() {
     t0=$(date +%s%N)
     "$bin" &
     local sched=$!
-    while [ "$(cat /sys/kernel/sched_ext/state)" != enabled ]; do
-        kill -0 "$sched" 2>/dev/null || { echo "scx_phase failed to start" >&2; exit 1; }
-        sleep 0.01
-    done
+    wait_attached "$sched"
     t1=$(date +%s%N)
     say "attached in $(((t1 - t0) / 1000000)) ms as $(cat /sys/kernel/sched_ext/root/ops)"
 
@@ -96,10 +101,7 @@ side_by_side() {
     eevdf=$("$bench" "${args[@]}" | tail -n 1)
     "$bin" >/dev/null 2>&1 &
     sched=$!
-    while [ "$(cat /sys/kernel/sched_ext/state)" != enabled ]; do
-        kill -0 "$sched" 2>/dev/null || { echo "scx_phase failed to start" >&2; exit 1; }
-        sleep 0.05
-    done
+    wait_attached "$sched"
     phase=$("$bench" "${args[@]}" | tail -n 1)
     kill -INT "$sched"
     wait "$sched" || true

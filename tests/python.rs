@@ -24,20 +24,31 @@ fn python_package_unit_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = Path::new(env!("CARGO_BIN_EXE_scx_phase"));
     let lib = bin.parent().unwrap().join("libscx_phase.so");
-    let out = Command::new("/usr/bin/python3")
-        .args(["-m", "unittest", "discover", "-v", "-s"])
-        .arg(root.join("python/tests"))
-        .env("PYTHONPATH", root.join("python"))
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.env("PYTHONPATH", root.join("python"))
         .env("SCX_PHASE_MAP", &path)
         .env("SCX_PHASE_LIB", &lib)
         .env("SCX_PHASE_BIN", bin)
-        .env("SCX_PHASE_PIN_DIR", &dir)
+        .env("SCX_PHASE_PIN_DIR", &dir);
+    let report = unittest(cmd, &root.join("python/tests"));
+    assert!(report.contains("\nOK"), "{report}");
+}
+
+/// Run `python -m unittest discover` on @dir with @cmd; its report, after
+/// asserting that it passed.
+fn unittest(mut cmd: Command, dir: &Path) -> String {
+    let out = cmd
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(dir)
         .output()
         .expect("/usr/bin/python3");
-    let report = String::from_utf8_lossy(&out.stderr);
+    let report = String::from_utf8_lossy(&out.stderr).into_owned();
     println!("{report}");
-    assert!(out.status.success(), "python unit tests failed:\n{report}");
-    assert!(report.contains("\nOK"), "{report}");
+    assert!(
+        out.status.success(),
+        "unit tests in {dir:?} failed:\n{report}"
+    );
+    report
 }
 
 #[test]
@@ -102,13 +113,9 @@ fn pip_install_bundles_the_library() {
 #[test]
 fn bench_report_unit_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("/usr/bin/python3")
-        .args(["-m", "unittest", "discover", "-v", "-s"])
-        .arg(root.join("scripts/tests"))
-        .output()
-        .expect("/usr/bin/python3");
-    let report = String::from_utf8_lossy(&out.stderr);
-    println!("{report}");
-    assert!(out.status.success(), "bench report tests failed:\n{report}");
+    let report = unittest(
+        Command::new("/usr/bin/python3"),
+        &root.join("scripts/tests"),
+    );
     assert!(report.contains("Ran 4 tests"), "{report}");
 }
