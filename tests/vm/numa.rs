@@ -152,10 +152,15 @@ fn loaders_beside_a_busy_node(args: &[&str]) -> (u64, u64) {
 
 #[test]
 fn loaders_leave_their_node_only_with_numa_spill() {
-    let (local, remote) = loaders_beside_a_busy_node(&[]);
-    let (s_local, s_remote) = loaders_beside_a_busy_node(&["--numa-spill-us", "5000"]);
+    // At the default loader weight (4) the loaders win most of their busy
+    // node against the hogs and seldom wait 5 ms, so spilling is rare
+    // (57-167 ms of 2 s measured); weight 1 gives the starved loaders that
+    // spilling exists for.
+    let (local, remote) = loaders_beside_a_busy_node(&["--loader-weight", "1"]);
+    let (s_local, s_remote) =
+        loaders_beside_a_busy_node(&["--loader-weight", "1", "--numa-spill-us", "5000"]);
     println!(
-        "MEASURED NUMA spill, node 1 saturated, node 0 idle, 2 s: default {:.0} ms local / {:.0} ms remote; --numa-spill-us 5000 {:.0} ms local / {:.0} ms remote",
+        "MEASURED NUMA spill, node 1 saturated, node 0 idle, loader weight 1, 2 s: default {:.0} ms local / {:.0} ms remote; --numa-spill-us 5000 {:.0} ms local / {:.0} ms remote",
         local as f64 / 1e6,
         remote as f64 / 1e6,
         s_local as f64 / 1e6,
