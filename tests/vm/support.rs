@@ -51,7 +51,8 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Start the loader and wait until the kernel says it is attached.
+    /// Start the loader and wait until the kernel says it is attached and
+    /// the loader has logged its start-up summary.
     pub fn start(args: &[&str]) -> Loader {
         require_sched_ext();
         assert!(
@@ -82,8 +83,20 @@ impl Loader {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
+        let attach_time = t0.elapsed();
+        // The kernel reports "enabled" before the loader logs its summary
+        // line; tests that read the log must not race that write.
+        let t1 = Instant::now();
+        while !read(&log).contains("scx_phase attached") {
+            assert!(
+                t1.elapsed() < Duration::from_secs(10),
+                "scx_phase attached but did not log it within 10 s: {}",
+                read(&log)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
         Loader {
-            attach_time: t0.elapsed(),
+            attach_time,
             child,
             log,
         }
