@@ -30,6 +30,8 @@ pub struct PhaseCounters {
     pub local_ns: u64,
     pub remote_ns: u64,
     pub invalid_hints: u64,
+    pub fair_steals: u64,
+    pub fair_rebalances: u64,
     pub threads: i64,
 }
 
@@ -46,6 +48,8 @@ impl PhaseCounters {
         self.local_ns += c.local_ns;
         self.remote_ns += c.remote_ns;
         self.invalid_hints += c.invalid_hints;
+        self.fair_steals += c.fair_steals;
+        self.fair_rebalances += c.fair_rebalances;
         self.threads = self.threads.wrapping_add(c.threads);
     }
 }
@@ -68,6 +72,14 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn invalid_hints(&self) -> u64 {
         self.slots.iter().map(|c| c.invalid_hints).sum()
+    }
+
+    pub fn fair_steals(&self) -> u64 {
+        self.slots.iter().map(|c| c.fair_steals).sum()
+    }
+
+    pub fn fair_rebalances(&self) -> u64 {
+        self.slots.iter().map(|c| c.fair_rebalances).sum()
     }
 }
 
@@ -170,6 +182,11 @@ pub struct Report {
     pub interval_s: f64,
     pub phases: Vec<SlotRate>,
     pub invalid_hints: u64,
+    /// Fair tasks run by a CPU other than the one whose queue they joined,
+    /// since the scheduler started: taken by an idle CPU, or as a lagging
+    /// head by a busy one.
+    pub fair_steals: u64,
+    pub fair_rebalances: u64,
 }
 
 pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
@@ -205,6 +222,8 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         interval_s: dt,
         phases,
         invalid_hints: cur.invalid_hints(),
+        fair_steals: cur.fair_steals(),
+        fair_rebalances: cur.fair_rebalances(),
     }
 }
 
@@ -241,6 +260,10 @@ impl Report {
             );
         }
         s += &format!("invalid hints: {}\n", self.invalid_hints);
+        s += &format!(
+            "fair queues: {} stolen by idle CPUs, {} rebalanced\n",
+            self.fair_steals, self.fair_rebalances
+        );
         s
     }
 }
@@ -267,6 +290,8 @@ mod tests {
         b.slots[1].local_ns = 990;
         b.slots[1].remote_ns = 10;
         b.slots[NR_SLOTS - 1].invalid_hints = 4;
+        b.slots[NR_SLOTS - 1].fair_steals = 3;
+        b.slots[NR_SLOTS - 1].fair_rebalances = 2;
         let r = report(&a, &b);
         let bw = &r.phases[3];
         assert_eq!(bw.phase, "backward");
@@ -278,6 +303,11 @@ mod tests {
         assert_eq!(r.phases[2].local_pct, None);
         assert_eq!(r.phases[NR_SLOTS - 1].phase, "unhinted");
         assert_eq!(r.invalid_hints, 4);
+        assert_eq!((r.fair_steals, r.fair_rebalances), (3, 2));
+        assert!(
+            r.table()
+                .contains("fair queues: 3 stolen by idle CPUs, 2 rebalanced")
+        );
         assert!(r.table().contains("backward"));
     }
 

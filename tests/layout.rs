@@ -39,6 +39,8 @@ fn phase_counters_match_bpf() {
         local_ns,
         remote_ns,
         invalid_hints,
+        fair_steals,
+        fair_rebalances,
         threads
     );
 }

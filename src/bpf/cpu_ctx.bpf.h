@@ -12,8 +12,9 @@
 struct cpu_ctx {
 	u64 window_start;	/* start of the current budget window */
 	u64 boosted_ns;		/* boosted run time in this window */
+	u64 slice_end;		/* when the running task's slice ends */
 	u32 cur_class;		/* class of the running task, or CLASS_NONE */
-	u32 pad;
+	u32 balance_next;	/* next CPU whose fair queue this one checks */
 };
 
 struct {

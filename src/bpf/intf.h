@@ -73,6 +73,10 @@ struct phase_counters {
 	u64 local_ns;		/* data_loading: run time on its own node */
 	u64 remote_ns;		/* data_loading: run time on another node */
 	u64 invalid_hints;	/* SCX_PHASE_NONE slot: hints out of range */
+	u64 fair_steals;	/* SCX_PHASE_NONE slot: fair tasks an idle CPU
+				 * took from another CPU's queue */
+	u64 fair_rebalances;	/* SCX_PHASE_NONE slot: lagging queue heads a
+				 * busy CPU took from another CPU */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
 };
 

@@ -11,13 +11,14 @@
  *   classify.bpf.h  thread-name rules for tasks without a hint
  *   hints.bpf.h     the tid -> phase map written by the hint shim
  *   fair.bpf.h      weighted vtime, one domain for boosted, one for fair
+ *   fair_queues.bpf.h  a fair queue per CPU, stealing and balancing
  *   budget.bpf.h    how much of a CPU boosted classes may take
  *   numa.bpf.h      data loaders on the CPUs of their node
  *   preempt.bpf.h   which CPU a waking boosted task takes
  *
  * Queues: boosted tasks (checkpoint, backward, forward, optimizer) wait in
- * BOOST_DSQ, un-hinted and idle-phase tasks in FAIR_DSQ, data loaders in
- * their node's LOADER_DSQ. A CPU serves BOOST_DSQ first while it has boost
+ * BOOST_DSQ, un-hinted and idle-phase tasks in their CPU's FAIR_DSQ, data
+ * loaders in their node's LOADER_DSQ. A CPU serves BOOST_DSQ first while it has boost
  * budget left, fair work first once it has none.
  */
 #include <scx/common.bpf.h>
@@ -31,6 +32,7 @@
 #include "hints.bpf.h"
 #include "fair.bpf.h"
 #include "budget.bpf.h"
+#include "fair_queues.bpf.h"
 #include "numa.bpf.h"
 #include "preempt.bpf.h"
 
@@ -38,7 +40,6 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-#define FAIR_DSQ 0
 #define BOOST_DSQ 1
 
 /* Whether @p may run on some CPU of @node. */
@@ -168,8 +169,12 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 now = scx_bpf_now();
 
 	if (!tctx) {
-		/* Never lose a task, even one we know nothing about. */
-		scx_bpf_dsq_insert(p, FAIR_DSQ, slice_ns, enq_flags);
+		/*
+		 * Never lose a task, even one we know nothing about. In vtime
+		 * order: a FIFO insert into a vtime-ordered queue is an error.
+		 */
+		scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(fair_queue_cpu(p, cpu)), slice_ns,
+					 vtime_now[DOMAIN_FAIR], enq_flags);
 		return;
 	}
 	/* select_cpu() has just read the hint; otherwise read it now. */
@@ -214,30 +219,36 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ, slice_ns, queue_vtime(tctx),
+	/* Its own CPU if that is idle, else an idle one that will steal it. */
+	cpu = fair_queue_cpu(p, cpu);
+	if (enq_flags & SCX_ENQ_WAKEUP)
+		cpu = wakeup_queue_cpu(p, cpu, now);
+	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(cpu), slice_ns, queue_vtime(tctx),
 				 enq_flags);
-	target = idle_cpu_near(p, cpu);
+	target = scx_bpf_test_and_clear_cpu_idle(cpu) ? cpu : idle_cpu_near(p, cpu);
 	if (target >= 0)
 		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 }
 
-/* Fair work for a CPU of @node: the fair queue or the node's loaders,
- * whichever head has used less. */
-static __always_inline bool dispatch_fair(s32 node)
+/*
+ * Fair work for @cpu of @node: another CPU's queue head that lags far
+ * behind, else this CPU's fair queue or the node's loaders, whichever head
+ * has used less, else fair work stolen from another CPU.
+ */
+static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c)
 {
-	struct task_struct *f = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ);
+	struct task_struct *f = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(cpu));
 	struct task_struct *l = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(node));
-	u64 first = FAIR_DSQ, second = LOADER_DSQ(node);
+	u64 first = FAIR_DSQ(cpu), second = LOADER_DSQ(node);
 
-	if (f && l && vtime_before(l->scx.dsq_vtime, f->scx.dsq_vtime)) {
+	if (!f || (l && vtime_before(l->scx.dsq_vtime, f->scx.dsq_vtime))) {
 		first = LOADER_DSQ(node);
-		second = FAIR_DSQ;
-	} else if (!f) {
-		first = LOADER_DSQ(node);
-		second = FAIR_DSQ;
+		second = FAIR_DSQ(cpu);
 	}
+	if (take_lagging(balance_peer(cpu, c), f && first == FAIR_DSQ(cpu) ? f : l))
+		return true;
 	return scx_bpf_dsq_move_to_local(first, 0) ||
-	       scx_bpf_dsq_move_to_local(second, 0);
+	       scx_bpf_dsq_move_to_local(second, 0) || steal_fair(cpu, node);
 }
 
 /*
@@ -274,7 +285,7 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 	if (boost_first && (keep_boosted(prev) ||
 			    scx_bpf_dsq_move_to_local(BOOST_DSQ, 0)))
 		return;
-	if (dispatch_fair(node))
+	if (dispatch_fair(cpu, node, c))
 		return;
 	if (!boost_first && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
 		return;
@@ -301,6 +312,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	/* End the slice where the budget ends, not a tick or more after. */
 	if (class_boosted(tctx->cls))
 		scx_bpf_task_set_slice(p, budget_slice(c, now, slice_ns));
+	c->slice_end = now + p->scx.slice;
 }
 
 /*
@@ -328,7 +340,7 @@ void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
 	if (is_loader(tctx))
 		yield = !cpu_in_node(cpu, tctx->node);
 	else if (class_boosted(tctx->cls))
-		yield = !budget && (scx_bpf_dsq_nr_queued(FAIR_DSQ) ||
+		yield = !budget && (scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu)) ||
 				    scx_bpf_dsq_nr_queued(LOADER_DSQ(node)));
 	else
 		yield = budget && scx_bpf_dsq_nr_queued(BOOST_DSQ);
@@ -385,8 +397,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 	s32 err;
 	u32 n;
 
-	if ((err = scx_bpf_create_dsq(FAIR_DSQ, -1)) ||
-	    (err = scx_bpf_create_dsq(BOOST_DSQ, -1)))
+	if ((err = scx_bpf_create_dsq(BOOST_DSQ, -1)) || (err = fair_queues_init()))
 		return err;
 	bpf_for(n, 0, nr_nodes) {
 		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)))

@@ -76,6 +76,18 @@ static __always_inline void count_locality(u32 phase, bool local, u64 ns)
 		c->remote_ns += ns;
 }
 
+static __always_inline void count_fair_move(bool steal)
+{
+	struct phase_counters *c = stats_of(SCX_PHASE_NONE);
+
+	if (!c)
+		return;
+	if (steal)
+		c->fair_steals++;
+	else
+		c->fair_rebalances++;
+}
+
 static __always_inline void count_invalid_hint(void)
 {
 	struct phase_counters *c = stats_of(SCX_PHASE_NONE);

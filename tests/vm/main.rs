@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod fair;
 mod hints;
 mod lifecycle;
 mod numa;

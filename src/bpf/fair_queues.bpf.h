@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Where fair (un-hinted and idle-phase) tasks wait: one vtime queue per
+ * CPU, so a woken task usually runs where it last ran and no CPU has to
+ * pull it across from another's run queue. Vtime is one clock for all
+ * these queues (fair.bpf.h), which keeps them comparable:
+ *   - a CPU with nothing of its own steals from the others, its node first;
+ *   - a busy CPU also looks at one other queue per dispatch, in turn, and
+ *     takes that queue's head when it has waited a slice's worth of vtime
+ *     longer than its own, so an overloaded CPU cannot starve its queue.
+ */
+#ifndef __SCX_PHASE_FAIR_QUEUES_BPF_H
+#define __SCX_PHASE_FAIR_QUEUES_BPF_H
+
+/* Above every LOADER_DSQ (one per node). */
+#define FAIR_DSQ_BASE (1ULL << 16)
+#define FAIR_DSQ(cpu) (FAIR_DSQ_BASE + (u64)(cpu))
+
+static __always_inline s32 fair_queues_init(void)
+{
+	s32 err;
+	u32 cpu;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if ((err = scx_bpf_create_dsq(FAIR_DSQ(cpu), node_of_cpu(cpu))))
+			return err;
+	}
+	return 0;
+}
+
+/*
+ * The CPU whose queue @p joins: the one it is on, unless its affinity no
+ * longer allows that (it changed while the task was queued or running);
+ * a CPU outside the mask would never run it, and nobody could steal it.
+ */
+static __always_inline s32 fair_queue_cpu(struct task_struct *p, s32 cpu)
+{
+	if (cpu >= 0 && cpu < nr_cpus && bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return cpu;
+	/* Not scx_bpf_pick_any_cpu(): with per-node idle tracking it is an error. */
+	cpu = bpf_cpumask_any_distribute(p->cpus_ptr);
+	return cpu >= 0 && cpu < nr_cpus ? cpu : 0;
+}
+
+/*
+ * How soon @cpu could start a fair task queued now: when the running
+ * task's slice ends, or a boost window away while boosted work holds it.
+ */
+static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
+{
+	struct cpu_ctx *c = cpu_ctx_of(cpu);
+
+	if (!c || c->cur_class == CLASS_NONE)
+		return now;
+	if (class_boosted(c->cur_class) && budget_left_remote(c, now))
+		return now + budget_window_ns;
+	return c->slice_end;
+}
+
+/*
+ * A woken fair task that found no idle CPU queues where its turn comes
+ * soonest: on its own CPU, the waker's, or one more allowed CPU taken in
+ * turn. Sampling a few keeps the cost flat on big hosts, and waiting on
+ * its own CPU only would double a wake-up's wait among hogs.
+ */
+static __always_inline s32 wakeup_queue_cpu(struct task_struct *p, s32 cpu, u64 now)
+{
+	s32 cand[2] = { bpf_get_smp_processor_id(),
+			bpf_cpumask_any_distribute(p->cpus_ptr) };
+	u64 best_at = fair_turn_at(cpu, now), at;
+	u32 i;
+
+	bpf_for(i, 0, 2) {
+		s32 other = cand[i & 1];
+
+		if (other == cpu || other < 0 || other >= nr_cpus ||
+		    !bpf_cpumask_test_cpu(other, p->cpus_ptr))
+			continue;
+		at = fair_turn_at(other, now);
+		if (at < best_at) {
+			best_at = at;
+			cpu = other;
+		}
+	}
+	return cpu;
+}
+
+/* The next CPU this one compares its queue with, round robin. */
+static __always_inline s32 balance_peer(s32 cpu, struct cpu_ctx *c)
+{
+	u32 peer;
+
+	if (nr_cpus < 2 || !c)
+		return -1;
+	peer = c->balance_next % nr_cpus;
+	if (peer == cpu)
+		peer = (peer + 1) % nr_cpus;
+	c->balance_next = peer + 1;
+	return peer;
+}
+
+/*
+ * Take the head of @peer's queue if it has waited a slice of vtime longer
+ * than @mine (the oldest task this CPU could run instead).
+ */
+static __always_inline bool take_lagging(s32 peer, struct task_struct *mine)
+{
+	struct task_struct *head;
+
+	if (peer < 0 || !mine)
+		return false;
+	head = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(peer));
+	if (!head || !vtime_before(head->scx.dsq_vtime + slice_ns, mine->scx.dsq_vtime) ||
+	    !scx_bpf_dsq_move_to_local(FAIR_DSQ(peer), 0))
+		return false;
+	count_fair_move(false);
+	return true;
+}
+
+/* Nothing of its own to run: steal fair work, from @node's CPUs first. */
+static __always_inline bool steal_fair(s32 cpu, s32 node)
+{
+	u32 i, pass, other;
+
+	for (pass = 0; pass < 2; pass++) {
+		bpf_for(i, 1, nr_cpus) {
+			other = (cpu + i) % nr_cpus;
+			if ((node_of_cpu(other) == node) != (pass == 0))
+				continue;
+			if (scx_bpf_dsq_nr_queued(FAIR_DSQ(other)) &&
+			    scx_bpf_dsq_move_to_local(FAIR_DSQ(other), 0)) {
+				count_fair_move(true);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+#endif /* __SCX_PHASE_FAIR_QUEUES_BPF_H */
