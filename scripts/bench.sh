@@ -126,12 +126,20 @@ run_one() {
     local mon=""
     if [ "$sched" = scx_phase ]; then
         # Where the time goes: the scheduler's per-phase stats over the run.
-        "$root/target/release/scx_phase" --monitor "$(( duration - 1 ))" --json >/tmp/bench-mon.json 2>/dev/null &
+        # Its first line covers the run, less the monitor's own start-up,
+        # which takes a second or more among the hogs under TCG.
+        : >/tmp/bench-mon.json
+        "$root/target/release/scx_phase" --monitor "$(( duration > 3 ? duration - 2 : 1 ))" --json >/tmp/bench-mon.json 2>/dev/null &
         mon=$!
     fi
     line=$("${cmd[@]}" | tail -n 1) || line=""
     ran=$(attached)
     if [ -n "$mon" ]; then
+        # A monitor still starting when the job ends gets 3 s to print.
+        for _ in $(seq 60); do
+            [ -s /tmp/bench-mon.json ] && break
+            sleep 0.05
+        done
         kill "$mon" 2>/dev/null || true
         wait "$mon" 2>/dev/null || true
         stats=$(head -n 1 /tmp/bench-mon.json 2>/dev/null | jq -c . 2>/dev/null || echo null)
