@@ -25,6 +25,7 @@ pub struct PhaseCounters {
     pub runtime_ns: u64,
     pub wait_ns: u64,
     pub max_wait_ns: u64,
+    pub max_wait_tid: u64,
     pub preemptions: u64,
     pub budget_exhaustions: u64,
     pub local_ns: u64,
@@ -42,7 +43,10 @@ impl PhaseCounters {
         self.enqueues += c.enqueues;
         self.runtime_ns += c.runtime_ns;
         self.wait_ns += c.wait_ns;
-        self.max_wait_ns = self.max_wait_ns.max(c.max_wait_ns);
+        if c.max_wait_ns > self.max_wait_ns {
+            self.max_wait_ns = c.max_wait_ns;
+            self.max_wait_tid = c.max_wait_tid;
+        }
         self.preemptions += c.preemptions;
         self.budget_exhaustions += c.budget_exhaustions;
         self.local_ns += c.local_ns;
@@ -163,8 +167,10 @@ pub struct SlotRate {
     pub cpu_pct: f64,
     /// Mean wait from runnable to running in the interval, in µs.
     pub wait_avg_us: f64,
-    /// Longest single wait since the scheduler started, in ms.
+    /// Longest single wait since the scheduler started, in ms, and the
+    /// thread (kernel tid) that waited it.
     pub wait_max_ms: f64,
+    pub wait_max_tid: u64,
     pub preemptions: u64,
     pub budget_exhaustions: u64,
     /// data_loading: share of run time on the thread's own node, in percent
@@ -187,6 +193,35 @@ pub struct Report {
     /// head by a busy one.
     pub fair_steals: u64,
     pub fair_rebalances: u64,
+    /// The longest single wait of any phase since start, and who waited.
+    pub longest_wait: Option<LongestWait>,
+}
+
+/// The thread behind the longest wait: starvation shows up here first.
+#[derive(Clone, Debug, Serialize)]
+pub struct LongestWait {
+    pub phase: &'static str,
+    pub ms: f64,
+    pub tid: u64,
+    /// Its name now, read from /proc; "exited" if it is gone.
+    pub comm: String,
+}
+
+fn longest_wait(s: &Snapshot) -> Option<LongestWait> {
+    let (i, c) = s
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.max_wait_ns > 0)
+        .max_by_key(|(_, c)| c.max_wait_ns)?;
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", c.max_wait_tid))
+        .map_or_else(|_| "exited".to_string(), |s| s.trim().to_string());
+    Some(LongestWait {
+        phase: slot_name(i),
+        ms: c.max_wait_ns as f64 / 1e6,
+        tid: c.max_wait_tid,
+        comm,
+    })
 }
 
 pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
@@ -208,6 +243,7 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
                     0.0
                 },
                 wait_max_ms: b.max_wait_ns as f64 / 1e6,
+                wait_max_tid: b.max_wait_tid,
                 preemptions: b.preemptions,
                 budget_exhaustions: b.budget_exhaustions,
                 local_pct: (placed > 0).then(|| b.local_ns as f64 * 100.0 / placed as f64),
@@ -224,6 +260,7 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         invalid_hints: cur.invalid_hints(),
         fair_steals: cur.fair_steals(),
         fair_rebalances: cur.fair_rebalances(),
+        longest_wait: longest_wait(cur),
     }
 }
 
@@ -264,6 +301,12 @@ impl Report {
             "fair queues: {} stolen by idle CPUs, {} rebalanced\n",
             self.fair_steals, self.fair_rebalances
         );
+        if let Some(w) = &self.longest_wait {
+            s += &format!(
+                "longest wait: {:.1} ms, tid {} ({}), {}\n",
+                w.ms, w.tid, w.comm, w.phase
+            );
+        }
         s
     }
 }
@@ -292,6 +335,9 @@ mod tests {
         b.slots[NR_SLOTS - 1].invalid_hints = 4;
         b.slots[NR_SLOTS - 1].fair_steals = 3;
         b.slots[NR_SLOTS - 1].fair_rebalances = 2;
+        b.slots[NR_SLOTS - 1].max_wait_ns = 2_500_000;
+        b.slots[NR_SLOTS - 1].max_wait_tid = std::process::id().into();
+        b.slots[3].max_wait_ns = 1_000_000;
         let r = report(&a, &b);
         let bw = &r.phases[3];
         assert_eq!(bw.phase, "backward");
@@ -309,6 +355,14 @@ mod tests {
                 .contains("fair queues: 3 stolen by idle CPUs, 2 rebalanced")
         );
         assert!(r.table().contains("backward"));
+        let w = r.longest_wait.as_ref().expect("a longest wait");
+        assert_eq!((w.phase, w.tid), ("unhinted", std::process::id().into()));
+        assert!((w.ms - 2.5).abs() < 1e-9);
+        assert!(!w.comm.is_empty() && w.comm != "exited", "{}", w.comm);
+        assert!(r.table().contains(&format!(
+            "longest wait: 2.5 ms, tid {} ({}), unhinted",
+            w.tid, w.comm
+        )));
     }
 
     #[test]
@@ -317,15 +371,20 @@ mod tests {
         t.add(&PhaseCounters {
             runtime_ns: 5,
             max_wait_ns: 7,
+            max_wait_tid: 70,
             threads: 3,
             ..Default::default()
         });
         t.add(&PhaseCounters {
             runtime_ns: 6,
             max_wait_ns: 4,
+            max_wait_tid: 40,
             threads: -1,
             ..Default::default()
         });
-        assert_eq!((t.runtime_ns, t.max_wait_ns, t.threads), (11, 7, 2));
+        assert_eq!(
+            (t.runtime_ns, t.max_wait_ns, t.max_wait_tid, t.threads),
+            (11, 7, 70, 2)
+        );
     }
 }

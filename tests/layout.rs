@@ -34,6 +34,7 @@ fn phase_counters_match_bpf() {
         runtime_ns,
         wait_ns,
         max_wait_ns,
+        max_wait_tid,
         preemptions,
         budget_exhaustions,
         local_ns,

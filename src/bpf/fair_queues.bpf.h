@@ -59,19 +59,21 @@ static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
 
 /*
  * A woken fair task that found no idle CPU queues where its turn comes
- * soonest: on its own CPU, the waker's, or one more allowed CPU taken in
- * turn. Sampling a few keeps the cost flat on big hosts, and waiting on
- * its own CPU only would double a wake-up's wait among hogs.
+ * soonest: on its own CPU, the waker's, or one of two more allowed CPUs
+ * taken in turn (successive picks differ, so one is not its own CPU).
+ * Sampling a few keeps the cost flat on big hosts, and waiting on its own
+ * CPU only would double a wake-up's wait among hogs.
  */
 static __always_inline s32 wakeup_queue_cpu(struct task_struct *p, s32 cpu, u64 now)
 {
-	s32 cand[2] = { bpf_get_smp_processor_id(),
+	s32 cand[3] = { bpf_get_smp_processor_id(),
+			bpf_cpumask_any_distribute(p->cpus_ptr),
 			bpf_cpumask_any_distribute(p->cpus_ptr) };
 	u64 best_at = fair_turn_at(cpu, now), at;
 	u32 i;
 
-	bpf_for(i, 0, 2) {
-		s32 other = cand[i & 1];
+	bpf_for(i, 0, 3) {
+		s32 other = cand[i < 3 ? i : 0];
 
 		if (other == cpu || other < 0 || other >= nr_cpus ||
 		    !bpf_cpumask_test_cpu(other, p->cpus_ptr))

@@ -68,6 +68,7 @@ struct phase_counters {
 	u64 runtime_ns;		/* CPU time used */
 	u64 wait_ns;		/* time runnable but not running */
 	u64 max_wait_ns;	/* longest single wait (max over CPUs) */
+	u64 max_wait_tid;	/* the thread that waited max_wait_ns */
 	u64 preemptions;	/* CPUs taken from lower-class tasks on wake-up */
 	u64 budget_exhaustions;	/* boost budget windows this phase used up */
 	u64 local_ns;		/* data_loading: run time on its own node */

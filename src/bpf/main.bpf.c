@@ -18,8 +18,8 @@
  *
  * Queues: boosted tasks (checkpoint, backward, forward, optimizer) wait in
  * BOOST_DSQ, un-hinted and idle-phase tasks in their CPU's FAIR_DSQ, data
- * loaders in their node's LOADER_DSQ. A CPU serves BOOST_DSQ first while it has boost
- * budget left, fair work first once it has none.
+ * loaders in their node's LOADER_DSQ. A CPU serves BOOST_DSQ first while
+ * it has boost budget left, fair work first once it has none.
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
@@ -85,10 +85,11 @@ static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx
 	tctx->node = node;
 }
 
-/* @p is about to wait for (or be given) a CPU. */
+/* @p is about to wait for (or be given) a CPU; queue_vtime() says which. */
 static __always_inline void note_queued(struct task_ctx *tctx, u64 now)
 {
 	tctx->enqueued_at = now;
+	tctx->queued = 0;
 	count_enqueue(tctx->phase);
 }
 
@@ -196,7 +197,7 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (is_loader(tctx)) {
 		scx_bpf_dsq_insert_vtime(p, LOADER_DSQ(tctx->node), slice_ns,
-					 queue_vtime(tctx), enq_flags);
+					 queue_vtime(tctx, LOADER_DSQ(tctx->node)), enq_flags);
 		target = idle_cpu_in_node(p, tctx->node);
 		if (target >= 0)
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
@@ -204,7 +205,7 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	if (class_boosted(tctx->cls)) {
-		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns, queue_vtime(tctx),
+		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns, queue_vtime(tctx, BOOST_DSQ),
 					 enq_flags);
 		target = idle_cpu_near(p, cpu);
 		if (target >= 0) {
@@ -223,8 +224,8 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	cpu = fair_queue_cpu(p, cpu);
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		cpu = wakeup_queue_cpu(p, cpu, now);
-	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(cpu), slice_ns, queue_vtime(tctx),
-				 enq_flags);
+	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(cpu), slice_ns,
+				 queue_vtime(tctx, FAIR_DSQ(cpu)), enq_flags);
 	target = scx_bpf_test_and_clear_cpu_idle(cpu) ? cpu : idle_cpu_near(p, cpu);
 	if (target >= 0)
 		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
@@ -301,7 +302,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	if (!tctx)
 		return;
 	if (tctx->enqueued_at) {
-		count_wait(tctx->phase, now - tctx->enqueued_at);
+		count_wait(tctx->phase, now - tctx->enqueued_at, p->pid);
 		tctx->enqueued_at = 0;
 	}
 	tctx->running_since = now;

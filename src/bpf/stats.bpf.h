@@ -37,15 +37,17 @@ static __always_inline void count_runtime(u32 phase, u64 ns)
 		c->runtime_ns += ns;
 }
 
-static __always_inline void count_wait(u32 phase, u64 ns)
+static __always_inline void count_wait(u32 phase, u64 ns, u32 tid)
 {
 	struct phase_counters *c = stats_of(phase);
 
 	if (!c)
 		return;
 	c->wait_ns += ns;
-	if (ns > c->max_wait_ns)
+	if (ns > c->max_wait_ns) {
 		c->max_wait_ns = ns;
+		c->max_wait_tid = tid;
+	}
 }
 
 static __always_inline void count_preemption(u32 phase)
