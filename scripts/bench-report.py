@@ -314,6 +314,15 @@ def markdown(summary, errors, messaging, set_phase, tgts, meta, chart_name):
                     p["phase"], p.get("threads", 0), p.get("cpu_pct", 0),
                     p.get("wait_avg_us", 0), p.get("wait_max_ms", 0), p.get("preemptions", 0)))
         L.append("")
+        extra = []
+        if "fair_steals" in st[0]:
+            extra.append("fair queues: %d tasks stolen by idle CPUs, %d rebalanced" % (
+                st[0]["fair_steals"], st[0].get("fair_rebalances", 0)))
+        w = st[0].get("longest_wait")
+        if w:
+            extra.append("longest wait: %.1f ms, by `%s` (%s)" % (w["ms"], w["comm"], w["phase"]))
+        if extra:
+            L.append("; ".join(extra) + ".\n")
     return "\n".join(L)
 
 

@@ -39,6 +39,9 @@ def full_runs():
     return runs
 
 
+META = {"command": "scripts/bench.sh", "date": "today", "commit": "abc", "reps": 1,
+        "duration_s": 3, "kernel": "7.3", "vcpus": 4, "nodes": 2, "host_cpu": "x",
+        "vm_seconds": 60}
 SET_PHASE = {k: {"p50_ns": 1, "p99_ns": 2} for k in ("Rust", "C", "Python")}
 
 
@@ -80,6 +83,20 @@ class BenchReport(unittest.TestCase):
         self.assertTrue(t["(b) p50 / (d) p50"]["met"])
         self.assertAlmostEqual(t["messaging time scx_phase / EEVDF"]["value"], 1.05)
         self.assertIsNone(t["best (f) p50 / (d) p50"]["met"])
+
+    def test_stats_section_names_the_longest_waiter(self):
+        runs = full_runs()
+        d = next(r for r in runs if r["config"] == "d")
+        d["stats"] = {"phases": [{"phase": "unhinted", "threads": 9, "cpu_pct": 150.0,
+                                  "wait_avg_us": 2500, "wait_max_ms": 80.5, "preemptions": 0}],
+                      "fair_steals": 12, "fair_rebalances": 34,
+                      "longest_wait": {"phase": "unhinted", "ms": 80.5, "tid": 7, "comm": "kworker/1:2"}}
+        summary, errors, messaging = br.summarise(runs)
+        text = br.markdown(summary, errors, messaging, SET_PHASE,
+                           br.targets(summary, messaging), META, "chart.png")
+        self.assertIn("| unhinted | 9 | 150.0 | 2500 | 80.5 | 0 |", text)
+        self.assertIn("fair queues: 12 tasks stolen by idle CPUs, 34 rebalanced", text)
+        self.assertIn("longest wait: 80.5 ms, by `kworker/1:2` (unhinted)", text)
 
 
 if __name__ == "__main__":
