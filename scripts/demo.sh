@@ -77,7 +77,8 @@ inside() {
     bpftool map dump pinned /sys/fs/bpf/scx_phase/phase_map
 
     say "per-phase stats, from another process: scx_phase --monitor 2"
-    timeout -s INT 2.5 "$bin" --monitor 2 || true
+    # Under TCG among hogs, starting the monitor alone takes 0.5-1.5 s.
+    timeout -s INT 5.5 "$bin" --monitor 2 || true
     kill "$trainer" "$dataloader" "${hogs[@]}" 2>/dev/null || true
 
     say "Ctrl-C to the loader"
