@@ -3,7 +3,7 @@
 //! them that no single CPU can run away with.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use scx_phase::Phase;
 use scx_phase::phase_map::{PhaseHint, PhaseMap};
@@ -45,28 +45,6 @@ fn an_odd_number_of_hogs_shares_the_cpus_evenly() {
     assert!(rebalanced > 0, "no queue head was ever rebalanced");
 }
 
-/// How late `period` sleeps of a thread pinned to `cpu` wake up, in ms,
-/// over `total`, sorted.
-fn pinned_wake_delays(cpu: usize, period: Duration, total: Duration) -> Vec<f64> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        set_affinity(0, &[cpu]);
-        // SAFETY: plain prctl: no timer slack, so lateness is the scheduler's.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
-        let mut delays = Vec::new();
-        let start = Instant::now();
-        while start.elapsed() < total {
-            let t0 = Instant::now();
-            std::thread::sleep(period);
-            delays.push(t0.elapsed().saturating_sub(period).as_secs_f64() * 1e3);
-        }
-        let _ = tx.send(delays);
-    });
-    let mut d = rx.recv().expect("sleeper thread");
-    d.sort_by(|a, b| a.total_cmp(b));
-    d
-}
-
 /// A task that runs alone on a CPU runs out of vtime order (nobody waits
 /// there), and an idle-phase one is charged 8 times its run time. If such
 /// runs moved the fair clock that waking tasks are placed by, a task woken
@@ -86,7 +64,12 @@ fn a_thread_alone_on_its_cpu_does_not_push_back_wake_ups_elsewhere() {
         .set(lone.tid, PhaseHint::new(Phase::Idle, None))
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let d = pinned_wake_delays(0, Duration::from_millis(5), Duration::from_secs(3));
+    let d = sleep_lateness_ms(
+        Duration::from_millis(5),
+        usize::MAX,
+        Duration::from_secs(3),
+        || set_affinity(0, &[0]),
+    );
     let pct = |q: f64| d[((d.len() - 1) as f64 * q) as usize];
     println!(
         "MEASURED wake-ups among 3 hogs on CPU 0, an idle-phase spinner alone on CPU 1: {} wake-ups of 5 ms sleeps in 3 s, late p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",

@@ -112,25 +112,12 @@ fn the_budget_leaves_hogs_cpu_and_nobody_waits_a_second() {
 /// Median and p90 of how late a 1 ms sleep wakes up, in µs, measured on
 /// the sleeping thread's own clock.
 fn wake_delays(phase: Option<Phase>) -> (f64, f64) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // SAFETY: plain prctl: no timer slack, so lateness is the scheduler's.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
+    let d = sleep_lateness_ms(Duration::from_millis(1), 600, Duration::MAX, move || {
         if let Some(p) = phase {
             hint(scx_phase::phase_map::current_tid(), p);
         }
-        let mut delays = Vec::with_capacity(600);
-        for _ in 0..600 {
-            let t0 = Instant::now();
-            std::thread::sleep(Duration::from_millis(1));
-            let late = t0.elapsed().saturating_sub(Duration::from_millis(1));
-            delays.push(late.as_secs_f64() * 1e6);
-        }
-        let _ = tx.send(delays);
     });
-    let mut d = rx.recv().expect("sleeper thread");
-    d.sort_by(|a, b| a.total_cmp(b));
-    (d[d.len() / 2], d[d.len() * 9 / 10])
+    (d[d.len() / 2] * 1e3, d[d.len() * 9 / 10] * 1e3)
 }
 
 #[test]

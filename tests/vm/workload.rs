@@ -83,6 +83,34 @@ impl Drop for Spinner {
     }
 }
 
+/// How late `period` sleeps wake up, in ms, sorted: on a new thread that
+/// first runs `setup` (hint or pin itself), for `count` sleeps or `total`,
+/// whichever ends first. Timer slack is off, so lateness is the scheduler's.
+pub fn sleep_lateness_ms(
+    period: Duration,
+    count: usize,
+    total: Duration,
+    setup: impl FnOnce() + Send + 'static,
+) -> Vec<f64> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: plain prctl on the calling thread.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
+        setup();
+        let mut late = Vec::new();
+        let start = Instant::now();
+        while late.len() < count && start.elapsed() < total {
+            let t0 = Instant::now();
+            std::thread::sleep(period);
+            late.push(t0.elapsed().saturating_sub(period).as_secs_f64() * 1e3);
+        }
+        let _ = tx.send(late);
+    });
+    let mut d = rx.recv().expect("sleeper thread");
+    d.sort_by(|a, b| a.total_cmp(b));
+    d
+}
+
 /// CPU time a thread has used, in ns (first field of schedstat).
 pub fn cpu_ns(tid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
