@@ -74,16 +74,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A scheduler-wide counter, summed over the slots that carry it.
+    fn total(&self, field: fn(&PhaseCounters) -> u64) -> u64 {
+        self.slots.iter().map(field).sum()
+    }
+
     pub fn invalid_hints(&self) -> u64 {
-        self.slots.iter().map(|c| c.invalid_hints).sum()
+        self.total(|c| c.invalid_hints)
     }
 
     pub fn fair_steals(&self) -> u64 {
-        self.slots.iter().map(|c| c.fair_steals).sum()
+        self.total(|c| c.fair_steals)
     }
 
     pub fn fair_rebalances(&self) -> u64 {
-        self.slots.iter().map(|c| c.fair_rebalances).sum()
+        self.total(|c| c.fair_rebalances)
     }
 }
 

@@ -220,12 +220,12 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	/* Its own CPU if that is idle, else an idle one that will steal it. */
 	cpu = fair_queue_cpu(p, cpu);
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		cpu = wakeup_queue_cpu(p, cpu, now);
 	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(cpu), slice_ns,
 				 queue_vtime(tctx, FAIR_DSQ(cpu)), enq_flags);
+	/* Kick the queue's CPU if it is idle, else an idle one to steal it. */
 	target = scx_bpf_test_and_clear_cpu_idle(cpu) ? cpu : idle_cpu_near(p, cpu);
 	if (target >= 0)
 		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
@@ -246,7 +246,8 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c)
 		first = LOADER_DSQ(node);
 		second = FAIR_DSQ(cpu);
 	}
-	if (take_lagging(balance_peer(cpu, c), f && first == FAIR_DSQ(cpu) ? f : l))
+	/* first is this CPU's queue only if f is there. */
+	if (take_lagging(balance_peer(cpu, c), first == FAIR_DSQ(cpu) ? f : l))
 		return true;
 	return scx_bpf_dsq_move_to_local(first, 0) ||
 	       scx_bpf_dsq_move_to_local(second, 0) || steal_fair(cpu, node);
