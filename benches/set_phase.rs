@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use scx_phase::Phase;
 use scx_phase::hint;
-use scx_phase::phase_map::{self, PhaseMap};
+use scx_phase::hint::tid_map::{self, PhaseMap};
 
 use common::{TempBpffs, build_c, lib_dir};
 
@@ -101,7 +101,7 @@ fn python(map_path: &Path) -> (u64, u64) {
 fn main() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let path = phase_map::map_path(&dir);
+    let path = tid_map::map_path(&dir);
     let _map = PhaseMap::create_pinned(&path, 65_536).expect("create map");
     let work = tempfile::tempdir().unwrap();
 

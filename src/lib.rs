@@ -1,16 +1,16 @@
 //! scx_phase: a sched_ext scheduler that schedules by training phase.
 //!
-//! The library is the hint side: phase names, the pinned phase map, the
-//! process-wide hint API (`hint`) and its C ABI (`capi`, built into
-//! `libscx_phase.so`). The scheduler's loader is the `scx_phase` binary.
+//! This library is what training code links: the phase ABI ([`phase`],
+//! [`bpf_intf`]), the hint library ([`hint`]: the Rust API, its C ABI in
+//! `libscx_phase.so`, and the pinned tid map), and the per-phase counters
+//! ([`stats`]). The scheduler's loader and the hint service are the
+//! `scx_phase` binary (`src/loader/`, `src/service/`).
 
 pub mod bpf_intf;
 pub mod bpffs;
-pub mod capi;
 pub mod hint;
 pub mod phase;
-pub mod phase_map;
 pub mod stats;
 
+pub use hint::tid_map::{PhaseHint, PhaseMap};
 pub use phase::{Phase, UnknownPhase};
-pub use phase_map::{PhaseHint, PhaseMap};

@@ -1,15 +1,7 @@
 //! The scx_phase loader: parse the command line, then either run the
 //! scheduler or one of the small subcommands.
 
-mod access;
-mod bpf_skel;
-mod classify;
-mod cli;
-mod hint_cmd;
-mod output;
-mod preflight;
-mod scheduler;
-mod topology;
+mod loader;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,7 +11,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use cli::{Cli, Command};
+use loader::cli::{Cli, Command};
+use loader::{commands, output, preflight, scheduler, topology};
 
 /// Exit status of a usage error (clap's convention).
 const EXIT_USAGE: u8 = 2;
@@ -59,7 +52,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", topology::HostTopology::discover()?);
             Ok(())
         }
-        Some(cmd) => hint_cmd::run(cmd, &cli.pin_dir),
+        Some(cmd) => commands::run(cmd, &cli.pin_dir),
         None => {
             init_logging(cli.run.verbose)?;
             if let Some(secs) = cli.run.monitor {

@@ -6,12 +6,12 @@ mod common;
 use std::process::Command;
 
 use common::{TempBpffs, build_c, dead_tid};
-use scx_phase::phase_map::{self, PhaseHint, PhaseMap};
+use scx_phase::hint::tid_map::{self, PhaseHint, PhaseMap};
 
 #[test]
 fn a_c_program_hints_through_the_header_and_library() {
     let fs = TempBpffs::new();
-    let path = phase_map::map_path(&fs.pin_dir());
+    let path = tid_map::map_path(&fs.pin_dir());
     let map = PhaseMap::create_pinned(&path, 64).unwrap();
     let exe = fs
         .path()

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 use scx_phase::Phase;
-use scx_phase::phase_map::{self, PhaseHint, PhaseMap, current_tid};
+use scx_phase::hint::tid_map::{self, PhaseHint, PhaseMap, current_tid};
 
 fn pin(dir: &Path) -> String {
     dir.display().to_string()
@@ -127,7 +127,7 @@ fn hint_commands_without_bpffs_say_so() {
 fn set_get_clear_dump_through_the_cli() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let map = PhaseMap::create_pinned(phase_map::map_path(&dir), 64).unwrap();
+    let map = PhaseMap::create_pinned(tid_map::map_path(&dir), 64).unwrap();
     let d = pin(&dir);
     let me = current_tid().to_string();
 
@@ -177,7 +177,7 @@ fn set_get_clear_dump_through_the_cli() {
 fn a_dead_thread_is_refused() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let map = PhaseMap::create_pinned(phase_map::map_path(&dir), 8).unwrap();
+    let map = PhaseMap::create_pinned(tid_map::map_path(&dir), 8).unwrap();
     let dead = dead_tid().to_string();
     let d = pin(&dir);
     let o = scx_phase(&["--pin-dir", &d, "set", "--tid", &dead, "--phase", "forward"]);
@@ -193,7 +193,7 @@ fn a_dead_thread_is_refused() {
 fn an_unknown_node_is_refused() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let _map = PhaseMap::create_pinned(phase_map::map_path(&dir), 8).unwrap();
+    let _map = PhaseMap::create_pinned(tid_map::map_path(&dir), 8).unwrap();
     let me = current_tid().to_string();
     let o = scx_phase(&[
         "--pin-dir",
@@ -213,7 +213,7 @@ fn an_unknown_node_is_refused() {
 fn garbage_values_are_shown_not_fatal() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let map = PhaseMap::create_pinned(phase_map::map_path(&dir), 8).unwrap();
+    let map = PhaseMap::create_pinned(tid_map::map_path(&dir), 8).unwrap();
     map.set(
         current_tid(),
         PhaseHint {
@@ -245,7 +245,7 @@ fn a_foreign_map_is_a_clear_error() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
     // A regular folder where the map should be pinned.
-    std::fs::create_dir(phase_map::map_path(&dir)).unwrap();
+    std::fs::create_dir(tid_map::map_path(&dir)).unwrap();
     let o = scx_phase(&["--pin-dir", &pin(&dir), "dump"]);
     assert_one_line_error(&o, 1, "is not a scx_phase phase map");
 }

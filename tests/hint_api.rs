@@ -6,12 +6,12 @@ mod common;
 use common::{TempBpffs, dead_tid};
 use scx_phase::Phase;
 use scx_phase::hint;
-use scx_phase::phase_map::{self, Error, PhaseHint, PhaseMap};
+use scx_phase::hint::tid_map::{self, Error, PhaseHint, PhaseMap};
 
 #[test]
 fn the_process_wide_api_sets_clears_and_restores() {
     let fs = TempBpffs::new();
-    let path = phase_map::map_path(&fs.pin_dir());
+    let path = tid_map::map_path(&fs.pin_dir());
     // SAFETY: set before any thread reads the environment.
     unsafe { std::env::set_var(hint::MAP_ENV, &path) };
 

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::process::Command;
 
 use common::TempBpffs;
-use scx_phase::phase_map::{self, PhaseMap};
+use scx_phase::hint::tid_map::{self, PhaseMap};
 
 #[test]
 fn python_package_unit_tests() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let path = phase_map::map_path(&dir);
+    let path = tid_map::map_path(&dir);
     let _map = PhaseMap::create_pinned(&path, 256).unwrap();
     // Let an unprivileged user reach the map's folder, so the permission
     // test fails on the map itself.
@@ -55,7 +55,7 @@ fn unittest(mut cmd: Command, dir: &Path) -> String {
 fn pip_install_bundles_the_library() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let path = phase_map::map_path(&dir);
+    let path = tid_map::map_path(&dir);
     let map = PhaseMap::create_pinned(&path, 16).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = Path::new(env!("CARGO_BIN_EXE_scx_phase"))

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use scx_phase::Phase;
-use scx_phase::phase_map::{PhaseHint, PhaseMap};
+use scx_phase::hint::tid_map::{PhaseHint, PhaseMap};
 use scx_phase::stats::StatsMap;
 
 use crate::support::*;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use scx_phase::Phase;
-use scx_phase::phase_map::{self, PhaseHint, PhaseMap, current_tid};
+use scx_phase::hint::tid_map::{self, PhaseHint, PhaseMap, current_tid};
 use scx_phase::stats::{self, StatsMap};
 
 use crate::support::*;
@@ -37,7 +37,7 @@ fn a_hint_shows_in_bpftool_with_named_fields() {
     let o = scx_phase(&["set", "--tid", &tid, "--phase", "backward", "--node", "0"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let path = phase_map::map_path(Path::new(PIN_DIR));
+    let path = tid_map::map_path(Path::new(PIN_DIR));
     let out = std::process::Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
         .arg(&path)

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use scx_phase::Phase;
-use scx_phase::phase_map::{PhaseHint, PhaseMap};
+use scx_phase::hint::tid_map::{PhaseHint, PhaseMap};
 use scx_phase::stats::StatsMap;
 
 use crate::support::*;
@@ -114,7 +114,7 @@ fn the_budget_leaves_hogs_cpu_and_nobody_waits_a_second() {
 fn wake_delays(phase: Option<Phase>) -> (f64, f64) {
     let d = sleep_lateness_ms(Duration::from_millis(1), 600, Duration::MAX, move || {
         if let Some(p) = phase {
-            hint(scx_phase::phase_map::current_tid(), p);
+            hint(scx_phase::hint::tid_map::current_tid(), p);
         }
     });
     (d[d.len() / 2] * 1e3, d[d.len() * 9 / 10] * 1e3)
@@ -182,7 +182,7 @@ fn an_exiting_thread_takes_its_hint_with_it() {
     let map = PhaseMap::open_default().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
-        let tid = scx_phase::phase_map::current_tid();
+        let tid = scx_phase::hint::tid_map::current_tid();
         hint(tid, Phase::Checkpoint);
         tx.send(tid).unwrap();
         std::thread::sleep(Duration::from_millis(100));

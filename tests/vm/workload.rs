@@ -57,7 +57,7 @@ impl Spinner {
                 // SAFETY: PR_SET_NAME with a valid C string.
                 unsafe { libc::prctl(libc::PR_SET_NAME, n.as_ptr()) };
             }
-            t.store(scx_phase::phase_map::current_tid(), Ordering::SeqCst);
+            t.store(scx_phase::hint::tid_map::current_tid(), Ordering::SeqCst);
             let mut x = 0u64;
             while !s.load(Ordering::Relaxed) {
                 x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use scx_phase::Phase;
-use scx_phase::phase_map::{DEFAULT_MAX_HINTS, DEFAULT_PIN_DIR};
+use scx_phase::hint::tid_map::{DEFAULT_MAX_HINTS, DEFAULT_PIN_DIR};
 
 /// scx_phase: a sched_ext CPU scheduler for ML training hosts.
 ///

@@ -5,8 +5,8 @@
 use std::ffi::{c_char, c_int};
 
 use crate::hint;
+use crate::hint::tid_map::Result;
 use crate::phase::Phase;
-use crate::phase_map::Result;
 
 fn ret(r: Result<()>) -> c_int {
     match r {

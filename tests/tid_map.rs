@@ -4,12 +4,12 @@ mod common;
 
 use common::{TempBpffs, dead_tid};
 use scx_phase::Phase;
-use scx_phase::phase_map::{self, Error, PhaseHint, PhaseMap, current_tid};
+use scx_phase::hint::tid_map::{self, Error, PhaseHint, PhaseMap, current_tid};
 
 #[test]
 fn set_get_clear_round_trip() {
     let fs = TempBpffs::new();
-    let path = phase_map::map_path(&fs.pin_dir());
+    let path = tid_map::map_path(&fs.pin_dir());
     let map = PhaseMap::create_pinned(&path, 128).expect("create");
     let me = current_tid();
 
@@ -36,7 +36,7 @@ fn set_get_clear_round_trip() {
 #[test]
 fn a_second_open_sees_the_same_map() {
     let fs = TempBpffs::new();
-    let path = phase_map::map_path(&fs.pin_dir());
+    let path = tid_map::map_path(&fs.pin_dir());
     let a = PhaseMap::create_pinned(&path, 16).unwrap();
     let b = PhaseMap::open(&path).unwrap();
     assert_eq!(b.capacity(), 16);
@@ -47,7 +47,7 @@ fn a_second_open_sees_the_same_map() {
 #[test]
 fn entries_lists_every_hint_sorted() {
     let fs = TempBpffs::new();
-    let map = PhaseMap::create_pinned(phase_map::map_path(&fs.pin_dir()), 64).unwrap();
+    let map = PhaseMap::create_pinned(tid_map::map_path(&fs.pin_dir()), 64).unwrap();
     for (tid, p) in [
         (30, Phase::Forward),
         (10, Phase::Idle),
@@ -74,7 +74,7 @@ fn entries_lists_every_hint_sorted() {
 #[test]
 fn a_full_map_says_so() {
     let fs = TempBpffs::new();
-    let map = PhaseMap::create_pinned(phase_map::map_path(&fs.pin_dir()), 2).unwrap();
+    let map = PhaseMap::create_pinned(tid_map::map_path(&fs.pin_dir()), 2).unwrap();
     map.set(1, PhaseHint::new(Phase::Idle, None)).unwrap();
     map.set(2, PhaseHint::new(Phase::Idle, None)).unwrap();
     let err = map.set(3, PhaseHint::new(Phase::Idle, None)).unwrap_err();
@@ -85,7 +85,7 @@ fn a_full_map_says_so() {
 #[test]
 fn set_tid_refuses_a_dead_thread() {
     let fs = TempBpffs::new();
-    let map = PhaseMap::create_pinned(phase_map::map_path(&fs.pin_dir()), 8).unwrap();
+    let map = PhaseMap::create_pinned(tid_map::map_path(&fs.pin_dir()), 8).unwrap();
     let err = map
         .set_tid(dead_tid(), PhaseHint::new(Phase::Forward, None))
         .unwrap_err();
@@ -99,7 +99,7 @@ fn set_tid_refuses_a_dead_thread() {
 #[test]
 fn a_missing_map_means_not_running() {
     let fs = TempBpffs::new();
-    let err = PhaseMap::open(phase_map::map_path(&fs.pin_dir())).unwrap_err();
+    let err = PhaseMap::open(tid_map::map_path(&fs.pin_dir())).unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("not running"), "{err}");
 }
@@ -115,7 +115,7 @@ fn a_missing_bpffs_is_named() {
 fn foreign_maps_are_refused() {
     let fs = TempBpffs::new();
     let dir = fs.pin_dir();
-    let path = phase_map::map_path(&dir);
+    let path = tid_map::map_path(&dir);
 
     // Right name, wrong value size.
     pin_map(

@@ -14,7 +14,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::phase::Phase;
-use crate::phase_map::{self, Error, PhaseHint, PhaseMap, Result};
+pub mod capi;
+pub mod tid_map;
+
+use self::tid_map::{Error, PhaseHint, PhaseMap, Result};
 
 /// Environment variable naming the pinned map to use.
 pub const MAP_ENV: &str = "SCX_PHASE_MAP";
@@ -39,7 +42,7 @@ fn monotonic_ns() -> u64 {
 pub fn map_path() -> PathBuf {
     std::env::var_os(MAP_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| phase_map::map_path(std::path::Path::new(phase_map::DEFAULT_PIN_DIR)))
+        .unwrap_or_else(|| tid_map::map_path(std::path::Path::new(tid_map::DEFAULT_PIN_DIR)))
 }
 
 /// The process's map, opened on first use.
@@ -69,7 +72,7 @@ pub fn map() -> Result<&'static PhaseMap> {
 pub fn current_tid() -> u32 {
     TID.with(|t| {
         if t.get() == 0 {
-            t.set(phase_map::current_tid());
+            t.set(tid_map::current_tid());
         }
         t.get()
     })

@@ -11,18 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use libbpf_rs::OpenObject;
 use log::{info, warn};
-use scx_phase::phase_map::{self, PhaseMap};
+use scx_phase::hint::tid_map::{self, PhaseMap};
 use scx_phase::stats::{self, STATS_MAP_NAME};
 use scx_utils::{
     UserExitInfo, compat, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report,
 };
 
-use crate::access;
-use crate::bpf_skel::*;
-use crate::classify::{self, Rule};
-use crate::cli::RunOpts;
-use crate::output::print_report;
-use crate::topology::HostTopology;
+use crate::loader::access;
+use crate::loader::bpf_skel::*;
+use crate::loader::classify::{self, Rule};
+use crate::loader::cli::RunOpts;
+use crate::loader::output::print_report;
+use crate::loader::topology::HostTopology;
 
 /// How often the run loop looks for Ctrl-C and a kernel-side exit: bounds
 /// the detach latency.
@@ -80,7 +80,7 @@ impl<'a> Scheduler<'a> {
         write_rules(rodata, rules);
 
         // Reuse a pinned phase map so that hints survive a restart.
-        let map_path = phase_map::map_path(pin_dir);
+        let map_path = tid_map::map_path(pin_dir);
         let reused = match PhaseMap::open(&map_path) {
             Ok(pinned) => {
                 let map = &mut skel.maps.phase_map;
@@ -95,7 +95,7 @@ impl<'a> Scheduler<'a> {
                 );
                 true
             }
-            Err(phase_map::Error::NotFound { .. }) => {
+            Err(tid_map::Error::NotFound { .. }) => {
                 skel.maps.phase_map.set_max_entries(opts.max_hints)?;
                 false
             }
@@ -188,7 +188,7 @@ impl Drop for Scheduler<'_> {
     }
 }
 
-type Rodata = crate::bpf_skel::types::rodata;
+type Rodata = crate::loader::bpf_skel::types::rodata;
 
 fn write_topology(rodata: &mut Rodata, topo: &HostTopology) {
     let cpu_nodes = topo.cpu_nodes();
@@ -229,7 +229,7 @@ fn drop_dead_threads(map: &PhaseMap) -> (usize, usize) {
     };
     let mut dropped = 0;
     for (tid, _) in &entries {
-        if !phase_map::thread_exists(*tid) && map.clear(*tid).unwrap_or(false) {
+        if !tid_map::thread_exists(*tid) && map.clear(*tid).unwrap_or(false) {
             dropped += 1;
         }
     }

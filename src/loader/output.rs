@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use scx_phase::stats::{self, Report, StatsMap};
 
-use crate::preflight;
+use crate::loader::preflight;
 
 pub fn print_report(r: &Report, json: bool) {
     if json {

@@ -4,13 +4,13 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use scx_phase::Phase;
-use scx_phase::phase_map::{self, PhaseHint, PhaseMap, thread_exists, thread_name};
+use scx_phase::hint::tid_map::{self, PhaseHint, PhaseMap, thread_exists, thread_name};
 use serde::Serialize;
 
-use crate::cli::Command;
+use crate::loader::cli::Command;
 
 fn open(pin_dir: &Path) -> Result<PhaseMap> {
-    Ok(PhaseMap::open(phase_map::map_path(pin_dir))?)
+    Ok(PhaseMap::open(tid_map::map_path(pin_dir))?)
 }
 
 /// "backward, node 1" / "backward, node any" / "invalid (99), node any"
