@@ -5,3 +5,12 @@
 #![allow(dead_code)]
 
 include!(concat!(env!("OUT_DIR"), "/bpf_intf.rs"));
+
+// SAFETY: plain integers (and structs of them) with no padding that
+// matters; any bit pattern is a valid value.
+unsafe impl plain::Plain for hint_workload {}
+unsafe impl plain::Plain for hint_ref {}
+unsafe impl plain::Plain for hint_task {}
+unsafe impl plain::Plain for hint_dump {}
+unsafe impl plain::Plain for service_counters {}
+unsafe impl plain::Plain for phase_hint {}

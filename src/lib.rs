@@ -9,8 +9,10 @@
 pub mod bpf_intf;
 pub mod bpffs;
 pub mod hint;
+pub mod inspect;
 pub mod phase;
 pub mod stats;
+pub mod sys;
 
 pub use hint::tid_map::{PhaseHint, PhaseMap};
 pub use phase::{Phase, UnknownPhase};

@@ -2,6 +2,7 @@
 //! scheduler or one of the small subcommands.
 
 mod loader;
+mod service;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", topology::HostTopology::discover()?);
             Ok(())
         }
-        Some(cmd) => commands::run(cmd, &cli.pin_dir),
+        Some(cmd) => commands::run(cmd, &cli.pin_dir, &cli.hint_socket),
         None => {
             init_logging(cli.run.verbose)?;
             if let Some(secs) = cli.run.monitor {
@@ -64,8 +65,12 @@ fn run(cli: Cli) -> Result<()> {
                     "--stats needs a positive interval in seconds, not {secs}"
                 );
             }
-            preflight::check_for_loading(&cli.pin_dir)?;
-            scheduler::run(&cli.run, &cli.pin_dir, shutdown_flag()?)
+            if cli.run.hint_service_only {
+                preflight::check_for_service(&cli.pin_dir)?;
+            } else {
+                preflight::check_for_loading(&cli.pin_dir)?;
+            }
+            scheduler::run(&cli.run, &cli.pin_dir, &cli.hint_socket, shutdown_flag()?)
         }
     }
 }

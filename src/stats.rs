@@ -31,6 +31,8 @@ pub struct PhaseCounters {
     pub local_ns: u64,
     pub remote_ns: u64,
     pub invalid_hints: u64,
+    pub refused_hints: u64,
+    pub process_ns: u64,
     pub fair_steals: u64,
     pub fair_rebalances: u64,
     pub threads: i64,
@@ -52,6 +54,8 @@ impl PhaseCounters {
         self.local_ns += c.local_ns;
         self.remote_ns += c.remote_ns;
         self.invalid_hints += c.invalid_hints;
+        self.refused_hints += c.refused_hints;
+        self.process_ns += c.process_ns;
         self.fair_steals += c.fair_steals;
         self.fair_rebalances += c.fair_rebalances;
         self.threads = self.threads.wrapping_add(c.threads);
@@ -81,6 +85,10 @@ impl Snapshot {
 
     pub fn invalid_hints(&self) -> u64 {
         self.total(|c| c.invalid_hints)
+    }
+
+    pub fn refused_hints(&self) -> u64 {
+        self.total(|c| c.refused_hints)
     }
 
     pub fn fair_steals(&self) -> u64 {
@@ -181,8 +189,12 @@ pub struct SlotRate {
     /// data_loading: share of run time on the thread's own node, in percent
     /// (None before any loader ran).
     pub local_pct: Option<f64>,
+    /// CPU used in the interval by threads that were in this phase through
+    /// their process's process-wide phase, in percent of one CPU.
+    pub process_cpu_pct: f64,
     pub enqueues: u64,
     pub runtime_ms: u64,
+    pub process_ms: u64,
     pub local_ms: u64,
     pub remote_ms: u64,
 }
@@ -192,7 +204,10 @@ pub struct SlotRate {
 pub struct Report {
     pub interval_s: f64,
     pub phases: Vec<SlotRate>,
+    /// Hint values the scheduler ignored since start: garbage, and phases
+    /// their writer may not set.
     pub invalid_hints: u64,
+    pub refused_hints: u64,
     /// Fair tasks run by a CPU other than the one whose queue they joined,
     /// since the scheduler started: taken by an idle CPU, or as a lagging
     /// head by a busy one.
@@ -200,6 +215,36 @@ pub struct Report {
     pub fair_rebalances: u64,
     /// The longest single wait of any phase since start, and who waited.
     pub longest_wait: Option<LongestWait>,
+    /// The hint service's counters, when it could be read.
+    pub service: Option<ServiceReport>,
+}
+
+/// The hint service's counters (`struct service_counters`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceReport {
+    pub workloads: u64,
+    pub bound_threads: u64,
+    pub connections: u64,
+    pub registrations: u64,
+    pub one_shot_hints: u64,
+    pub refused: u64,
+    pub bad_requests: u64,
+    pub dropped_clients: u64,
+}
+
+impl From<crate::bpf_intf::service_counters> for ServiceReport {
+    fn from(c: crate::bpf_intf::service_counters) -> Self {
+        ServiceReport {
+            workloads: c.workloads,
+            bound_threads: c.bound_threads,
+            connections: c.connections,
+            registrations: c.registrations,
+            one_shot_hints: c.one_shot_hints,
+            refused: c.refused,
+            bad_requests: c.bad_requests,
+            dropped_clients: c.dropped_clients,
+        }
+    }
 }
 
 /// The thread behind the longest wait: starvation shows up here first.
@@ -252,8 +297,10 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
                 preemptions: b.preemptions,
                 budget_exhaustions: b.budget_exhaustions,
                 local_pct: (placed > 0).then(|| b.local_ns as f64 * 100.0 / placed as f64),
+                process_cpu_pct: b.process_ns.saturating_sub(a.process_ns) as f64 / dt / 1e7,
                 enqueues: b.enqueues,
                 runtime_ms: b.runtime_ns / 1_000_000,
+                process_ms: b.process_ns / 1_000_000,
                 local_ms: b.local_ns / 1_000_000,
                 remote_ms: b.remote_ns / 1_000_000,
             }
@@ -263,9 +310,11 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         interval_s: dt,
         phases,
         invalid_hints: cur.invalid_hints(),
+        refused_hints: cur.refused_hints(),
         fair_steals: cur.fair_steals(),
         fair_rebalances: cur.fair_rebalances(),
         longest_wait: longest_wait(cur),
+        service: None,
     }
 }
 
@@ -301,7 +350,16 @@ impl Report {
                 local
             );
         }
-        s += &format!("invalid hints: {}\n", self.invalid_hints);
+        s += &format!(
+            "hints ignored: {} invalid, {} not allowed\n",
+            self.invalid_hints, self.refused_hints
+        );
+        if let Some(h) = &self.service {
+            s += &format!(
+                "hint service: {} processes, {} threads bound; {} refused, {} bad requests, {} clients cut off\n",
+                h.workloads, h.bound_threads, h.refused, h.bad_requests, h.dropped_clients
+            );
+        }
         s += &format!(
             "fair queues: {} stolen by idle CPUs, {} rebalanced\n",
             self.fair_steals, self.fair_rebalances
@@ -338,6 +396,8 @@ mod tests {
         b.slots[1].local_ns = 990;
         b.slots[1].remote_ns = 10;
         b.slots[NR_SLOTS - 1].invalid_hints = 4;
+        b.slots[NR_SLOTS - 1].refused_hints = 5;
+        b.slots[3].process_ns = 500_000_000;
         b.slots[NR_SLOTS - 1].fair_steals = 3;
         b.slots[NR_SLOTS - 1].fair_rebalances = 2;
         b.slots[NR_SLOTS - 1].max_wait_ns = 2_500_000;
@@ -353,7 +413,24 @@ mod tests {
         assert_eq!(r.phases[1].local_pct, Some(99.0));
         assert_eq!(r.phases[2].local_pct, None);
         assert_eq!(r.phases[NR_SLOTS - 1].phase, "unhinted");
-        assert_eq!(r.invalid_hints, 4);
+        assert_eq!((r.invalid_hints, r.refused_hints), (4, 5));
+        assert!((bw.process_cpu_pct - 25.0).abs() < 1e-6);
+        assert!(
+            r.table()
+                .contains("hints ignored: 4 invalid, 5 not allowed")
+        );
+        assert!(!r.table().contains("hint service:"));
+        let mut r = r;
+        r.service = Some(ServiceReport {
+            workloads: 2,
+            bound_threads: 9,
+            refused: 1,
+            ..Default::default()
+        });
+        assert!(
+            r.table()
+                .contains("hint service: 2 processes, 9 threads bound; 1 refused")
+        );
         assert_eq!((r.fair_steals, r.fair_rebalances), (3, 2));
         assert!(
             r.table()

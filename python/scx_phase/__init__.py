@@ -1,15 +1,21 @@
-"""Tell the scx_phase scheduler which training phase the calling thread is in.
+"""Tell the scx_phase scheduler which training phase a thread, or the whole
+process, is in.
 
     import scx_phase
     scx_phase.set_phase("backward")
     with scx_phase.phase("checkpoint"):
         torch.save(model.state_dict(), path)
+    scx_phase.set_process_phase("forward")   # threads without a hint of their own
 
-Each call is one bpf() system call through libscx_phase.so (found beside
-this package, or at $SCX_PHASE_LIB). When scx_phase is not running, calls
-do nothing and warn once per process: training never fails because the
-scheduler is absent. A permission error names the map and what grants
-access.
+Calls go through libscx_phase.so (found beside this package, or at
+$SCX_PHASE_LIB). The process registers once with the scx_phase hint service
+($SCX_PHASE_SOCKET, default /run/scx_phase/hint.sock); after that a hint is
+a plain store to memory the scheduler reads, with no system call, from any
+container that mounts the socket's folder. When scx_phase is not running,
+calls do nothing and warn once per process: training never fails because
+the scheduler is absent. A phase the service does not allow this process
+(anything above idle, without --hint-group membership) raises
+PermissionError with the rule.
 """
 
 import contextlib
@@ -21,8 +27,9 @@ import threading
 import warnings
 
 __all__ = [
-    "Phase", "ScxPhaseError", "set_phase", "set_thread_phase", "clear_phase",
-    "phase", "current_phase", "map_path",
+    "Phase", "ScxPhaseError", "set_phase", "clear_phase", "phase", "current_phase",
+    "set_process_phase", "clear_process_phase", "set_thread_phase",
+    "clear_thread_phase", "socket_path",
 ]
 
 
@@ -64,9 +71,9 @@ def _node(node):
     raise ValueError(f"invalid NUMA node {node!r}")
 
 
-def map_path():
-    """The pinned map this process writes."""
-    return os.environ.get("SCX_PHASE_MAP", "/sys/fs/bpf/scx_phase/phase_map")
+def socket_path():
+    """The hint service this process talks to."""
+    return os.environ.get("SCX_PHASE_SOCKET", "/run/scx_phase/hint.sock")
 
 
 _lib = None
@@ -90,12 +97,17 @@ def _load():
             for name, args in (("scx_phase_set", [ctypes.c_int]),
                                ("scx_phase_set_node", [ctypes.c_int, ctypes.c_int]),
                                ("scx_phase_set_tid", [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
-                               ("scx_phase_clear", [])):
+                               ("scx_phase_clear_tid", [ctypes.c_int]),
+                               ("scx_phase_clear", []),
+                               ("scx_phase_set_process_node", [ctypes.c_int, ctypes.c_int]),
+                               ("scx_phase_clear_process", [])):
                 fn = getattr(lib, name)
                 fn.argtypes = args
                 fn.restype = ctypes.c_int
             lib.scx_phase_strerror.argtypes = [ctypes.c_int]
             lib.scx_phase_strerror.restype = ctypes.c_char_p
+            lib.scx_phase_last_error.argtypes = []
+            lib.scx_phase_last_error.restype = ctypes.c_char_p
             _lib = lib
     return _lib
 
@@ -115,16 +127,13 @@ def _check(ret):
         if not _warned:
             _warned = True
             warnings.warn(
-                f"scx_phase is not running (no phase map at {map_path()}); "
+                f"scx_phase is not running (no hint service at {socket_path()}); "
                 "phase hints are ignored", RuntimeWarning, stacklevel=3)
         return False
-    if err in (errno.EACCES, errno.EPERM):
-        raise PermissionError(
-            err,
-            f"permission denied writing phase hints to {map_path()}: run as root, "
-            "or be in the group given to `scx_phase --hint-group` (with "
-            "kernel.unprivileged_bpf_disabled set, the process also needs CAP_BPF)")
-    msg = _load().scx_phase_strerror(ret).decode()
+    lib = _load()
+    msg = (lib.scx_phase_last_error() or lib.scx_phase_strerror(ret)).decode(errors="replace")
+    if err in (errno.EPERM, errno.EACCES):
+        raise PermissionError(err, msg)
     if err == errno.ESRCH:
         raise ProcessLookupError(err, msg)
     raise ScxPhaseError(err, msg)
@@ -160,8 +169,14 @@ def set_phase(phase, node=None):
 
 
 def set_thread_phase(tid, phase, node=None):
-    """Hint another thread's phase, by kernel thread id."""
+    """Hint another thread's phase until it exits, by its id in this
+    process's PID namespace; the service checks that we could signal it."""
     return _check(_load().scx_phase_set_tid(int(tid), int(_as_phase(phase)), _node(node)))
+
+
+def clear_thread_phase(tid):
+    """Remove another thread's hint."""
+    return _check(_load().scx_phase_clear_tid(int(tid)))
 
 
 def clear_phase():
@@ -170,6 +185,17 @@ def clear_phase():
     _state.current = None
     _state.code = None
     return ok
+
+
+def set_process_phase(phase, node=None):
+    """Set the phase of every thread of this process that has no hint of its
+    own and no name rule: a framework's intra-op pool follows its caller."""
+    return _check(_load().scx_phase_set_process_node(_code(phase), _node(node)))
+
+
+def clear_process_phase():
+    """Remove the process-wide phase."""
+    return _check(_load().scx_phase_clear_process())
 
 
 def current_phase():

@@ -11,27 +11,69 @@
 - data_loading: DataLoader workers (through their worker_init_fn) and the
   main thread while it loads batches itself (num_workers=0)
 
+In forward, backward and optimizer the process-wide phase follows too, so
+the intra-op pool (OpenMP or TBB workers, which nobody hints by name) runs
+in the same phase as the thread that feeds it. SCX_PHASE_PROCESS=0 turns
+that off.
+
+When the hint service refuses a phase (this user may only set idle), the
+hooks warn once and stop hinting; training goes on.
+
 `python -m scx_phase.run train.py ARGS...` runs a script with all this on.
 """
 
+import contextlib
 import functools
 import importlib
 import os
+import warnings
 
 import torch
 
-from . import Phase, _state, phase, set_phase
+from . import Phase, _state, clear_phase, set_phase, set_process_phase
 
 __all__ = ["enable", "enabled", "worker_init_fn", "gpu_node"]
 
 _enabled = False
+_refused = False
 FORWARD, BACKWARD, OPTIMIZER = int(Phase.FORWARD), int(Phase.BACKWARD), int(Phase.OPTIMIZER)
+_COMPUTE = (FORWARD, BACKWARD, OPTIMIZER)
+_PROCESS = os.environ.get("SCX_PHASE_PROCESS", "1") != "0"
+
+
+def _switch(code):
+    """This thread to phase `code` (None: no hint); in a compute phase the
+    process-wide phase follows, for the intra-op pool."""
+    global _refused
+    if _refused:
+        return
+    try:
+        if code is None:
+            clear_phase()
+            return
+        set_phase(code)
+        if _PROCESS and code in _COMPUTE:
+            set_process_phase(code)
+    except PermissionError as e:
+        _refused = True
+        warnings.warn(f"scx_phase: hints refused, training goes on unhinted: {e}",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _enter(code):
-    # Hooks fire per module: skip the system call when nothing changes.
+    # Hooks fire per module: skip the work when nothing changes.
     if getattr(_state, "code", None) != code:
-        set_phase(code)
+        _switch(code)
+
+
+@contextlib.contextmanager
+def _hinted(code):
+    prev = getattr(_state, "code", None)
+    _switch(code)
+    try:
+        yield
+    finally:
+        _switch(prev)
 
 
 def gpu_node(device=None):
@@ -54,7 +96,10 @@ def worker_init_fn(node=None, chain=None):
     """A DataLoader worker_init_fn that hints data_loading on `node` (default:
     the GPU's node, else any), then calls `chain(worker_id)` if given."""
     def init(worker_id):
-        set_phase(Phase.DATA_LOADING, node if node is not None else gpu_node())
+        try:
+            set_phase(Phase.DATA_LOADING, node if node is not None else gpu_node())
+        except PermissionError as e:
+            warnings.warn(f"scx_phase: hints refused: {e}", RuntimeWarning)
         if chain is not None:
             chain(worker_id)
     return init
@@ -63,7 +108,7 @@ def worker_init_fn(node=None, chain=None):
 def _wrap(fn, code):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with phase(code):
+        with _hinted(code):
             return fn(*args, **kwargs)
     wrapper.__scx_phase_wrapped__ = True
     return wrapper

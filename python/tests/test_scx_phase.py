@@ -1,11 +1,12 @@
-"""The Python package against a real phase map. Run by tests/python.rs,
-which creates the map and sets SCX_PHASE_MAP, SCX_PHASE_LIB, SCX_PHASE_BIN
-and SCX_PHASE_PIN_DIR."""
+"""The Python package against a real hint service. Run by tests/python.rs,
+which starts one (scx_phase --hint-service-only) and sets SCX_PHASE_SOCKET,
+SCX_PHASE_LIB, SCX_PHASE_BIN and SCX_PHASE_PIN_DIR."""
 
 import os
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 import scx_phase
@@ -15,11 +16,18 @@ BIN = os.environ["SCX_PHASE_BIN"]
 PIN_DIR = os.environ["SCX_PHASE_PIN_DIR"]
 
 
-def hint_of(tid):
-    """What `scx_phase get` says of a thread: the text after the colon."""
-    out = subprocess.run([BIN, "--pin-dir", PIN_DIR, "get", "--tid", str(tid)],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split(":", 1)[1].strip()
+def hint_of(tid, want=None):
+    """What `scx_phase get` says of a thread: the text after the colon. With
+    `want`, wait up to 2 s for it: a new process's memory reaches the
+    scheduler a grace period after it registered."""
+    end = time.monotonic() + 2
+    while True:
+        out = subprocess.run([BIN, "--pin-dir", PIN_DIR, "get", "--tid", str(tid)],
+                             capture_output=True, text=True, check=True).stdout
+        got = out.split(":", 1)[1].strip()
+        if want is None or got == want or time.monotonic() > end:
+            return got
+        time.sleep(0.02)
 
 
 def run_py(code, env=None, user=None):
@@ -50,43 +58,75 @@ class Names(unittest.TestCase):
 class Hints(unittest.TestCase):
     def setUp(self):
         scx_phase.clear_phase()
+        scx_phase.clear_process_phase()
 
     def test_set_and_clear(self):
         me = threading.get_native_id()
         self.assertTrue(scx_phase.set_phase("backward"))
-        self.assertEqual(hint_of(me), "backward, node any")
+        want = "backward, node any (from the thread)"
+        self.assertEqual(hint_of(me, want), want)
         self.assertTrue(scx_phase.set_phase(Phase.DATA_LOADING, node=0))
-        self.assertEqual(hint_of(me), "data_loading, node 0")
+        want = "data_loading, node 0 (from the thread)"
+        self.assertEqual(hint_of(me, want), want)
         scx_phase.clear_phase()
-        self.assertEqual(hint_of(me), "no hint")
+        self.assertEqual(hint_of(me, "no hint"), "no hint")
 
     def test_with_phase_restores_what_was_there(self):
         me = threading.get_native_id()
         scx_phase.set_phase("forward")
         with scx_phase.phase("checkpoint"):
-            self.assertEqual(hint_of(me), "checkpoint, node any")
+            self.assertEqual(scx_phase.current_phase(), Phase.CHECKPOINT)
+            w = "checkpoint, node any (from the thread)"
+            self.assertEqual(hint_of(me, w), w)
             with scx_phase.phase("optimizer"):
-                self.assertEqual(hint_of(me), "optimizer, node any")
-            self.assertEqual(hint_of(me), "checkpoint, node any")
-        self.assertEqual(hint_of(me), "forward, node any")
+                w = "optimizer, node any (from the thread)"
+                self.assertEqual(hint_of(me, w), w)
+            w = "checkpoint, node any (from the thread)"
+            self.assertEqual(hint_of(me, w), w)
+        w = "forward, node any (from the thread)"
+        self.assertEqual(hint_of(me, w), w)
         scx_phase.clear_phase()
         with scx_phase.phase("backward"):
             pass
-        self.assertEqual(hint_of(me), "no hint")
+        self.assertEqual(hint_of(me, "no hint"), "no hint")
 
-    def test_each_thread_hints_itself(self):
-        tids = []
+    def test_each_thread_hints_itself_and_others_follow_the_process(self):
+        seen = {}
+        go = threading.Event()
 
         def work():
             scx_phase.set_phase("optimizer")
-            tids.append(threading.get_native_id())
-        t = threading.Thread(target=work)
-        t.start()
-        t.join()
-        # The thread is gone; its entry stays until a scheduler removes it.
-        out = subprocess.run([BIN, "--pin-dir", PIN_DIR, "dump", "--json"],
-                             capture_output=True, text=True, check=True).stdout
-        self.assertIn(f'"tid": {tids[0]}', out)
+            seen["tid"] = threading.get_native_id()
+            go.wait()
+
+        def idle():
+            seen["idle"] = threading.get_native_id()
+            go.wait()
+        threads = [threading.Thread(target=work), threading.Thread(target=idle)]
+        for t in threads:
+            t.start()
+        while len(seen) < 2:
+            time.sleep(0.01)
+        scx_phase.set_process_phase("forward")
+        w = "optimizer, node any (from the thread)"
+        self.assertEqual(hint_of(seen["tid"], w), w)
+        w = "forward, node any (from the process)"
+        self.assertEqual(hint_of(seen["idle"], w), w)
+        go.set()
+        for t in threads:
+            t.join()
+
+    def test_another_thread_until_it_exits(self):
+        s = subprocess.Popen(["sleep", "60"])
+        try:
+            self.assertTrue(scx_phase.set_thread_phase(s.pid, "checkpoint"))
+            w = "checkpoint, node any (from the tid map)"
+            self.assertEqual(hint_of(s.pid, w), w)
+            self.assertTrue(scx_phase.clear_thread_phase(s.pid))
+            self.assertEqual(hint_of(s.pid, "no hint"), "no hint")
+        finally:
+            s.kill()
+            s.wait()
 
     def test_a_dead_thread_is_refused(self):
         with open("/proc/sys/kernel/pid_max") as f:
@@ -102,7 +142,7 @@ class Hints(unittest.TestCase):
 
 
 class WithoutTheScheduler(unittest.TestCase):
-    def test_missing_map_is_a_no_op_with_one_warning(self):
+    def test_missing_service_is_a_no_op_with_one_warning(self):
         r = run_py(
             "import warnings, scx_phase\n"
             "warnings.simplefilter('always')\n"
@@ -110,18 +150,34 @@ class WithoutTheScheduler(unittest.TestCase):
             "    oks = [scx_phase.set_phase('backward') for _ in range(5)]\n"
             "    with scx_phase.phase('checkpoint'): pass\n"
             "print(oks, len(w), w[0].message)\n",
-            env={"SCX_PHASE_MAP": "/sys/fs/bpf/nothing-here/phase_map"})
+            env={"SCX_PHASE_SOCKET": "/nothing-here/hint.sock"})
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("[False, False, False, False, False] 1 scx_phase is not running", r.stdout)
+        self.assertIn("/nothing-here/hint.sock", r.stdout)
 
-    def test_permission_denied_names_the_map_and_the_remedy(self):
+    def test_a_refused_phase_names_the_rule(self):
         if os.geteuid() != 0:
             self.fail("this test drops to nobody and needs root")
-        r = run_py("import scx_phase\nscx_phase.set_phase('backward')\n", user="65534")
+        r = run_py("import scx_phase\nprint(scx_phase.set_phase('idle'))\n"
+                   "scx_phase.set_phase('backward')\n", user="65534")
         self.assertNotEqual(r.returncode, 0)
+        self.assertIn("True", r.stdout)
         self.assertIn("PermissionError", r.stderr)
-        self.assertIn(os.environ["SCX_PHASE_MAP"], r.stderr)
+        self.assertIn("may set idle only", r.stderr)
         self.assertIn("--hint-group", r.stderr)
+
+    def test_torch_hooks_warn_once_when_refused(self):
+        # The hooks' fallback, without importing torch: the module's
+        # switch function on a user who may only set idle.
+        r = run_py("import sys, types, warnings\n"
+                   "sys.modules['torch'] = types.ModuleType('torch')\n"
+                   "import scx_phase.torch as t\n"
+                   "warnings.simplefilter('always')\n"
+                   "with warnings.catch_warnings(record=True) as w:\n"
+                   "    for _ in range(3): t._switch(t.BACKWARD)\n"
+                   "print(len(w), t._refused)\n", user="65534")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("1 True", r.stdout)
 
 
 class Adapters(unittest.TestCase):

@@ -51,12 +51,90 @@ struct classify_rule {
 };
 
 /*
- * Value of the pinned phase_map, keyed by kernel thread id (u32, gettid()).
- * Written by the hint shim, read by the scheduler on every enqueue.
+ * A hint: the value of the pinned tid map (phase_map, keyed by the host's
+ * thread id; root and admin path) and of every hint-service slot.
  */
 struct phase_hint {
 	u32 phase;	/* enum scx_phase_id; anything else counts as no hint */
 	s32 numa_node;	/* SCX_PHASE_NODE_ANY or a NUMA node id */
+};
+
+/*
+ * The hint service's shared memory. Each registered process (a workload)
+ * gets its own BPF_F_MMAPABLE array of SCX_PHASE_HINT_SLOTS struct
+ * phase_hint slots, which it maps and writes with plain 8-byte stores.
+ * Slot SCX_PHASE_PROCESS_SLOT holds the process-wide phase; every other
+ * slot belongs to one thread the daemon bound to it. A slot whose phase is
+ * SCX_PHASE_HINT_UNSET holds no hint.
+ */
+#define SCX_PHASE_HINT_UNSET	0xffffffffU
+
+enum scx_phase_hint_limits {
+	SCX_PHASE_HINT_SLOTS	= 4096,
+	SCX_PHASE_PROCESS_SLOT	= 0,
+	/* Workload ids are 1 .. SCX_PHASE_MAX_WORKLOADS - 1; 0 means none. */
+	SCX_PHASE_MAX_WORKLOADS	= 1024,
+	/* Allow masks: bit N set means phase N may be set. */
+	SCX_PHASE_ALLOW_IDLE	= 1 << SCX_PHASE_IDLE,
+	SCX_PHASE_ALLOW_ALL	= (1 << SCX_PHASE_NR) - 1,
+};
+
+/*
+ * A registered workload (the hint_workloads array, indexed by workload id),
+ * written only by the daemon. The scheduler honours a binding to workload
+ * @wid only while @pid is set and the binding's generation is @generation, and a
+ * slot's phase only if @allow has its bit.
+ */
+struct hint_workload {
+	u32 pid;		/* the process, as the daemon sees it; 0: free */
+	u32 generation;	/* bumped each time the id is handed out */
+	u32 allow;		/* phases it may set (SCX_PHASE_ALLOW_*) */
+	u32 uid;		/* its effective uid at registration */
+	u64 start_time;		/* its start, in clock ticks after boot */
+	u64 cgroup_id;		/* its cgroup v2 id at registration */
+};
+
+/* A task's binding to a slot of a workload's memory; wid 0 means none. */
+struct hint_ref {
+	u32 wid;
+	u32 slot;
+	u32 generation;
+	u32 _pad;
+};
+
+/*
+ * Task-local storage written only by the daemon (keyed by a pidfd it
+ * holds): @thread is this thread's own slot; @process, on a group leader,
+ * is the slot of its process's process-wide phase.
+ */
+struct hint_task {
+	struct hint_ref thread;
+	struct hint_ref process;
+};
+
+/* Where a task's effective phase came from, in order of precedence. */
+enum scx_phase_hint_source {
+	SCX_PHASE_SRC_NONE	= 0,
+	SCX_PHASE_SRC_TID_MAP	= 1,	/* the pinned tid map (root, admin) */
+	SCX_PHASE_SRC_THREAD	= 2,	/* the thread's slot (hint service) */
+	SCX_PHASE_SRC_NAME	= 3,	/* a thread-name rule */
+	SCX_PHASE_SRC_PROCESS	= 4,	/* its process's process-wide phase */
+};
+
+/*
+ * One record of the hint dump iterator (pinned as `hints`): a task with an
+ * effective hint, a binding, or an ignored slot value.
+ */
+struct hint_dump {
+	u32 tid;		/* in the reader's PID namespace */
+	u32 tgid;
+	u32 phase;		/* effective phase, SCX_PHASE_NONE for none */
+	s32 numa_node;
+	u32 source;		/* enum scx_phase_hint_source */
+	u32 ignored;		/* a slot phase the scheduler ignored (garbage
+				 * or refused), else SCX_PHASE_HINT_UNSET */
+	u64 start_time;		/* the task's start, ns after boot */
+	struct hint_task binding;
 };
 
 /*
@@ -74,11 +152,30 @@ struct phase_counters {
 	u64 local_ns;		/* data_loading: run time on its own node */
 	u64 remote_ns;		/* data_loading: run time on another node */
 	u64 invalid_hints;	/* SCX_PHASE_NONE slot: hints out of range */
+	u64 refused_hints;	/* SCX_PHASE_NONE slot: slot phases the
+				 * writer may not set */
+	u64 process_ns;		/* run time in this phase that came from a
+				 * process-wide phase */
 	u64 fair_steals;	/* SCX_PHASE_NONE slot: fair tasks an idle CPU
 				 * took from another CPU's queue */
 	u64 fair_rebalances;	/* SCX_PHASE_NONE slot: lagging queue heads a
 				 * busy CPU took from another CPU */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
+};
+
+/*
+ * The hint service's counters (the pinned service_stats array, one entry),
+ * written by the daemon, so that --monitor and bpftool can read them.
+ */
+struct service_counters {
+	u64 connections;	/* clients accepted */
+	u64 registrations;	/* threads bound to a slot */
+	u64 one_shot_hints;	/* tid-map hints written for a client */
+	u64 refused;		/* requests refused by a rule */
+	u64 bad_requests;	/* malformed requests */
+	u64 dropped_clients;	/* clients cut off for flooding or not reading */
+	u64 workloads;		/* registered processes now */
+	u64 bound_threads;	/* threads bound to a slot now */
 };
 
 #endif /* __SCX_PHASE_INTF_H */

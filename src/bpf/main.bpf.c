@@ -9,7 +9,8 @@
  *   cpu_ctx.bpf.h   per-CPU state
  *   classes.bpf.h   phase -> class, class weights
  *   classify.bpf.h  thread-name rules for tasks without a hint
- *   hints.bpf.h     the tid -> phase map written by the hint shim
+ *   hints.bpf.h     where a task's phase comes from: the tid map, its slot
+ *                   in the hint service's memory, its name, its process
  *   fair.bpf.h      weighted vtime, one domain for boosted, one for fair
  *   fair_queues.bpf.h  a fair queue per CPU, stealing and balancing
  *   budget.bpf.h    how much of a CPU boosted classes may take
@@ -63,8 +64,14 @@ static __always_inline bool node_allowed(const struct task_struct *p, s32 node)
  */
 static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx)
 {
+	struct hint_lookup h;
 	s32 hint_node, node = -1;
-	u32 phase = resolve_phase(p, &hint_node);
+	u32 phase;
+
+	resolve_hint(p, &h);
+	count_ignored_hints(h.invalid, h.refused);
+	phase = h.phase;
+	hint_node = h.node;
 
 	if (phase == SCX_PHASE_DATA_LOADING) {
 		if (node_usable(hint_node))
@@ -81,6 +88,7 @@ static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx
 		count_thread_enter(phase);
 	}
 	tctx->phase = phase;
+	tctx->source = h.source;
 	tctx->cls = phase_class(phase);
 	tctx->node = node;
 }
@@ -105,7 +113,7 @@ static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 	used = now - tctx->running_since;
 	tctx->running_since = now;
 	fair_charge(p, tctx, used);
-	count_runtime(tctx->phase, used);
+	count_runtime(tctx->phase, used, tctx->source == SCX_PHASE_SRC_PROCESS);
 	if (is_loader(tctx))
 		count_locality(tctx->phase,
 			       cpu_in_node(bpf_get_smp_processor_id(), tctx->node), used);

@@ -29,12 +29,15 @@ static __always_inline void count_enqueue(u32 phase)
 		c->enqueues++;
 }
 
-static __always_inline void count_runtime(u32 phase, u64 ns)
+static __always_inline void count_runtime(u32 phase, u64 ns, bool from_process)
 {
 	struct phase_counters *c = stats_of(phase);
 
-	if (c)
-		c->runtime_ns += ns;
+	if (!c)
+		return;
+	c->runtime_ns += ns;
+	if (from_process)
+		c->process_ns += ns;
 }
 
 static __always_inline void count_wait(u32 phase, u64 ns, u32 tid)
@@ -90,12 +93,18 @@ static __always_inline void count_fair_move(bool steal)
 		c->fair_rebalances++;
 }
 
-static __always_inline void count_invalid_hint(void)
+/* Hint values a lookup ignored: garbage, and phases the writer may not set. */
+static __always_inline void count_ignored_hints(u32 invalid, u32 refused)
 {
-	struct phase_counters *c = stats_of(SCX_PHASE_NONE);
+	struct phase_counters *c;
 
-	if (c)
-		c->invalid_hints++;
+	if (!invalid && !refused)
+		return;
+	c = stats_of(SCX_PHASE_NONE);
+	if (!c)
+		return;
+	c->invalid_hints += invalid;
+	c->refused_hints += refused;
 }
 
 /* Gauge of tasks per phase: a task entered or left @phase. */

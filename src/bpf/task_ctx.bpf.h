@@ -11,6 +11,8 @@ struct task_ctx {
 	u32 cls;		/* enum phase_class of @phase */
 	s32 node;		/* data_loading: the node to run on; else -1 */
 	u32 queued;		/* waits in a vtime-ordered queue, not handed a CPU */
+	u32 source;		/* enum scx_phase_hint_source of @phase */
+	u32 _pad;
 	u64 running_since;	/* last ops.running() or charge, 0 if not running */
 	u64 enqueued_at;	/* when it last became runnable-and-waiting */
 	u64 vtime[2];		/* per vtime domain (fair.bpf.h) */

@@ -1,81 +1,155 @@
-//! The hint shim's process-wide API: what training code calls.
+//! The hint library: what training code calls to tell the scheduler which
+//! phase a thread, or a whole process, is in.
 //!
-//! One phase-map fd per process, opened on first use and shared by every
-//! thread. Setting a phase is one `bpf(BPF_MAP_UPDATE_ELEM)` system call,
-//! with no allocation. When the map is missing (scx_phase not running),
-//! calls fail with [`Error::NotFound`] and the map is looked for again at
-//! most once a second, so a scheduler started later is picked up.
+//! Hints go through the hint service that `scx_phase` runs (a Unix socket,
+//! `/run/scx_phase/hint.sock` or `$SCX_PHASE_SOCKET`). A process registers
+//! once and gets its own hint memory; each thread binds itself to a slot
+//! of it on its first hint, and from then on a hint is one plain store to
+//! that slot: no system call, allowed under a container's default seccomp
+//! profile, correct in any PID namespace. The service decides who may set
+//! what (see `src/service/`), and the scheduler ignores anything else.
 //!
-//! The map is the default one, or the one named by `SCX_PHASE_MAP`.
+//! With `$SCX_PHASE_MAP` set, hints go to that pinned tid map instead,
+//! one `bpf()` call each: the root and admin path ([`tid_map`]).
+//!
+//! When neither is there, calls fail with [`Error::NotRunning`]; the
+//! service is looked for again at most once a second.
+//!
+//! - [`capi`]: the C ABI of this module (`libscx_phase.so`).
+//! - [`client`]: the session with the service and the per-thread slots.
+//! - [`protocol`]: the wire format the service speaks.
 
-use std::cell::Cell;
-use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::phase::Phase;
 pub mod capi;
+pub mod client;
+pub mod protocol;
 pub mod tid_map;
 
-use self::tid_map::{Error, PhaseHint, PhaseMap, Result};
+use std::cell::Cell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// Environment variable naming the pinned map to use.
+use self::client::{UNSET_WORD, unword, word};
+use self::protocol::Op;
+use self::tid_map::{PhaseHint, PhaseMap};
+use crate::phase::Phase;
+
+/// Environment variable naming a pinned tid map to write instead of
+/// going through the hint service.
 pub const MAP_ENV: &str = "SCX_PHASE_MAP";
 
-static MAP: OnceLock<PhaseMap> = OnceLock::new();
-/// Monotonic ns of the last failed open (0: never failed).
-static LAST_MISS: AtomicU64 = AtomicU64::new(0);
-const RETRY_NS: u64 = 1_000_000_000;
-
-thread_local! {
-    static TID: Cell<u32> = const { Cell::new(0) };
+/// Why a hint was not set. Each displays as one line.
+#[derive(Debug)]
+pub enum Error {
+    /// No hint service listens at the socket: scx_phase is not running.
+    NotRunning { socket: PathBuf },
+    /// The service (or this library, which knows what was granted)
+    /// refused; the message names the rule.
+    Refused { errno: i32, message: String },
+    /// No thread with that id in the caller's PID namespace.
+    NoSuchThread { tid: i32 },
+    /// The pinned tid map refused (with `$SCX_PHASE_MAP`).
+    Map(tid_map::Error),
+    /// A system call failed.
+    Os { op: &'static str, errno: i32 },
 }
 
-fn monotonic_ns() -> u64 {
-    // SAFETY: clock_gettime writes a timespec we own.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+impl Error {
+    /// The errno that best describes this error (positive), for the C ABI.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotRunning { .. } => libc::ENOENT,
+            Error::Refused { errno, .. } => *errno,
+            Error::NoSuchThread { .. } => libc::ESRCH,
+            Error::Map(e) => e.errno(),
+            Error::Os { errno, .. } => *errno,
+        }
+    }
 }
 
-/// The path of the map this process uses.
-pub fn map_path() -> PathBuf {
-    std::env::var_os(MAP_ENV)
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotRunning { socket } => write!(
+                f,
+                "no hint service at {}: scx_phase is not running (start it with: sudo scx_phase)",
+                socket.display()
+            ),
+            Error::Refused { message, .. } => f.write_str(message),
+            Error::NoSuchThread { tid } => write!(f, "no thread with id {tid}"),
+            Error::Map(e) => e.fmt(f),
+            Error::Os { op, errno } => {
+                write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<tid_map::Error> for Error {
+    fn from(e: tid_map::Error) -> Self {
+        Error::Map(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where this process's hints go, chosen once from the environment.
+enum Backend {
+    Service(PathBuf),
+    TidMap(PathBuf),
+}
+
+fn backend() -> &'static Backend {
+    static BACKEND: OnceLock<Backend> = OnceLock::new();
+    BACKEND.get_or_init(|| match std::env::var_os(MAP_ENV) {
+        Some(map) => Backend::TidMap(map.into()),
+        None => Backend::Service(socket_path()),
+    })
+}
+
+/// The hint service's socket this process uses.
+pub fn socket_path() -> PathBuf {
+    std::env::var_os(protocol::SOCKET_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| tid_map::map_path(std::path::Path::new(tid_map::DEFAULT_PIN_DIR)))
+        .unwrap_or_else(|| PathBuf::from(protocol::DEFAULT_SOCKET))
 }
 
-/// The process's map, opened on first use.
-pub fn map() -> Result<&'static PhaseMap> {
+/// The tid map of the admin path, opened on first use.
+fn tid_map(path: &Path) -> Result<&'static PhaseMap> {
+    static MAP: OnceLock<PhaseMap> = OnceLock::new();
     if let Some(m) = MAP.get() {
         return Ok(m);
     }
-    let last = LAST_MISS.load(Ordering::Relaxed);
-    if last != 0 && monotonic_ns().saturating_sub(last) < RETRY_NS {
-        return Err(Error::NotFound {
-            path: map_path(),
-            bpffs_missing: None,
-        });
-    }
-    match PhaseMap::open(map_path()) {
-        Ok(m) => Ok(MAP.get_or_init(|| m)),
-        Err(e) => {
-            if matches!(e, Error::NotFound { .. }) {
-                LAST_MISS.store(monotonic_ns().max(1), Ordering::Relaxed);
-            }
-            Err(e)
-        }
-    }
+    let m = PhaseMap::open(path)?;
+    Ok(MAP.get_or_init(|| m))
 }
 
-/// The calling thread's kernel id, cached per thread.
-pub fn current_tid() -> u32 {
+thread_local! {
+    static TID: Cell<i32> = const { Cell::new(0) };
+}
+
+/// The calling thread's id in its own PID namespace, cached per thread.
+pub fn current_tid() -> i32 {
     TID.with(|t| {
         if t.get() == 0 {
-            t.set(tid_map::current_tid());
+            t.set(crate::sys::gettid());
         }
         t.get()
     })
+}
+
+fn refused_phase(phase: Phase, grant: &str) -> Error {
+    Error::Refused {
+        errno: libc::EPERM,
+        message: format!("refused: this process may not set {phase}: {grant}"),
+    }
+}
+
+fn node_word(node: Option<u32>) -> i32 {
+    node.and_then(|n| i32::try_from(n).ok())
+        .unwrap_or(PhaseHint::NODE_ANY)
 }
 
 /// Hint the calling thread's phase.
@@ -85,29 +159,107 @@ pub fn set_phase(phase: Phase) -> Result<()> {
 
 /// Hint the calling thread's phase and the NUMA node its data lives on.
 pub fn set_phase_on(phase: Phase, node: Option<u32>) -> Result<()> {
-    map()?.set(current_tid(), PhaseHint::new(phase, node))
-}
-
-/// Hint another thread's phase; fails with [`Error::NoSuchThread`] if it
-/// is not alive.
-pub fn set_thread_phase(tid: u32, phase: Phase, node: Option<u32>) -> Result<()> {
-    map()?.set_tid(tid, PhaseHint::new(phase, node))
+    match backend() {
+        Backend::TidMap(path) => {
+            Ok(tid_map(path)?.set(current_tid() as u32, PhaseHint::new(phase, node))?)
+        }
+        Backend::Service(path) => {
+            let slot = client::own_slot(path)?;
+            if !slot.may_set(phase) {
+                return Err(refused_phase(phase, &client::grant(path)?));
+            }
+            slot.store(word(phase as u32, node_word(node)));
+            Ok(())
+        }
+    }
 }
 
 /// Remove the calling thread's hint.
 pub fn clear_phase() -> Result<()> {
-    map()?.clear(current_tid()).map(|_| ())
+    match backend() {
+        Backend::TidMap(path) => tid_map(path)?
+            .clear(current_tid() as u32)
+            .map(|_| ())
+            .map_err(Error::from),
+        // A thread that never hinted has nothing to clear.
+        Backend::Service(_) => {
+            if let Some(slot) = client::registered_slot() {
+                slot.store(UNSET_WORD);
+            }
+            Ok(())
+        }
+    }
 }
 
-/// The calling thread's hint, if any.
+/// The calling thread's own hint, if any.
 pub fn current_phase() -> Result<Option<PhaseHint>> {
-    map()?.get(current_tid())
+    match backend() {
+        Backend::TidMap(path) => Ok(tid_map(path)?.get(current_tid() as u32)?),
+        Backend::Service(_) => Ok(client::registered_slot().and_then(|s| {
+            let (phase, numa_node) = unword(s.load());
+            (phase != crate::bpf_intf::SCX_PHASE_HINT_UNSET)
+                .then_some(PhaseHint { phase, numa_node })
+        })),
+    }
+}
+
+/// Set the phase of every thread of this process that has no hint of its
+/// own and no name rule (a framework's intra-op pool, say).
+pub fn set_process_phase(phase: Phase, node: Option<u32>) -> Result<()> {
+    let Backend::Service(path) = backend() else {
+        return Err(Error::Refused {
+            errno: libc::EOPNOTSUPP,
+            message: "the process-wide phase needs the hint service (unset SCX_PHASE_MAP)".into(),
+        });
+    };
+    let slot = client::process_slot(path)?;
+    if !slot.may_set(phase) {
+        return Err(refused_phase(phase, &client::grant(path)?));
+    }
+    slot.store(word(phase as u32, node_word(node)));
+    Ok(())
+}
+
+/// Remove the process-wide phase.
+pub fn clear_process_phase() -> Result<()> {
+    match backend() {
+        Backend::Service(path) => {
+            client::process_slot(path)?.store(UNSET_WORD);
+            Ok(())
+        }
+        Backend::TidMap(_) => Ok(()),
+    }
+}
+
+/// Hint another thread's phase (`tid` as numbered in this process's PID
+/// namespace) until it exits. The service checks that this process could
+/// signal it; it fails with [`Error::NoSuchThread`] if it is not alive.
+pub fn set_thread_phase(tid: i32, phase: Phase, node: Option<u32>) -> Result<()> {
+    match backend() {
+        Backend::TidMap(path) => {
+            let tid = u32::try_from(tid).map_err(|_| Error::NoSuchThread { tid })?;
+            Ok(tid_map(path)?.set_tid(tid, PhaseHint::new(phase, node))?)
+        }
+        Backend::Service(path) => {
+            client::one_shot(path, Op::Set, tid, phase as u32, node_word(node))
+        }
+    }
+}
+
+/// Remove another thread's one-shot hint.
+pub fn clear_thread_phase(tid: i32) -> Result<()> {
+    match backend() {
+        Backend::TidMap(path) => {
+            let tid = u32::try_from(tid).map_err(|_| Error::NoSuchThread { tid })?;
+            tid_map(path)?.clear(tid).map(|_| ()).map_err(Error::from)
+        }
+        Backend::Service(path) => client::one_shot(path, Op::Clear, tid, 0, -1),
+    }
 }
 
 /// Restores the calling thread's previous hint (or none) when dropped.
 #[must_use = "the phase reverts when the guard is dropped"]
 pub struct PhaseGuard {
-    tid: u32,
     prev: Option<PhaseHint>,
 }
 
@@ -118,21 +270,17 @@ pub fn enter(phase: Phase) -> Result<PhaseGuard> {
 
 /// Enter `phase` with a NUMA node until the guard is dropped.
 pub fn enter_on(phase: Phase, node: Option<u32>) -> Result<PhaseGuard> {
-    let map = map()?;
-    let tid = current_tid();
-    let prev = map.get(tid)?;
-    map.set(tid, PhaseHint::new(phase, node))?;
-    Ok(PhaseGuard { tid, prev })
+    let prev = current_phase()?;
+    set_phase_on(phase, node)?;
+    Ok(PhaseGuard { prev })
 }
 
 impl Drop for PhaseGuard {
     fn drop(&mut self) {
         // A failure here has nowhere to go; the next hint overwrites it.
-        if let Some(map) = MAP.get() {
-            let _ = match self.prev {
-                Some(h) => map.set(self.tid, h),
-                None => map.clear(self.tid).map(|_| ()),
-            };
-        }
+        let _ = match self.prev.and_then(|h| h.phase().map(|p| (p, h.node()))) {
+            Some((p, node)) => set_phase_on(p, node),
+            None => clear_phase(),
+        };
     }
 }

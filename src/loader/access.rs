@@ -1,40 +1,45 @@
-//! Who may hint: `--hint-group` opens the pin folder and the phase map to
-//! one group.
-//!
-//! Opening a pinned map is a file-permission check on bpffs (search on
-//! every folder up to the pin, read and write on the pin). Since Linux
-//! 6.5, `kernel.unprivileged_bpf_disabled` only gates creating maps and
-//! loading programs, so a group member needs no capability to open and
-//! update the map even with it set; older kernels refuse every bpf() call
-//! of a process without CAP_BPF when it is set.
+//! Who may touch hints directly. The pinned maps are root's alone: a raw
+//! map cannot check who writes which key, so every other user goes through
+//! the hint service and its rules, where `--hint-group` names the group
+//! whose members may raise threads above un-hinted work.
 
 use std::ffi::CString;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use log::warn;
 
-/// A group name, or a numeric gid, to a gid.
-pub fn resolve_group(group: &str) -> Result<u32> {
+/// A group name, or a numeric gid, to (name, gid).
+pub fn resolve_group(group: &str) -> Result<(String, u32)> {
     let name = CString::new(group).context("group name with a NUL byte")?;
     // SAFETY: getgrnam returns NULL or a pointer into static storage that we
     // read at once.
     let gr = unsafe { libc::getgrnam(name.as_ptr()) };
     if !gr.is_null() {
-        return Ok(unsafe { (*gr).gr_gid });
+        return Ok((group.to_string(), unsafe { (*gr).gr_gid }));
     }
-    group.parse::<u32>().map_err(|_| {
+    let gid = group.parse::<u32>().map_err(|_| {
         anyhow::anyhow!("no group named '{group}' (--hint-group takes a group name or gid)")
-    })
+    })?;
+    // SAFETY: as above.
+    let gr = unsafe { libc::getgrgid(gid) };
+    let name = if gr.is_null() {
+        group.to_string()
+    } else {
+        // SAFETY: a NUL-terminated name in static storage.
+        unsafe { std::ffi::CStr::from_ptr((*gr).gr_name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Ok((name, gid))
 }
 
-fn chown_group(path: &Path, gid: u32, mode: u32) -> Result<()> {
+fn chown_root(path: &Path, mode: u32) -> Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: valid C string; uid -1 leaves the owner unchanged.
-    if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
+    // SAFETY: a valid C string.
+    if unsafe { libc::chown(c.as_ptr(), 0, 0) } != 0 {
         bail!(
-            "cannot give {} to gid {gid}: {}",
+            "cannot give {} to root: {}",
             path.display(),
             std::io::Error::last_os_error()
         );
@@ -43,23 +48,16 @@ fn chown_group(path: &Path, gid: u32, mode: u32) -> Result<()> {
         .with_context(|| format!("cannot chmod {}", path.display()))
 }
 
-/// Make the pin folder (0750) and the map (0660) belong to `gid`, and warn
-/// if a folder above them would still stop the group.
-pub fn open_to_group(pin_dir: &Path, map: &Path, gid: u32) -> Result<()> {
-    chown_group(pin_dir, gid, 0o750)?;
-    chown_group(map, gid, 0o660)?;
-    for dir in pin_dir.ancestors().skip(1) {
-        if let Ok(m) = std::fs::metadata(dir)
-            && m.mode() & 0o001 == 0
-            && !(m.gid() == gid && m.mode() & 0o010 != 0)
-        {
-            warn!(
-                "{} (mode {:o}) keeps gid {gid} out of {}: chmod o+x {}",
-                dir.display(),
-                m.mode() & 0o7777,
-                pin_dir.display(),
-                dir.display()
-            );
+/// Make the pin folder root's alone (0700) and every pin in it 0600, undoing
+/// what an older scx_phase's `--hint-group` opened to a group.
+pub fn lock_down(pin_dir: &Path) -> Result<()> {
+    chown_root(pin_dir, 0o700)?;
+    for entry in
+        std::fs::read_dir(pin_dir).with_context(|| format!("cannot list {}", pin_dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_file() {
+            chown_root(&path, 0o600)?;
         }
     }
     Ok(())

@@ -82,6 +82,28 @@ pub fn load(file: Option<&Path>, disabled: bool) -> Result<Vec<Rule>> {
     }
 }
 
+/// Fill a BPF skeleton's `classify_*` read-only globals with `rules`. A
+/// macro because both BPF objects (scheduler, hint service) have them, each
+/// skeleton with its own Rust types.
+#[macro_export]
+macro_rules! write_rules {
+    ($rodata:expr, $rules:expr) => {{
+        let rodata = $rodata;
+        let rules: &[$crate::loader::classify::Rule] = $rules;
+        rodata.classify_enabled = !rules.is_empty();
+        let slots = rodata.classify_rules.len();
+        rodata.nr_classify_rules = rules.len().min(slots) as u32;
+        for (slot, rule) in rodata.classify_rules.iter_mut().zip(rules) {
+            slot.prefix = [0; 16];
+            for (d, s) in slot.prefix.iter_mut().zip(rule.prefix.bytes()) {
+                *d = s as _;
+            }
+            slot.len = rule.prefix.len() as u32;
+            slot.phase = rule.phase as u32;
+        }
+    }};
+}
+
 /// The phase the first matching rule gives `comm`: the BPF side's logic,
 /// for testing the tables.
 #[cfg(test)]

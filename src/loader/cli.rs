@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use scx_phase::Phase;
+use scx_phase::hint::protocol::DEFAULT_SOCKET;
 use scx_phase::hint::tid_map::{DEFAULT_MAX_HINTS, DEFAULT_PIN_DIR};
 
 /// scx_phase: a sched_ext CPU scheduler for ML training hosts.
@@ -22,6 +23,12 @@ pub struct Cli {
     /// Folder on bpffs where the phase map and stats are pinned.
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
+
+    /// Unix socket of the hint service, where training processes register
+    /// and `set`/`clear` by non-root users go (mount its folder into
+    /// containers).
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub hint_socket: PathBuf,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -90,10 +97,18 @@ pub struct RunOpts {
     #[arg(long)]
     pub no_classify: bool,
 
-    /// Let members of GROUP (a name or gid) write hints: the pin folder and
-    /// the phase map become theirs to use [default: root only].
+    /// Let members of GROUP (a name or gid) raise threads above un-hinted
+    /// work through the hint service (every phase but idle); anyone may set
+    /// idle on threads they could signal [default: none: only holders of
+    /// CAP_SYS_NICE may raise]. The pinned maps stay root's.
     #[arg(long, value_name = "GROUP")]
     pub hint_group: Option<String>,
+
+    /// Run only the hint service, without the scheduler: hints are taken
+    /// and can be dumped, but nothing schedules by them. Works without
+    /// sched_ext, for testing the hint path [default: off].
+    #[arg(long)]
+    pub hint_service_only: bool,
 
     /// Print the per-phase table every SECS seconds while running
     /// [default: off].
@@ -124,9 +139,10 @@ pub struct RunOpts {
 pub enum Command {
     /// Print the NUMA nodes, their CPUs and the node of each PCI GPU.
     Topology,
-    /// Hint a thread's phase.
+    /// Hint a thread's phase until it exits (root: in the tid map; others:
+    /// through the hint service and its rules).
     Set {
-        /// Kernel thread id (what gettid() returns).
+        /// Thread id, as numbered in your PID namespace (gettid()).
         #[arg(long)]
         tid: u32,
         /// Phase name or number: idle, data_loading, forward, backward,
@@ -138,19 +154,20 @@ pub enum Command {
         #[arg(long)]
         node: Option<u32>,
     },
-    /// Show a thread's hint.
+    /// Show a thread's effective hint and where it comes from (root).
     Get {
-        /// Kernel thread id.
+        /// Thread id.
         #[arg(long)]
         tid: u32,
     },
-    /// Remove a thread's hint.
+    /// Remove a thread's one-shot hint.
     Clear {
-        /// Kernel thread id.
+        /// Thread id, as numbered in your PID namespace.
         #[arg(long)]
         tid: u32,
     },
-    /// List every hint in the map.
+    /// List every thread's effective hint, its source (tid map, thread
+    /// slot, name rule, process) and its process (root).
     Dump {
         /// Print JSON instead of a table [default: off].
         #[arg(long)]
@@ -224,6 +241,8 @@ mod tests {
         assert_eq!(cli.run.numa_spill_us, None);
         assert!(!cli.run.no_classify);
         assert_eq!(cli.pin_dir, PathBuf::from("/sys/fs/bpf/scx_phase"));
+        assert_eq!(cli.hint_socket, PathBuf::from("/run/scx_phase/hint.sock"));
+        assert!(!cli.run.hint_service_only);
         assert!(cli.command.is_none());
     }
 
@@ -299,6 +318,8 @@ mod tests {
             "--classify-rules",
             "--no-classify",
             "--hint-group",
+            "--hint-socket",
+            "--hint-service-only",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -10,6 +10,16 @@ use scx_phase::stats::{self, Report, StatsMap};
 
 use crate::loader::preflight;
 
+/// The report between two snapshots, with the hint service's counters
+/// from `pin_dir` when they can be read.
+pub fn full_report(prev: &stats::Snapshot, cur: &stats::Snapshot, pin_dir: &Path) -> Report {
+    let mut r = stats::report(prev, cur);
+    r.service = scx_phase::inspect::read_service_stats(pin_dir)
+        .ok()
+        .map(Into::into);
+    r
+}
+
 pub fn print_report(r: &Report, json: bool) {
     if json {
         match serde_json::to_string(r) {
@@ -48,7 +58,7 @@ pub fn monitor(pin_dir: &Path, interval: f64, json: bool, shutdown: Arc<AtomicBo
             bail!("scx_phase stopped");
         }
         let cur = map.read()?;
-        print_report(&stats::report(&prev, &cur), json);
+        print_report(&full_report(&prev, &cur, pin_dir), json);
         prev = cur;
     }
     Ok(())

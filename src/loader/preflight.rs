@@ -71,6 +71,12 @@ pub fn require_bpffs(pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the hint service alone needs.
+pub fn check_for_service(pin_dir: &Path) -> Result<()> {
+    require_root()?;
+    require_bpffs(pin_dir)
+}
+
 /// Everything the loader needs, in the order a user would fix them.
 pub fn check_for_loading(pin_dir: &Path) -> Result<()> {
     require_root()?;

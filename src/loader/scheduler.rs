@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use libbpf_rs::OpenObject;
 use log::{info, warn};
-use scx_phase::hint::tid_map::{self, PhaseMap};
 use scx_phase::stats::{self, STATS_MAP_NAME};
 use scx_utils::{
     UserExitInfo, compat, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report,
@@ -21,8 +20,11 @@ use crate::loader::access;
 use crate::loader::bpf_skel::*;
 use crate::loader::classify::{self, Rule};
 use crate::loader::cli::RunOpts;
-use crate::loader::output::print_report;
+use crate::loader::output::{full_report, print_report};
 use crate::loader::topology::HostTopology;
+use crate::service::Service;
+use crate::service::bpf::ServiceBpf;
+use crate::service::rules::Policy;
 
 /// How often the run loop looks for Ctrl-C and a kernel-side exit: bounds
 /// the detach latency.
@@ -32,6 +34,7 @@ pub struct Scheduler<'a> {
     skel: BpfSkel<'a>,
     link: Option<libbpf_rs::Link>,
     stats_pin: PathBuf,
+    pin_dir: PathBuf,
 }
 
 impl<'a> Scheduler<'a> {
@@ -40,6 +43,7 @@ impl<'a> Scheduler<'a> {
         pin_dir: &Path,
         topo: &HostTopology,
         rules: &[Rule],
+        service: &ServiceBpf<'_>,
         open_object: &'a mut MaybeUninit<OpenObject>,
     ) -> Result<Self> {
         scx_utils::try_set_rlimit_infinity();
@@ -77,49 +81,21 @@ impl<'a> Scheduler<'a> {
         rodata.numa_idle = numa_idle;
         rodata.numa_spill_ns = opts.numa_spill_us.unwrap_or(0) * 1000;
         write_topology(rodata, topo);
-        write_rules(rodata, rules);
+        crate::write_rules!(rodata, rules);
 
-        // Reuse a pinned phase map so that hints survive a restart.
-        let map_path = tid_map::map_path(pin_dir);
-        let reused = match PhaseMap::open(&map_path) {
-            Ok(pinned) => {
-                let map = &mut skel.maps.phase_map;
-                map.set_max_entries(pinned.capacity())?;
-                map.reuse_fd(pinned.as_fd())
-                    .with_context(|| format!("cannot reuse {}", map_path.display()))?;
-                let (kept, dropped) = drop_dead_threads(&pinned);
-                info!(
-                    "reusing pinned phase map {} ({kept} hints kept, {dropped} of exited threads dropped, capacity {})",
-                    map_path.display(),
-                    pinned.capacity()
-                );
-                true
-            }
-            Err(tid_map::Error::NotFound { .. }) => {
-                skel.maps.phase_map.set_max_entries(opts.max_hints)?;
-                false
-            }
-            Err(e) => bail!("{e}"),
-        };
+        // The hint maps belong to the hint service's object, which pinned
+        // them; this object reads the same maps.
+        let [tid_map, memory, workloads, tasks] = service.shared_maps();
+        skel.maps
+            .phase_map
+            .set_max_entries(map_capacity(tid_map)?)?;
+        skel.maps.phase_map.reuse_fd(tid_map)?;
+        skel.maps.hint_memory.reuse_fd(memory)?;
+        skel.maps.hint_workloads.reuse_fd(workloads)?;
+        skel.maps.hint_tasks.reuse_fd(tasks)?;
 
         let mut skel = scx_ops_load!(skel, phase_ops, uei)?;
 
-        fs::create_dir_all(pin_dir)
-            .with_context(|| format!("cannot create {}", pin_dir.display()))?;
-        if !reused {
-            skel.maps
-                .phase_map
-                .pin(&map_path)
-                .with_context(|| format!("cannot pin {}", map_path.display()))?;
-        }
-        if let Some(group) = &opts.hint_group {
-            let gid = access::resolve_group(group)?;
-            access::open_to_group(pin_dir, &map_path, gid)?;
-            info!(
-                "members of group {group} may write hints to {}",
-                map_path.display()
-            );
-        }
         // A stats pin left by a killed instance is stale: replace it.
         let stats_pin = pin_dir.join(STATS_MAP_NAME);
         let _ = fs::remove_file(&stats_pin);
@@ -130,7 +106,7 @@ impl<'a> Scheduler<'a> {
 
         let link = scx_ops_attach!(skel, phase_ops)?;
         info!(
-            "scx_phase attached: slice {} us, {} NUMA node(s){}, boost budget {}% of {} ms, {} name rule(s), phase map {}",
+            "scx_phase attached: slice {} us, {} NUMA node(s){}, boost budget {}% of {} ms, {} name rule(s), pins in {}",
             opts.slice_us,
             topo.nodes.len(),
             if numa_idle {
@@ -141,12 +117,13 @@ impl<'a> Scheduler<'a> {
             opts.boost_budget_pct,
             opts.boost_window_ms,
             rules.len(),
-            map_path.display()
+            pin_dir.display()
         );
         Ok(Scheduler {
             skel,
             link: Some(link),
             stats_pin,
+            pin_dir: pin_dir.to_path_buf(),
         })
     }
 
@@ -166,7 +143,7 @@ impl<'a> Scheduler<'a> {
                 && Instant::now() >= at
             {
                 let cur = self.read_stats()?;
-                print_report(&stats::report(&prev, &cur), opts.json);
+                print_report(&full_report(&prev, &cur, &self.pin_dir), opts.json);
                 prev = cur;
                 next_report = Some(at + i);
             }
@@ -207,44 +184,56 @@ fn write_topology(rodata: &mut Rodata, topo: &HostTopology) {
     }
 }
 
-fn write_rules(rodata: &mut Rodata, rules: &[Rule]) {
-    rodata.classify_enabled = !rules.is_empty();
-    let slots = rodata.classify_rules.len();
-    rodata.nr_classify_rules = rules.len().min(slots) as u32;
-    for (slot, rule) in rodata.classify_rules.iter_mut().zip(rules) {
-        slot.prefix = [0; 16];
-        for (d, s) in slot.prefix.iter_mut().zip(rule.prefix.bytes()) {
-            *d = s as _;
-        }
-        slot.len = rule.prefix.len() as u32;
-        slot.phase = rule.phase as u32;
-    }
+/// The capacity of the map behind `fd`.
+fn map_capacity(fd: std::os::fd::BorrowedFd<'_>) -> Result<u32> {
+    Ok(libbpf_rs::MapInfo::new(fd)?.info.max_entries)
 }
 
-/// Drop the hints of threads that exited while no scheduler was there to
-/// see them go (their tids could be reused). Returns (kept, dropped).
-fn drop_dead_threads(map: &PhaseMap) -> (usize, usize) {
-    let Ok(entries) = map.entries() else {
-        return (0, 0);
+/// Load the hint service's object and start the service: the part of
+/// scx_phase that needs no sched_ext.
+fn start_service<'a>(
+    opts: &RunOpts,
+    pin_dir: &Path,
+    socket: &Path,
+    rules: &[Rule],
+    open_object: &'a mut MaybeUninit<OpenObject>,
+) -> Result<(ServiceBpf<'a>, Service)> {
+    let service = ServiceBpf::load(pin_dir, opts.max_hints, rules, opts.verbose, open_object)?;
+    access::lock_down(pin_dir)?;
+    let policy = Policy {
+        hint_group: opts
+            .hint_group
+            .as_deref()
+            .map(access::resolve_group)
+            .transpose()?,
     };
-    let mut dropped = 0;
-    for (tid, _) in &entries {
-        if !tid_map::thread_exists(*tid) && map.clear(*tid).unwrap_or(false) {
-            dropped += 1;
-        }
+    if let Some((name, gid)) = &policy.hint_group {
+        info!("members of group {name} (gid {gid}) may raise threads through the hint service");
     }
-    (entries.len() - dropped, dropped)
+    let running = Service::start(socket, service.hint_maps()?, policy)?;
+    Ok((service, running))
 }
 
 /// Load, attach and run until stopped; restart when the kernel asks (CPU
-/// hotplug).
-pub fn run(opts: &RunOpts, pin_dir: &Path, shutdown: Arc<AtomicBool>) -> Result<()> {
+/// hotplug). The hint service runs throughout, across restarts.
+pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBool>) -> Result<()> {
     let rules = classify::load(opts.classify_rules.as_deref(), opts.no_classify)?;
+    let mut service_object = MaybeUninit::uninit();
+    let (service, _running) = start_service(opts, pin_dir, socket, &rules, &mut service_object)?;
+    if opts.hint_service_only {
+        info!(
+            "running the hint service only (--hint-service-only): nothing schedules by the hints"
+        );
+        while !shutdown.load(Ordering::Relaxed) {
+            std::thread::sleep(POLL);
+        }
+        return Ok(());
+    }
     let mut open_object = MaybeUninit::uninit();
     loop {
         // Again on each restart: a hotplug restart means the CPUs changed.
         let topo = HostTopology::discover()?;
-        let mut sched = Scheduler::init(opts, pin_dir, &topo, &rules, &mut open_object)?;
+        let mut sched = Scheduler::init(opts, pin_dir, &topo, &rules, &service, &mut open_object)?;
         let uei = sched.run(opts, &shutdown)?;
         if uei.should_restart() && !shutdown.load(Ordering::Relaxed) {
             info!("the kernel asked for a restart; reloading");

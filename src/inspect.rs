@@ -1,0 +1,61 @@
+//! The hint service's pinned state, as an admin (or the service itself,
+//! after a restart) reads it: the `hints` iterator, which reports every
+//! task's effective hint and binding as the scheduler resolves them, and
+//! the `hint_workloads` registry of registered processes.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use crate::bpf_intf::{
+    hint_dump, hint_workload, scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS, service_counters,
+};
+use crate::sys;
+
+/// Names in the pin folder (besides the tid map and the stats).
+pub const HINTS_ITER: &str = "hints";
+pub const WORKLOADS_MAP: &str = "hint_workloads";
+pub const MEMORY_MAP: &str = "hint_memory";
+pub const TASKS_MAP: &str = "hint_tasks";
+pub const SERVICE_STATS: &str = "service_stats";
+
+/// Every record of the pinned `hints` iterator in `pin_dir`.
+pub fn read_hints(pin_dir: &Path) -> io::Result<Vec<hint_dump>> {
+    read_records(&pin_dir.join(HINTS_ITER))
+}
+
+fn read_records(path: &PathBuf) -> io::Result<Vec<hint_dump>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    let size = std::mem::size_of::<hint_dump>();
+    let mut out = Vec::with_capacity(bytes.len() / size);
+    for chunk in bytes.chunks_exact(size) {
+        // SAFETY: plain data; every bit pattern is valid.
+        let mut rec: hint_dump = unsafe { std::mem::zeroed() };
+        plain::copy_from_bytes(&mut rec, chunk)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// The registered workloads in `pin_dir`, by id (free ids left out).
+pub fn read_workloads(pin_dir: &Path) -> io::Result<Vec<(u32, hint_workload)>> {
+    let map = sys::obj_get(&pin_dir.join(WORKLOADS_MAP))?;
+    let mut out = Vec::new();
+    for wid in 1..scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS {
+        if let Some(w) = sys::map_lookup::<u32, hint_workload>(map.as_fd(), &wid)?
+            && w.pid != 0
+        {
+            out.push((wid, w));
+        }
+    }
+    Ok(out)
+}
+
+/// The hint service's counters in `pin_dir`.
+pub fn read_service_stats(pin_dir: &Path) -> io::Result<service_counters> {
+    let map = sys::obj_get(&pin_dir.join(SERVICE_STATS))?;
+    sys::map_lookup::<u32, service_counters>(map.as_fd(), &0)?
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+}

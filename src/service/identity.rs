@@ -1,0 +1,332 @@
+//! Who a client is and which thread a pidfd names, as the kernel says:
+//! `SO_PEERCRED`, `SO_PEERGROUPS` and `SO_PEERPIDFD` on the socket, and
+//! `/proc` read while a pidfd holds the task, then checked to be still
+//! alive, so that a recycled pid can never lend its identity. Nothing here
+//! comes from what the client sends.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use scx_phase::sys;
+
+/// A namespace, as its nsfs inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsId {
+    fn of_path(path: &str) -> io::Result<NsId> {
+        let m = fs::metadata(path)?;
+        Ok(NsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    fn of_fd(fd: BorrowedFd<'_>) -> io::Result<NsId> {
+        // SAFETY: fstat into a zeroed stat we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NsId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
+/// Capability bits of /proc/PID/status CapEff.
+pub const CAP_KILL: u32 = 5;
+pub const CAP_SYS_NICE: u32 = 23;
+
+/// Fields of /proc/PID/status that identify a task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub tgid: u32,
+    /// Real, effective, saved and filesystem uids.
+    pub uids: [u32; 4],
+    pub cap_eff: u64,
+    /// Its pid in each PID namespace from ours down to its own.
+    pub nspid: Vec<u32>,
+}
+
+fn ids(v: &str) -> Vec<u32> {
+    v.split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect()
+}
+
+impl Status {
+    pub fn parse(text: &str) -> io::Result<Status> {
+        let mut st = Status::default();
+        for line in text.lines() {
+            let Some((key, v)) = line.split_once(':') else {
+                continue;
+            };
+            match key {
+                "Tgid" => st.tgid = v.trim().parse().unwrap_or(0),
+                "Uid" => {
+                    if let [r, e, s, f] = ids(v)[..] {
+                        st.uids = [r, e, s, f];
+                    }
+                }
+                "CapEff" => st.cap_eff = u64::from_str_radix(v.trim(), 16).unwrap_or(0),
+                "NSpid" => st.nspid = ids(v),
+                _ => {}
+            }
+        }
+        if st.tgid == 0 || st.nspid.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unreadable /proc status",
+            ));
+        }
+        Ok(st)
+    }
+
+    fn read(tid: u32) -> io::Result<Status> {
+        Status::parse(&fs::read_to_string(format!("/proc/{tid}/status"))?)
+    }
+
+    pub fn has_cap(&self, cap: u32) -> bool {
+        self.cap_eff & (1 << cap) != 0
+    }
+
+    /// How many PID namespaces below ours it lives in.
+    pub fn depth(&self) -> usize {
+        self.nspid.len() - 1
+    }
+}
+
+/// The start time of process `pid` (field 22 of /proc/PID/stat, in clock
+/// ticks after boot): with the pid, it names one process for good.
+pub fn start_time(pid: u32) -> io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(22 - 3)?.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc stat"))
+}
+
+/// The cgroup v2 path of `pid` ("0::/path" in /proc/PID/cgroup).
+fn cgroup_of(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        })
+        .unwrap_or_default()
+}
+
+/// The id of a cgroup v2 path (its inode in cgroupfs), or 0.
+fn cgroup_id(path: &str) -> u64 {
+    fs::metadata(format!("/sys/fs/cgroup{path}")).map_or(0, |m| m.ino())
+}
+
+fn sockopt<T>(sock: BorrowedFd<'_>, opt: i32, out: &mut T) -> io::Result<libc::socklen_t> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `out` has room for `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (out as *mut T).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(len)
+}
+
+/// A connected client, as the kernel reported it at connect time.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its process, in our PID namespace.
+    pub pid: u32,
+    /// Effective uid and gid, and supplementary groups, at connect.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub status: Status,
+    pub start_time: u64,
+    pub pidns: NsId,
+    /// Whether it lives in our user namespace (where its capabilities
+    /// count for every task).
+    pub our_userns: bool,
+    pub userns: NsId,
+    pub cgroup_id: u64,
+    /// A pidfd for its process, which keeps the pid from naming anyone else.
+    pub pidfd: OwnedFd,
+}
+
+impl Peer {
+    pub fn of(sock: BorrowedFd<'_>) -> io::Result<Peer> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        sockopt(sock, libc::SO_PEERCRED, &mut cred)?;
+        let pid = u32::try_from(cred.pid)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let mut gids = [0u32; 256];
+        let groups = match sockopt(sock, libc::SO_PEERGROUPS, &mut gids) {
+            Ok(len) => gids[..len as usize / 4].to_vec(),
+            // More than 256 groups: look at the first 256 only.
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => gids.to_vec(),
+            Err(e) => return Err(e),
+        };
+        let mut raw: i32 = -1;
+        let pidfd = match sockopt(sock, libc::SO_PEERPIDFD, &mut raw) {
+            // SAFETY: the kernel installed a fresh pidfd for us.
+            Ok(_) if raw >= 0 => unsafe { OwnedFd::from_raw_fd(raw) },
+            _ => sys::pidfd_open(pid as i32, false)?,
+        };
+        let status = Status::read(pid)?;
+        let start_time = start_time(pid)?;
+        let pidns = NsId::of_path(&format!("/proc/{pid}/ns/pid"))?;
+        let userns = NsId::of_path(&format!("/proc/{pid}/ns/user"))?;
+        let our_userns = userns == NsId::of_path("/proc/self/ns/user")?;
+        let cgroup_id = cgroup_id(&cgroup_of(pid));
+        // Everything above was read while the pidfd held the process: if it
+        // is still alive, the pid named it all along.
+        if !sys::pidfd_alive(pidfd.as_fd()) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(Peer {
+            pid,
+            uid: cred.uid,
+            gid: cred.gid,
+            groups,
+            status,
+            start_time,
+            pidns,
+            our_userns,
+            userns,
+            cgroup_id,
+            pidfd,
+        })
+    }
+
+    /// Whether it holds `cap` over every task (in our user namespace).
+    pub fn capable(&self, cap: u32) -> bool {
+        self.our_userns && self.status.has_cap(cap)
+    }
+
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// A thread named by a pidfd that a client sent.
+#[derive(Debug)]
+pub struct Target {
+    /// Its id in our PID namespace.
+    pub tid: u32,
+    pub status: Status,
+    /// Its user namespace, if we may look (some tasks hide theirs).
+    pub userns: Option<NsId>,
+}
+
+/// The pid a pidfd refers to, from its fdinfo: Some(0) if it is dead or
+/// outside our PID namespace, None if the fd is not a pidfd.
+fn pidfd_pid(fd: BorrowedFd<'_>) -> io::Result<Option<i64>> {
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok()))
+}
+
+impl Target {
+    pub fn of(pidfd: BorrowedFd<'_>) -> io::Result<Target> {
+        let tid = match pidfd_pid(pidfd)? {
+            None => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+            Some(p) if p <= 0 => return Err(io::Error::from_raw_os_error(libc::ESRCH)),
+            Some(p) => p as u32,
+        };
+        let status = Status::read(tid)?;
+        let userns = NsId::of_path(&format!("/proc/{tid}/ns/user")).ok();
+        if !sys::pidfd_alive(pidfd) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(Target {
+            tid,
+            status,
+            userns,
+        })
+    }
+
+    /// Whether it lives in `peer`'s PID namespace or one below it: walk up
+    /// from its namespace to the peer's depth and compare.
+    pub fn visible_to(&self, peer: &Peer, pidfd: BorrowedFd<'_>) -> io::Result<bool> {
+        let (mine, theirs) = (self.status.depth(), peer.status.depth());
+        if mine < theirs {
+            return Ok(false);
+        }
+        // A client in our own PID namespace sees every task we see.
+        if theirs == 0 {
+            return Ok(sys::pidfd_alive(pidfd));
+        }
+        let path = sys::c_path(std::path::Path::new(&format!("/proc/{}/ns/pid", self.tid)))?;
+        // SAFETY: open(2) of a valid C string.
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd.
+        let mut ns = unsafe { OwnedFd::from_raw_fd(raw) };
+        for _ in theirs..mine {
+            // SAFETY: NS_GET_PARENT returns a fresh fd or -1.
+            let parent = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_PARENT) };
+            if parent < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh fd.
+            ns = unsafe { OwnedFd::from_raw_fd(parent) };
+        }
+        let same = NsId::of_fd(ns.as_fd())? == peer.pidns;
+        // The namespace was read from /proc/TID: still the same thread?
+        Ok(same && sys::pidfd_alive(pidfd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_parses_the_fields_that_identify_a_task() {
+        let text = "Name:\tpython3\nTgid:\t812\nPid:\t815\nUid:\t1000\t1000\t1001\t1000\n\
+                    CapEff:\t0000000000800020\nNSpid:\t815\t7\n";
+        let st = Status::parse(text).unwrap();
+        assert_eq!(st.tgid, 812);
+        assert_eq!(st.uids, [1000, 1000, 1001, 1000]);
+        assert!(st.has_cap(CAP_KILL) && st.has_cap(CAP_SYS_NICE));
+        assert_eq!(st.nspid, vec![815, 7]);
+        assert_eq!(st.depth(), 1);
+        assert!(Status::parse("Name:\tx\n").is_err());
+    }
+
+    #[test]
+    fn our_own_process_reads_back() {
+        let me = std::process::id();
+        let st = Status::read(me).unwrap();
+        assert_eq!(st.tgid, me);
+        assert!(start_time(me).unwrap() > 0);
+        let pidfd = sys::pidfd_open(sys::gettid(), true).unwrap();
+        let t = Target::of(pidfd.as_fd()).unwrap();
+        assert_eq!(t.tid, sys::gettid() as u32);
+        assert_eq!(t.status.tgid, me);
+    }
+}

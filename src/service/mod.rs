@@ -1,0 +1,181 @@
+//! The hint service: the daemon side of hints, run by `scx_phase` beside
+//! the scheduler.
+//!
+//! A process connects to its Unix socket (default `/run/scx_phase/hint.sock`,
+//! any user, any container that mounts the socket's folder) and gets its
+//! own hint memory: a `BPF_F_MMAPABLE` array that it maps and writes with
+//! plain stores, which the scheduler reads. The service binds each of the
+//! process's threads to a slot of it through task storage that only the
+//! service writes, keyed by a pidfd the client opened in its own PID
+//! namespace. It learns who the client is from the kernel, never from the
+//! client, and applies the kernel's own rules (`rules.rs`): a client hints
+//! only what it could signal, and only `--hint-group` members (or holders
+//! of CAP_SYS_NICE) may raise a thread above un-hinted work. The
+//! scheduler checks every value it reads against what the workload was
+//! granted, so garbage in the memory is ignored and counted.
+//!
+//! Its state lives in pinned maps, so a restarted `scx_phase` adopts the
+//! registered processes and their threads' hints carry on.
+//!
+//! - `bpf.rs`: loading the service's BPF object and its pins;
+//! - `maps.rs`: every write the service makes to the hint maps;
+//! - `identity.rs`: who a client is, which thread a pidfd names;
+//! - `rules.rs`: who may hint what;
+//! - `workloads.rs`: registered processes, their memory and slots;
+//! - `server.rs`: the event loop, limits, and adoption after a restart.
+
+pub mod bpf;
+pub mod identity;
+pub mod maps;
+pub mod rules;
+pub mod server;
+pub mod workloads;
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, bail};
+use log::{info, warn};
+use scx_phase::sys;
+
+use self::maps::HintMaps;
+use self::rules::Policy;
+use self::server::{Limits, Server};
+
+/// The running service thread; stopped, and its socket removed, on drop.
+pub struct Service {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    socket: Option<PathBuf>,
+}
+
+/// A listening socket handed over by systemd (socket activation), if any.
+fn inherited_socket() -> Option<OwnedFd> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    // SAFETY: systemd passes its sockets from fd 3 on, and nothing else
+    // in this process has claimed fd 3.
+    let fd = unsafe { OwnedFd::from_raw_fd(3) };
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    Some(fd)
+}
+
+/// Bind `path` (mode 0666: anyone may connect; the rules decide what
+/// they may do), replacing a stale socket, refusing a live one.
+fn listen(path: &Path) -> Result<OwnedFd> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    }
+    if path.exists() {
+        if sys::seqpacket_connect(path).is_ok() {
+            bail!(
+                "another hint service already listens on {} (is scx_phase running?)",
+                path.display()
+            );
+        }
+        fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    let c = sys::c_path(path)?;
+    // SAFETY: sockaddr_un is plain data.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let bytes = c.as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        bail!("socket path {} is too long", path.display());
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket(2).
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket");
+    }
+    // SAFETY: a fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: a valid address of `len` bytes.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot bind {}", path.display()));
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    // SAFETY: listen on our socket.
+    if unsafe { libc::listen(fd.as_raw_fd(), 128) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("listen");
+    }
+    Ok(fd)
+}
+
+impl Service {
+    /// Listen on `socket` (or the socket systemd passed) and serve from a
+    /// thread of its own.
+    pub fn start(socket: &Path, maps: HintMaps, policy: Policy) -> Result<Service> {
+        let (listener, owned) = match inherited_socket() {
+            Some(fd) => (fd, None),
+            None => (listen(socket)?, Some(socket.to_path_buf())),
+        };
+        let mut server = Server::new(listener, maps, policy, Limits::default())
+            .context("cannot start the hint service")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("hint-service".into())
+            .spawn(move || server.run(&flag))
+            .context("cannot start the hint service thread")?;
+        info!(
+            "hint service listening on {}",
+            owned
+                .as_deref()
+                .unwrap_or(Path::new("(socket from systemd)"))
+                .display()
+        );
+        Ok(Service {
+            stop,
+            thread: Some(thread),
+            socket: owned,
+        })
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            warn!("the hint service thread panicked");
+        }
+        if let Some(path) = &self.socket {
+            let _ = fs::remove_file(path);
+        }
+    }
+}

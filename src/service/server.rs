@@ -1,0 +1,865 @@
+//! The service's event loop: one thread, one epoll set over the listening
+//! socket, the clients, and the pidfds of registered processes and bound
+//! threads (readable when they exit). Nothing in it blocks on a client:
+//! sockets are non-blocking, each client gets a few messages per turn, a
+//! client that does not read its replies or keeps sending garbage is cut
+//! off, and every limit is per user as well as global.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use scx_phase::Phase;
+use scx_phase::bpf_intf::{
+    phase_hint, scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS,
+    scx_phase_hint_limits_SCX_PHASE_PROCESS_SLOT as PROCESS_SLOT, service_counters,
+};
+use scx_phase::hint::protocol::{Op, REQUEST_LEN, Reply, Request};
+use scx_phase::sys;
+
+use super::identity::{Peer, Target};
+use super::maps::HintMaps;
+use super::rules::{self, Policy, Who, Whom};
+use super::workloads::{Full, Workloads};
+
+/// What one user, and everyone, may hold at once.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub connections: usize,
+    pub connections_per_uid: u32,
+    pub workloads_per_uid: u32,
+    pub bound_threads: usize,
+    /// Requests served per client per turn of the loop.
+    pub messages_per_turn: usize,
+    /// Malformed requests after which a client is cut off.
+    pub bad_requests: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 4096,
+            connections_per_uid: 64,
+            workloads_per_uid: 256,
+            bound_threads: 65536,
+            messages_per_turn: 8,
+            bad_requests: 8,
+        }
+    }
+}
+
+const LISTENER: u64 = 1 << 56;
+const CLIENT: u64 = 2 << 56;
+const THREAD: u64 = 3 << 56;
+const PROCESS: u64 = 4 << 56;
+const KIND: u64 = 0xff << 56;
+/// How often the counters are published and the stop flag looked at.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Client {
+    fd: OwnedFd,
+    peer: Peer,
+    who: Who,
+    /// The workload it registered (id, generation).
+    workload: Option<(u32, u32)>,
+    bad: u32,
+}
+
+pub struct Server {
+    epoll: OwnedFd,
+    listener: OwnedFd,
+    maps: HintMaps,
+    policy: Policy,
+    limits: Limits,
+    clients: Vec<Option<Client>>,
+    /// Bumped each time a client index is reused, so that a stale event
+    /// never reaches its next occupant.
+    client_gen: Vec<u32>,
+    per_uid: HashMap<u32, u32>,
+    workloads: Workloads,
+    counters: service_counters,
+    published: Option<service_counters>,
+}
+
+fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: valid fds and event.
+    if unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            &mut ev,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn zero_counters() -> service_counters {
+    service_counters {
+        connections: 0,
+        registrations: 0,
+        one_shot_hints: 0,
+        refused: 0,
+        bad_requests: 0,
+        dropped_clients: 0,
+        workloads: 0,
+        bound_threads: 0,
+    }
+}
+
+fn same(a: &service_counters, b: &service_counters) -> bool {
+    let f = |c: &service_counters| {
+        [
+            c.connections,
+            c.registrations,
+            c.one_shot_hints,
+            c.refused,
+            c.bad_requests,
+            c.dropped_clients,
+            c.workloads,
+            c.bound_threads,
+        ]
+    };
+    f(a) == f(b)
+}
+
+/// Let this process hold a pidfd per bound thread.
+fn raise_fd_limit() {
+    // SAFETY: get/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn fd_limit() -> usize {
+    // SAFETY: as above.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            return r.rlim_cur as usize;
+        }
+    }
+    1024
+}
+
+fn refusal(message: String) -> Reply {
+    Reply::error(libc::EPERM, message)
+}
+
+impl Server {
+    pub fn new(
+        listener: OwnedFd,
+        maps: HintMaps,
+        policy: Policy,
+        mut limits: Limits,
+    ) -> io::Result<Server> {
+        raise_fd_limit();
+        // Keep room for clients and workloads below the fd limit.
+        limits.bound_threads = limits.bound_threads.min(fd_limit().saturating_sub(
+            limits.connections
+                + 2 * scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS as usize
+                + 64,
+        ));
+        // SAFETY: plain epoll_create1.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        epoll_add(epoll.as_fd(), listener.as_fd(), LISTENER)?;
+        let per_uid_workloads = limits.workloads_per_uid;
+        let installer = maps.spawn_installer()?;
+        let mut server = Server {
+            epoll,
+            listener,
+            maps,
+            policy,
+            limits,
+            clients: Vec::new(),
+            client_gen: Vec::new(),
+            per_uid: HashMap::new(),
+            workloads: Workloads::new(installer, per_uid_workloads),
+            counters: zero_counters(),
+            published: None,
+        };
+        // Before the first client is served, so that a process that
+        // reconnects finds its workload.
+        server.adopt();
+        Ok(server)
+    }
+
+    /// Serve until `stop` is set.
+    pub fn run(&mut self, stop: &Arc<AtomicBool>) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut last_publish = Instant::now() - TICK;
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: a valid buffer of 64 events.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    TICK.as_millis() as i32,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("hint service: epoll_wait: {e}");
+                    std::thread::sleep(TICK);
+                }
+                continue;
+            }
+            for ev in &events[..n as usize] {
+                let token = ev.u64;
+                match token & KIND {
+                    LISTENER => self.accept(),
+                    CLIENT => self.serve_client(token),
+                    THREAD => self.thread_event(token),
+                    PROCESS => self.process_event(token),
+                    _ => {}
+                }
+            }
+            if last_publish.elapsed() >= TICK {
+                self.publish();
+                last_publish = Instant::now();
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.counters.workloads = self.workloads.len() as u64;
+        self.counters.bound_threads = self.workloads.threads_bound() as u64;
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|p| same(p, &self.counters))
+        {
+            return;
+        }
+        if let Err(e) = self.maps.publish(&self.counters) {
+            debug!("hint service: cannot publish counters: {e}");
+        }
+        self.published = Some(self.counters);
+    }
+
+    fn accept(&mut self) {
+        for _ in 0..16 {
+            // SAFETY: accept4 without an address.
+            let raw = unsafe {
+                libc::accept4(
+                    self.listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if raw < 0 {
+                return;
+            }
+            // SAFETY: a fresh fd.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let peer = match Peer::of(fd.as_fd()) {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!("hint service: dropping a client we cannot identify: {e}");
+                    continue;
+                }
+            };
+            let open = self.clients.iter().flatten().count();
+            let theirs = self.per_uid.get(&peer.uid).copied().unwrap_or(0);
+            let why = if open >= self.limits.connections {
+                Some(format!(
+                    "refused: the hint service has {open} clients, its limit"
+                ))
+            } else if theirs >= self.limits.connections_per_uid {
+                Some(format!(
+                    "refused: uid {} has {theirs} connections to the hint service, the per-user limit",
+                    peer.uid
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.counters.refused += 1;
+                let _ = sys::send_with_fd(
+                    fd.as_fd(),
+                    &Reply::error(libc::EMFILE, why).encode(),
+                    None,
+                    libc::MSG_DONTWAIT,
+                );
+                continue;
+            }
+            let index = match self.clients.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    self.clients.push(None);
+                    self.client_gen.push(0);
+                    self.clients.len() - 1
+                }
+            };
+            self.client_gen[index] = (self.client_gen[index] + 1) & 0xff_ffff;
+            let token = CLIENT | (self.client_gen[index] as u64) << 32 | index as u64;
+            if epoll_add(self.epoll.as_fd(), fd.as_fd(), token).is_err() {
+                continue;
+            }
+            *self.per_uid.entry(peer.uid).or_default() += 1;
+            self.counters.connections += 1;
+            let who = Who::of(&peer, &self.policy);
+            self.clients[index] = Some(Client {
+                fd,
+                peer,
+                who,
+                workload: None,
+                bad: 0,
+            });
+        }
+    }
+
+    fn client_index(&self, token: u64) -> Option<usize> {
+        let index = (token & 0xffff_ffff) as usize;
+        let generation = ((token >> 32) & 0xff_ffff) as u32;
+        (self.client_gen.get(index) == Some(&generation) && self.clients[index].is_some())
+            .then_some(index)
+    }
+
+    fn close_client(&mut self, index: usize) {
+        let Some(c) = self.clients[index].take() else {
+            return;
+        };
+        if let Some(n) = self.per_uid.get_mut(&c.peer.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_uid.remove(&c.peer.uid);
+            }
+        }
+        if let Some((wid, generation)) = c.workload
+            && let Some(w) = self.workloads.get_mut(wid)
+            && w.generation == generation
+        {
+            w.connections = w.connections.saturating_sub(1);
+            // Its last connection closed (on exit, or on exec, which
+            // closes it): the workload ends with it.
+            if w.connections == 0 {
+                self.end_workload(wid);
+            }
+        }
+    }
+
+    /// A few requests of one client. A closed client reads as an empty
+    /// message once its queue is drained, so hang-ups need no case of
+    /// their own; what is left waits for the next turn.
+    fn serve_client(&mut self, token: u64) {
+        let Some(index) = self.client_index(token) else {
+            return;
+        };
+        let mut buf = [0u8; REQUEST_LEN + 1];
+        for _ in 0..self.limits.messages_per_turn {
+            let Some(c) = self.clients[index].as_ref() else {
+                return;
+            };
+            let got = match sys::recv_with_fd(c.fd.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
+                Ok(g) if g.len == 0 && !g.truncated => {
+                    self.close_client(index);
+                    return;
+                }
+                Ok(g) => g,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.close_client(index);
+                    return;
+                }
+            };
+            let (reply, fd) = match Request::decode(&buf[..got.len.min(buf.len())]) {
+                _ if got.truncated => {
+                    self.bad_request(index, "refused: a request is one message of 16 bytes")
+                }
+                Ok(req) if req.op.needs_fd() != got.fd.is_some() => self.bad_request(
+                    index,
+                    "refused: Thread, Set and Clear need a pidfd, Hello none",
+                ),
+                Ok(req) => self.handle(index, req, got.fd),
+                Err(e) => self.bad_request(index, &format!("refused: bad request: {e}")),
+            };
+            if !self.reply(index, &reply, fd) {
+                return;
+            }
+        }
+    }
+
+    fn bad_request(&mut self, index: usize, why: &str) -> (Reply, Option<OwnedFd>) {
+        self.counters.bad_requests += 1;
+        if let Some(c) = self.clients[index].as_mut() {
+            c.bad += 1;
+        }
+        (Reply::error(libc::EINVAL, why), None)
+    }
+
+    /// Send a reply; a client that cannot take it (it does not read) is
+    /// cut off. Returns whether the client is still there.
+    fn reply(&mut self, index: usize, reply: &Reply, fd: Option<OwnedFd>) -> bool {
+        let Some(c) = self.clients[index].as_ref() else {
+            return false;
+        };
+        let sent = sys::send_with_fd(
+            c.fd.as_fd(),
+            &reply.encode(),
+            fd.as_ref().map(|f| f.as_fd()),
+            libc::MSG_DONTWAIT,
+        );
+        let too_bad = c.bad >= self.limits.bad_requests;
+        if sent.is_err() || too_bad {
+            self.counters.dropped_clients += 1;
+            debug!(
+                "hint service: cutting off pid {} ({})",
+                c.peer.pid,
+                if too_bad {
+                    "malformed requests"
+                } else {
+                    "not reading its replies"
+                }
+            );
+            self.close_client(index);
+            return false;
+        }
+        true
+    }
+
+    fn handle(
+        &mut self,
+        index: usize,
+        req: Request,
+        fd: Option<OwnedFd>,
+    ) -> (Reply, Option<OwnedFd>) {
+        let reply = match (req.op, fd) {
+            (Op::Hello, _) => return self.hello(index),
+            (Op::Thread, Some(fd)) => self.thread(index, fd),
+            (Op::Set, Some(fd)) => self.one_shot(index, req, fd, true),
+            (Op::Clear, Some(fd)) => self.one_shot(index, req, fd, false),
+            _ => Reply::error(libc::EINVAL, "refused: missing pidfd"),
+        };
+        match -reply.status {
+            libc::EPERM => self.counters.refused += 1,
+            libc::EINVAL => {
+                self.counters.bad_requests += 1;
+                if let Some(c) = self.clients[index].as_mut() {
+                    c.bad += 1;
+                }
+            }
+            _ => {}
+        }
+        (reply, None)
+    }
+
+    /// The client's workload, if it registered and it still exists.
+    fn workload_of(&self, index: usize) -> Option<u32> {
+        let (wid, generation) = self.clients[index].as_ref()?.workload?;
+        (self.workloads.get(wid)?.generation == generation).then_some(wid)
+    }
+
+    fn hello(&mut self, index: usize) -> (Reply, Option<OwnedFd>) {
+        let Some(c) = self.clients[index].as_ref() else {
+            return (Reply::error(libc::EBADF, "gone"), None);
+        };
+        let wid = match self.workload_of(index) {
+            Some(wid) => wid,
+            None => match self.workloads.find(c.peer.pid, c.peer.start_time) {
+                Some(wid) => {
+                    if let Some(w) = self.workloads.get_mut(wid) {
+                        w.connections += 1;
+                    }
+                    wid
+                }
+                None => match self.create_workload(index) {
+                    Ok(wid) => wid,
+                    Err(reply) => {
+                        self.counters.refused += 1;
+                        return (reply, None);
+                    }
+                },
+            },
+        };
+        let Some(w) = self.workloads.get(wid) else {
+            return (Reply::error(libc::EIO, "workload vanished"), None);
+        };
+        if let Some(c) = self.clients[index].as_mut() {
+            c.workload = Some((wid, w.generation));
+        }
+        let fd = match w.memory_fd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                return (
+                    Reply::error(libc::ENOSPC, format!("cannot share the hint memory: {e}")),
+                    None,
+                );
+            }
+        };
+        let reply = Reply {
+            wid,
+            generation: w.generation,
+            allow: w.allow,
+            slots: HINT_SLOTS,
+            message: w.grant.clone(),
+            ..Reply::ok()
+        };
+        (reply, Some(fd))
+    }
+
+    fn create_workload(&mut self, index: usize) -> Result<u32, Reply> {
+        let c = self.clients[index]
+            .as_ref()
+            .ok_or_else(|| Reply::error(libc::EBADF, "gone"))?;
+        let (allow, grant) = rules::grant(&c.who, &self.policy);
+        let pidfd = c
+            .peer
+            .pidfd
+            .try_clone()
+            .map_err(|e| Reply::error(libc::ENOSPC, format!("refused: {e}")))?;
+        let (pid, uid, start, cgroup_id) =
+            (c.peer.pid, c.peer.uid, c.peer.start_time, c.peer.cgroup_id);
+        let wid = self
+            .workloads
+            .create(&self.maps, pid, uid, start, cgroup_id, allow, grant, pidfd)
+            .map_err(|f| match f {
+                Full::PerUser(n) => Reply::error(
+                    libc::ENOSPC,
+                    format!("refused: uid {uid} has {n} processes registered, the per-user limit"),
+                ),
+                _ => Reply::error(
+                    libc::ENOSPC,
+                    "refused: the hint service holds as many processes as it can",
+                ),
+            })?;
+        let w = self
+            .workloads
+            .get_mut(wid)
+            .ok_or_else(|| Reply::error(libc::EIO, "vanished"))?;
+        w.connections = 1;
+        let process = w.binding_ref(PROCESS_SLOT);
+        let bound = self
+            .maps
+            .rebind(w.pidfd.as_fd(), |b| b.process = process)
+            .and_then(|_| epoll_add(self.epoll.as_fd(), w.pidfd.as_fd(), PROCESS | wid as u64));
+        if let Err(e) = bound {
+            self.workloads.remove(&self.maps, wid);
+            return Err(Reply::error(
+                libc::ESRCH,
+                format!("refused: cannot bind your process: {e}"),
+            ));
+        }
+        Ok(wid)
+    }
+
+    fn thread(&mut self, index: usize, pidfd: OwnedFd) -> Reply {
+        let Some(wid) = self.workload_of(index) else {
+            return refusal("refused: register the process (Hello) before its threads".into());
+        };
+        let target = match Target::of(pidfd.as_fd()) {
+            Ok(t) => t,
+            Err(e) => return target_error(e),
+        };
+        let Some(w) = self.workloads.get(wid) else {
+            return Reply::error(libc::EIO, "workload vanished");
+        };
+        if target.status.tgid != w.pid {
+            return refusal(format!(
+                "refused: thread {} is not in your process: a slot binds only your own threads (use a one-shot hint for others)",
+                target.status.nspid.last().copied().unwrap_or(target.tid)
+            ));
+        }
+        // Already bound (a second registration): the same slot again.
+        if let Ok(Some(b)) = self.maps.binding(pidfd.as_fd())
+            && b.thread.wid == wid
+            && b.thread.generation == w.generation
+            && w.thread_pidfd(b.thread.slot).is_some()
+        {
+            return Reply {
+                slot: b.thread.slot,
+                ..Reply::ok()
+            };
+        }
+        if self.workloads.threads_bound() >= self.limits.bound_threads {
+            return Reply::error(
+                libc::ENOSPC,
+                "refused: the hint service holds as many threads as it can",
+            );
+        }
+        let watch = match pidfd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => return Reply::error(libc::ENOSPC, format!("refused: {e}")),
+        };
+        let slot = match self.workloads.take_slot(wid, watch) {
+            Ok(s) => s,
+            Err(_) => {
+                return Reply::error(
+                    libc::ENOSPC,
+                    format!(
+                        "refused: all {} slots of this process are bound",
+                        HINT_SLOTS - 1
+                    ),
+                );
+            }
+        };
+        let Some(w) = self.workloads.get(wid) else {
+            return Reply::error(libc::EIO, "workload vanished");
+        };
+        let r = w.binding_ref(slot);
+        let done = self
+            .maps
+            .rebind(pidfd.as_fd(), |b| b.thread = r)
+            .and_then(|_| {
+                epoll_add(
+                    self.epoll.as_fd(),
+                    pidfd.as_fd(),
+                    THREAD | (wid as u64) << 32 | slot as u64,
+                )
+            });
+        if let Err(e) = done {
+            self.workloads.free_slot(wid, slot);
+            return target_error(e);
+        }
+        self.counters.registrations += 1;
+        Reply {
+            slot,
+            ..Reply::ok()
+        }
+    }
+
+    fn one_shot(&mut self, index: usize, req: Request, pidfd: OwnedFd, set: bool) -> Reply {
+        let Some(c) = self.clients[index].as_ref() else {
+            return Reply::error(libc::EBADF, "gone");
+        };
+        let phase = if set {
+            match Phase::from_number(req.phase) {
+                Some(p) if (-1..1024).contains(&req.node) => Some(p),
+                _ => {
+                    return Reply::error(
+                        libc::EINVAL,
+                        "refused: a phase is 0-5 and a node -1 (any) or a node id",
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let target = match Target::of(pidfd.as_fd()) {
+            Ok(t) => t,
+            Err(e) => return target_error(e),
+        };
+        match target.visible_to(&c.peer, pidfd.as_fd()) {
+            Ok(true) => {}
+            Ok(false) => {
+                return refusal(
+                    "refused: that thread is not in your PID namespace or below".into(),
+                );
+            }
+            Err(e) => return target_error(e),
+        }
+        let whom = Whom::of(&target, &c.peer);
+        let ruled = match phase {
+            Some(p) => rules::may_set(&c.who, &whom, p, &self.policy),
+            None => {
+                let current = self
+                    .maps
+                    .tid_hint(target.tid)
+                    .ok()
+                    .flatten()
+                    .and_then(|h| Phase::from_number(h.phase));
+                rules::may_clear(&c.who, &whom, current, &self.policy)
+            }
+        };
+        if let Err(why) = ruled {
+            return refusal(why);
+        }
+        let written = match phase {
+            Some(p) => self.maps.set_tid_hint(
+                target.tid,
+                &phase_hint {
+                    phase: p as u32,
+                    numa_node: req.node,
+                },
+            ),
+            None => self.maps.clear_tid_hint(target.tid).map(|_| ()),
+        };
+        if let Err(e) = written {
+            return Reply::error(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("refused: cannot write the tid map: {e}"),
+            );
+        }
+        // If it died meanwhile, its exit may have run before our write:
+        // take the hint back so its tid's next owner never inherits it.
+        if !sys::pidfd_alive(pidfd.as_fd()) {
+            let _ = self.maps.clear_tid_hint(target.tid);
+            return target_error(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        self.counters.one_shot_hints += 1;
+        Reply::ok()
+    }
+
+    fn thread_event(&mut self, token: u64) {
+        let wid = ((token >> 32) & 0xff_ffff) as u32;
+        let slot = (token & 0xffff_ffff) as u32;
+        let Some(w) = self.workloads.get(wid) else {
+            return;
+        };
+        // A stale event for a slot that a new thread holds now: ignore.
+        if w.thread_pidfd(slot)
+            .is_some_and(|fd| sys::pidfd_alive(fd.as_fd()))
+        {
+            return;
+        }
+        self.workloads.free_slot(wid, slot);
+    }
+
+    fn process_event(&mut self, token: u64) {
+        let wid = (token & 0xffff_ffff) as u32;
+        if let Some(w) = self.workloads.get(wid)
+            && !sys::pidfd_alive(w.pidfd.as_fd())
+        {
+            self.end_workload(wid);
+        }
+    }
+
+    fn end_workload(&mut self, wid: u32) {
+        if let Some(w) = self.workloads.remove(&self.maps, wid) {
+            debug!(
+                "hint service: workload {wid} (pid {}) ended, {} thread(s) unbound",
+                w.pid,
+                w.bound()
+            );
+        }
+    }
+
+    /// After a restart: take back the workloads in the pinned registry
+    /// whose processes still live, and their threads' slots; drop the rest.
+    fn adopt(&mut self) {
+        let mut adopted = 0;
+        for wid in 1..scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS {
+            let Ok(entry) = self.maps.workload(wid) else {
+                continue;
+            };
+            self.workloads.note_generation(wid, entry.generation);
+            if entry.pid == 0 {
+                continue;
+            }
+            let alive = sys::pidfd_open(entry.pid as i32, false).ok().filter(|fd| {
+                super::identity::start_time(entry.pid).ok() == Some(entry.start_time)
+                    && sys::pidfd_alive(fd.as_fd())
+            });
+            let memory = self.maps.memory_of(wid);
+            match (alive, memory) {
+                (Some(pidfd), Ok(memory)) => {
+                    let grant = format!(
+                        "uid {} may set {} (adopted after a restart)",
+                        entry.uid,
+                        if entry.allow
+                            == scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_ALLOW_ALL
+                        {
+                            "every phase"
+                        } else {
+                            "idle only"
+                        }
+                    );
+                    let token = PROCESS | wid as u64;
+                    if epoll_add(self.epoll.as_fd(), pidfd.as_fd(), token).is_ok()
+                        && self
+                            .workloads
+                            .adopt(wid, &entry, grant, pidfd, memory)
+                            .is_ok()
+                    {
+                        adopted += 1;
+                        continue;
+                    }
+                    self.forget(wid, entry.generation);
+                }
+                _ => self.forget(wid, entry.generation),
+            }
+        }
+        if adopted == 0 {
+            return;
+        }
+        let mut claimed = 0;
+        for rec in self.maps.dump().unwrap_or_default() {
+            let t = rec.binding.thread;
+            let Some(w) = self.workloads.get(t.wid) else {
+                continue;
+            };
+            if t.generation != w.generation || t.slot >= HINT_SLOTS {
+                continue;
+            }
+            let Ok(pidfd) = sys::pidfd_open(rec.tid as i32, true) else {
+                continue;
+            };
+            // The tid may name a new thread by now: its binding says.
+            if !matches!(self.maps.binding(pidfd.as_fd()), Ok(Some(b)) if b.thread.wid == t.wid && b.thread.generation == t.generation && b.thread.slot == t.slot)
+            {
+                continue;
+            }
+            let token = THREAD | (t.wid as u64) << 32 | t.slot as u64;
+            if epoll_add(self.epoll.as_fd(), pidfd.as_fd(), token).is_ok()
+                && self.workloads.claim(t.wid, t.slot, pidfd)
+            {
+                claimed += 1;
+            }
+        }
+        let wids: Vec<u32> = self.workloads.iter().map(|w| w.wid).collect();
+        for wid in wids {
+            self.workloads.settle(wid);
+        }
+        log::info!(
+            "hint service: adopted {adopted} registered process(es) and {claimed} bound thread(s) from the pinned maps"
+        );
+    }
+
+    /// Free a registry entry whose process is gone.
+    fn forget(&mut self, wid: u32, generation: u32) {
+        let free = scx_phase::bpf_intf::hint_workload {
+            pid: 0,
+            generation,
+            allow: 0,
+            uid: 0,
+            start_time: 0,
+            cgroup_id: 0,
+        };
+        let _ = self.maps.set_workload(wid, &free);
+        let _ = self.maps.remove_memory(wid);
+    }
+}
+
+fn target_error(e: io::Error) -> Reply {
+    match e.raw_os_error() {
+        Some(libc::ESRCH) | Some(libc::ENOENT) => Reply::error(
+            libc::ESRCH,
+            "refused: that thread does not exist (any more)",
+        ),
+        Some(libc::EBADF) => Reply::error(libc::EINVAL, "refused: the fd sent is not a pidfd"),
+        _ => Reply::error(
+            libc::EIO,
+            format!("refused: cannot identify that thread: {e}"),
+        ),
+    }
+}

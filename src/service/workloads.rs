@@ -1,0 +1,314 @@
+//! The registered processes (workloads): each has an id, its own hint
+//! memory (mapped here too, to reset slots), and a pidfd per bound thread.
+//! A workload ends when its process exits or closes its last connection;
+//! then its threads are unbound and its memory is dropped.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use scx_phase::bpf_intf::{
+    hint_ref, hint_workload, scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS,
+    scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS as MAX_WORKLOADS,
+    scx_phase_hint_limits_SCX_PHASE_PROCESS_SLOT as PROCESS_SLOT,
+};
+use scx_phase::hint::client::UNSET_WORD;
+use scx_phase::sys::Mapping;
+
+use super::maps::{HintMaps, Installer, MEMORY_BYTES, NO_REF};
+
+pub struct Workload {
+    pub wid: u32,
+    pub generation: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub start_time: u64,
+    pub allow: u32,
+    pub grant: String,
+    /// Its process, watched for exit; the key of its process binding.
+    pub pidfd: OwnedFd,
+    pub memory_fd: OwnedFd,
+    memory: Mapping,
+    /// Slot -> the pidfd of the thread bound to it.
+    threads: Vec<Option<OwnedFd>>,
+    free: Vec<u32>,
+    pub connections: u32,
+}
+
+impl Workload {
+    /// Slots bound to a thread now.
+    pub fn bound(&self) -> usize {
+        self.threads.iter().filter(|t| t.is_some()).count()
+    }
+
+    pub fn binding_ref(&self, slot: u32) -> hint_ref {
+        hint_ref {
+            wid: self.wid,
+            slot,
+            generation: self.generation,
+            _pad: 0,
+        }
+    }
+
+    fn reset_slot(&self, slot: u32) {
+        if let Some(w) = self.memory.word(slot as usize) {
+            w.store(UNSET_WORD, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn thread_pidfd(&self, slot: u32) -> Option<&OwnedFd> {
+        self.threads.get(slot as usize)?.as_ref()
+    }
+}
+
+/// Why a workload or a slot could not be had.
+pub enum Full {
+    Workloads,
+    PerUser(u32),
+    Slots,
+}
+
+pub struct Workloads {
+    installer: Installer,
+    table: Vec<Option<Workload>>,
+    /// The generation each id was last handed out with.
+    generations: Vec<u32>,
+    by_process: HashMap<(u32, u64), u32>,
+    per_uid: HashMap<u32, u32>,
+    pub per_uid_limit: u32,
+    /// Threads bound to a slot, across all workloads.
+    bound: usize,
+}
+
+impl Workloads {
+    pub fn new(installer: Installer, per_uid_limit: u32) -> Workloads {
+        Workloads {
+            installer,
+            table: (0..MAX_WORKLOADS).map(|_| None).collect(),
+            generations: vec![0; MAX_WORKLOADS as usize],
+            by_process: HashMap::new(),
+            per_uid: HashMap::new(),
+            per_uid_limit,
+            bound: 0,
+        }
+    }
+
+    pub fn get(&self, wid: u32) -> Option<&Workload> {
+        self.table.get(wid as usize)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, wid: u32) -> Option<&mut Workload> {
+        self.table.get_mut(wid as usize)?.as_mut()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Workload> {
+        self.table.iter().flatten()
+    }
+
+    pub fn find(&self, pid: u32, start_time: u64) -> Option<u32> {
+        self.by_process.get(&(pid, start_time)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_process.len()
+    }
+
+    pub fn threads_bound(&self) -> usize {
+        self.bound
+    }
+
+    /// Remember the generation an adopted or dead entry of the registry
+    /// had, so that a reused id never repeats one.
+    pub fn note_generation(&mut self, wid: u32, generation: u32) {
+        if let Some(g) = self.generations.get_mut(wid as usize) {
+            *g = (*g).max(generation);
+        }
+    }
+
+    /// Register a process: new memory, installed, and its registry entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &mut self,
+        maps: &HintMaps,
+        pid: u32,
+        uid: u32,
+        start_time: u64,
+        cgroup_id: u64,
+        allow: u32,
+        grant: String,
+        pidfd: OwnedFd,
+    ) -> Result<u32, Full> {
+        let count = self.per_uid.get(&uid).copied().unwrap_or(0);
+        if count >= self.per_uid_limit {
+            return Err(Full::PerUser(count));
+        }
+        let wid = (1..MAX_WORKLOADS)
+            .find(|&w| self.table[w as usize].is_none())
+            .ok_or(Full::Workloads)?;
+        let generation = self.generations[wid as usize].wrapping_add(1).max(1);
+        let memory_fd = maps.create_memory().map_err(|_| Full::Workloads)?;
+        let memory = Mapping::new(memory_fd.as_fd(), MEMORY_BYTES).map_err(|_| Full::Workloads)?;
+        for i in 0..HINT_SLOTS as usize {
+            if let Some(w) = memory.word(i) {
+                w.store(UNSET_WORD, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let entry = hint_workload {
+            pid,
+            generation,
+            allow,
+            uid,
+            start_time,
+            cgroup_id,
+        };
+        let shared = memory_fd.try_clone().map_err(|_| Full::Workloads)?;
+        self.installer.install(wid, shared, entry);
+        self.generations[wid as usize] = generation;
+        self.insert(Workload {
+            wid,
+            generation,
+            pid,
+            uid,
+            start_time,
+            allow,
+            grant,
+            pidfd,
+            memory_fd,
+            memory,
+            threads: (0..HINT_SLOTS).map(|_| None).collect(),
+            // Slot 0 is the process-wide phase; hand out low slots first.
+            free: (PROCESS_SLOT + 1..HINT_SLOTS).rev().collect(),
+            connections: 0,
+        });
+        Ok(wid)
+    }
+
+    /// Take over an entry of the pinned registry after a restart; its
+    /// slots are all free until `claim` gives them back to their threads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        &mut self,
+        wid: u32,
+        entry: &hint_workload,
+        grant: String,
+        pidfd: OwnedFd,
+        memory_fd: OwnedFd,
+    ) -> std::io::Result<()> {
+        let memory = Mapping::new(memory_fd.as_fd(), MEMORY_BYTES)?;
+        self.note_generation(wid, entry.generation);
+        self.insert(Workload {
+            wid,
+            generation: entry.generation,
+            pid: entry.pid,
+            uid: entry.uid,
+            start_time: entry.start_time,
+            allow: entry.allow,
+            grant,
+            pidfd,
+            memory_fd,
+            memory,
+            threads: (0..HINT_SLOTS).map(|_| None).collect(),
+            free: Vec::new(),
+            connections: 0,
+        });
+        Ok(())
+    }
+
+    fn insert(&mut self, w: Workload) {
+        self.by_process.insert((w.pid, w.start_time), w.wid);
+        *self.per_uid.entry(w.uid).or_default() += 1;
+        let wid = w.wid as usize;
+        self.table[wid] = Some(w);
+    }
+
+    /// Give an adopted workload's slot back to the thread still bound to it.
+    pub fn claim(&mut self, wid: u32, slot: u32, pidfd: OwnedFd) -> bool {
+        let Some(w) = self.get_mut(wid) else {
+            return false;
+        };
+        match w.threads.get_mut(slot as usize) {
+            Some(t @ None) if slot != PROCESS_SLOT => {
+                *t = Some(pidfd);
+                self.bound += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After adoption: every slot no thread claimed is free and emptied.
+    pub fn settle(&mut self, wid: u32) {
+        if let Some(w) = self.get_mut(wid) {
+            w.free = (PROCESS_SLOT + 1..HINT_SLOTS)
+                .rev()
+                .filter(|&s| w.threads[s as usize].is_none())
+                .collect();
+            for &s in &w.free {
+                w.reset_slot(s);
+            }
+        }
+    }
+
+    /// A free slot of `wid`, emptied, holding `pidfd` from now on.
+    pub fn take_slot(&mut self, wid: u32, pidfd: OwnedFd) -> Result<u32, Full> {
+        let w = self.get_mut(wid).ok_or(Full::Slots)?;
+        let slot = w.free.pop().ok_or(Full::Slots)?;
+        w.reset_slot(slot);
+        w.threads[slot as usize] = Some(pidfd);
+        self.bound += 1;
+        Ok(slot)
+    }
+
+    /// Free `slot` of `wid` (its thread exited); the binding went with the
+    /// thread's task storage.
+    pub fn free_slot(&mut self, wid: u32, slot: u32) {
+        if let Some(w) = self.get_mut(wid)
+            && let Some(t) = w.threads.get_mut(slot as usize)
+            && t.take().is_some()
+        {
+            w.reset_slot(slot);
+            w.free.push(slot);
+            self.bound -= 1;
+        }
+    }
+
+    /// End workload `wid`: unbind its threads and its process, drop its
+    /// memory and registry entry.
+    pub fn remove(&mut self, maps: &HintMaps, wid: u32) -> Option<Workload> {
+        let w = self.table.get_mut(wid as usize)?.take()?;
+        self.bound -= w.bound();
+        self.by_process.remove(&(w.pid, w.start_time));
+        if let Some(n) = self.per_uid.get_mut(&w.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_uid.remove(&w.uid);
+            }
+        }
+        // A thread that outlives the workload (after an exec) must not keep
+        // reading its slot; the generation check would stop it anyway.
+        for pidfd in w.threads.iter().flatten() {
+            let _ = maps.rebind(pidfd.as_fd(), |b| {
+                if b.thread.wid == wid {
+                    b.thread = NO_REF;
+                }
+            });
+        }
+        let _ = maps.rebind(w.pidfd.as_fd(), |b| {
+            if b.process.wid == wid {
+                b.process = NO_REF;
+            }
+        });
+        let free = hint_workload {
+            pid: 0,
+            generation: w.generation,
+            allow: 0,
+            uid: 0,
+            start_time: 0,
+            cgroup_id: 0,
+        };
+        // At once, so the scheduler stops honouring its bindings; the
+        // memory goes from the outer map in the installer's turn.
+        let _ = maps.set_workload(wid, &free);
+        self.installer.remove(wid, free);
+        Some(w)
+    }
+}

@@ -1,0 +1,308 @@
+//! Safe wrappers over the Linux calls the hint library and the hint
+//! service share: pidfds, passing one fd over a Unix socket, and shared
+//! mappings. Each returns `io::Result` with the errno of the call.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The calling thread's id, in its own PID namespace.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid never fails.
+    unsafe { libc::gettid() }
+}
+
+/// A pidfd for `pid` as numbered in the caller's PID namespace: for that
+/// one thread with `thread` (Linux 6.9+), else for the process it leads.
+pub fn pidfd_open(pid: i32, thread: bool) -> io::Result<OwnedFd> {
+    let flags = if thread { libc::PIDFD_THREAD } else { 0 };
+    // SAFETY: a plain system call with integer arguments.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) })?;
+    // SAFETY: a fresh fd (close-on-exec, as every pidfd) owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the task behind `pidfd` is still alive (signal 0 through it).
+pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 only checks; null info is allowed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    // EPERM means alive but not ours to signal.
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A connected `SOCK_SEQPACKET` Unix socket (close-on-exec).
+pub fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket(2).
+    let fd =
+        check(
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) }
+                as libc::c_long,
+        )?;
+    // SAFETY: a fresh fd.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_un of `len` bytes.
+    check(unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } as libc::c_long)?;
+    Ok(sock)
+}
+
+/// Room for one fd in a control message.
+const CMSG_ONE_FD: usize = 24;
+
+/// Send `data` as one message, with `fd` attached if given.
+pub fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut cbuf = [0u64; CMSG_ONE_FD / 8];
+    // SAFETY: msghdr is plain data; the pointers below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: cbuf has room for CMSG_SPACE(sizeof(int)) and is aligned.
+        unsafe {
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd.as_raw_fd());
+        }
+    }
+    // SAFETY: msg describes valid buffers.
+    let n = check(
+        unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) }
+            as libc::c_long,
+    )?;
+    Ok(n as usize)
+}
+
+/// One received message.
+pub struct Received {
+    /// Bytes of the message (it was longer than the buffer if `truncated`).
+    pub len: usize,
+    /// The first fd that came with it; any others are closed by the kernel
+    /// for lack of room.
+    pub fd: Option<OwnedFd>,
+    pub truncated: bool,
+}
+
+/// Receive one message into `buf`, taking at most one fd (close-on-exec).
+pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; CMSG_ONE_FD / 8];
+    // SAFETY: plain data; the pointers outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_ONE_FD;
+    // SAFETY: msg describes valid buffers.
+    let n =
+        check(
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) }
+                as libc::c_long,
+        )?;
+    let mut fd = None;
+    // SAFETY: walking the control buffer the kernel just filled.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    let owned = OwnedFd::from_raw_fd(raw);
+                    if fd.is_none() {
+                        fd = Some(owned);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        fd,
+        truncated: msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0,
+    })
+}
+
+/// A shared, writable mapping of a file (a BPF array map's memory).
+/// Unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; access goes through atomics.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `len` bytes of `fd` from offset 0, shared, read-write.
+    pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping; the kernel checks fd and len.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The 8-byte word at `index`, or None past the end.
+    pub fn word(&self, index: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        let off = index.checked_mul(8)?;
+        if off + 8 > self.len {
+            return None;
+        }
+        // SAFETY: in bounds, 8-aligned (mmap is page-aligned), and shared
+        // memory is only ever accessed atomically through this type.
+        Some(unsafe { &*(self.ptr.add(off) as *const std::sync::atomic::AtomicU64) })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the region mmap returned.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A path as a C string, or EINVAL.
+pub fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Look `key` up in the BPF map behind `map`; None if absent. `V` must be
+/// the map's plain-data value type.
+pub fn map_lookup<K: Copy, V: Copy + plain::Plain>(
+    map: BorrowedFd<'_>,
+    key: &K,
+) -> io::Result<Option<V>> {
+    // SAFETY: Plain types are valid for any bit pattern, zero included.
+    let mut value: V = unsafe { std::mem::zeroed() };
+    // SAFETY: key and value point to live values of the map's sizes.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
+            map.as_raw_fd(),
+            (key as *const K).cast(),
+            (&mut value as *mut V).cast(),
+        )
+    };
+    match r {
+        0 => Ok(Some(value)),
+        r if -r == libc::ENOENT => Ok(None),
+        r => Err(io::Error::from_raw_os_error(-r)),
+    }
+}
+
+/// Write `value` under `key` in the BPF map behind `map`.
+pub fn map_update<K: Copy, V: Copy>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    // SAFETY: as in map_lookup.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_update_elem(
+            map.as_raw_fd(),
+            (key as *const K).cast(),
+            (value as *const V).cast(),
+            libbpf_rs::libbpf_sys::BPF_ANY as u64,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(-r));
+    }
+    Ok(())
+}
+
+/// Delete `key` from the BPF map behind `map`; whether it was there.
+pub fn map_delete<K: Copy>(map: BorrowedFd<'_>, key: &K) -> io::Result<bool> {
+    // SAFETY: as in map_lookup.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_delete_elem(map.as_raw_fd(), (key as *const K).cast())
+    };
+    match r {
+        0 => Ok(true),
+        r if -r == libc::ENOENT => Ok(false),
+        r => Err(io::Error::from_raw_os_error(-r)),
+    }
+}
+
+/// Open the BPF object pinned at `path`.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = c_path(path)?;
+    // SAFETY: a valid C string.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
