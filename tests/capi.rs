@@ -1,62 +1,97 @@
 //! The C ABI: a C program includes include/scx_phase.h, links
-//! libscx_phase.so and drives a real BPF map on the host.
+//! libscx_phase.so and drives a real hint service on the host.
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
-use common::{TempBpffs, build_c, dead_tid};
-use scx_phase::hint::tid_map::{self, PhaseHint, PhaseMap};
+use common::{HintService, build_c, client_env, dead_tid};
+
+fn exe() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    // Other users run it too.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let exe = dir.path().join("hint_test");
+    build_c("hint_test.c", &exe, "-O0");
+    (dir, exe)
+}
 
 #[test]
 fn a_c_program_hints_through_the_header_and_library() {
-    let fs = TempBpffs::new();
-    let path = tid_map::map_path(&fs.pin_dir());
-    let map = PhaseMap::create_pinned(&path, 64).unwrap();
-    let exe = fs
-        .path()
-        .parent()
-        .unwrap()
-        .join(format!("hint_test-{}", std::process::id()));
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join(exe.file_name().unwrap());
-    build_c("hint_test.c", &exe, "-O0");
-
-    let out = Command::new(&exe)
+    let svc = HintService::start();
+    let (_dir, exe) = exe();
+    let mut child = Command::new(&exe)
         .arg(dead_tid().to_string())
-        .env("SCX_PHASE_MAP", &path)
-        .output()
+        .envs(client_env(&svc))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tid: u32 = stdout
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Some(tid) = line
         .trim()
         .strip_prefix("tid=")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("no tid in {stdout:?}"));
-    assert_eq!(
-        map.get(tid).unwrap(),
-        Some(PhaseHint {
-            phase: 1,
-            numa_node: 1
-        }),
-        "the C program's last hint is in the map"
-    );
+        .and_then(|t| t.parse::<u32>().ok())
+    else {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "no tid in {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let e = svc.hint_of(tid).expect("the C program's hint");
+    assert_eq!(e["phase"], "data_loading", "{e}");
+    assert_eq!(e["numa_node"], 1, "{e}");
+    assert_eq!(e["source"], "thread", "{e}");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(svc.counters().workloads, 0, "its registration outlived it");
+}
 
-    let out = Command::new(&exe)
-        .arg("--missing")
-        .env("SCX_PHASE_MAP", fs.path().join("nothing/phase_map"))
+#[test]
+fn an_unprivileged_c_program_gets_the_rule() {
+    let svc = HintService::start();
+    let (_dir, exe) = exe();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .arg("--unprivileged")
+        .envs(client_env(&svc))
         .output()
         .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{}",
+        "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+    assert!(text.contains("may set idle only"), "{text}");
+    assert!(text.contains("kill(2)"), "{text}");
+}
+
+#[test]
+fn without_the_service_every_call_says_not_running() {
+    let (_dir, exe) = exe();
+    let out = Command::new(&exe)
+        .arg("--missing")
+        .env("SCX_PHASE_SOCKET", "/nonexistent/hint.sock")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("not running"), "{text}");
+    assert!(text.contains("/nonexistent/hint.sock"), "{text}");
 }

@@ -48,6 +48,7 @@ fn help_documents_every_default() {
         "[default: 5000]",
         "[default: 65536]",
         "[default: /sys/fs/bpf/scx_phase]",
+        "[default: /run/scx_phase/hint.sock]",
         "[default: 0]",
         "[default: off]",
     ] {
@@ -103,13 +104,24 @@ fn topology_works_on_any_host() {
 }
 
 #[test]
-fn hint_commands_without_a_map_say_not_running() {
+fn hint_commands_without_the_service_say_not_running() {
     let fs = TempBpffs::new();
     let dir = pin(&fs.pin_dir());
+    let sock = "/nonexistent/hint.sock";
     for args in [
         vec!["--pin-dir", &dir, "get", "--tid", "1"],
         vec!["--pin-dir", &dir, "dump"],
-        vec!["--pin-dir", &dir, "set", "--tid", "1", "--phase", "idle"],
+        vec![
+            "--pin-dir",
+            &dir,
+            "--hint-socket",
+            sock,
+            "set",
+            "--tid",
+            "1",
+            "--phase",
+            "idle",
+        ],
     ] {
         let o = scx_phase(&args);
         assert_one_line_error(&o, 1, "scx_phase is not running");
@@ -123,25 +135,25 @@ fn hint_commands_without_bpffs_say_so() {
     assert_one_line_error(&o, 1, "bpffs is not mounted");
 }
 
+fn cli(svc: &HintService, args: &[&str]) -> std::process::Output {
+    let mut all = svc.args();
+    all.extend(args.iter().map(|s| s.to_string()));
+    Command::new(env!("CARGO_BIN_EXE_scx_phase"))
+        .args(&all)
+        .output()
+        .expect("run scx_phase")
+}
+
 #[test]
 fn set_get_clear_dump_through_the_cli() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let map = PhaseMap::create_pinned(tid_map::map_path(&dir), 64).unwrap();
-    let d = pin(&dir);
+    let svc = HintService::start();
+    let map = PhaseMap::open(tid_map::map_path(&svc.pin_dir())).unwrap();
     let me = current_tid().to_string();
 
-    let o = scx_phase(&[
-        "--pin-dir",
-        &d,
-        "set",
-        "--tid",
-        &me,
-        "--phase",
-        "backward",
-        "--node",
-        "0",
-    ]);
+    let o = cli(
+        &svc,
+        &["set", "--tid", &me, "--phase", "backward", "--node", "0"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("backward, node 0"));
     assert_eq!(
@@ -152,68 +164,120 @@ fn set_get_clear_dump_through_the_cli() {
         })
     );
 
-    let o = scx_phase(&["--pin-dir", &d, "get", "--tid", &me]);
+    let o = cli(&svc, &["get", "--tid", &me]);
     assert!(
         stdout(&o).contains(&format!("tid {me} (")),
         "{}",
         stdout(&o)
     );
-    assert!(stdout(&o).contains("backward, node 0"));
+    assert!(
+        stdout(&o).contains("backward, node 0 (from the tid map)"),
+        "{}",
+        stdout(&o)
+    );
 
-    let o = scx_phase(&["--pin-dir", &d, "dump", "--json"]);
+    let o = cli(&svc, &["dump", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("dump --json is JSON");
-    assert_eq!(v[0]["tid"], serde_json::json!(current_tid()));
-    assert_eq!(v[0]["phase"], "backward");
-    assert_eq!(v[0]["numa_node"], 0);
+    let e = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["tid"] == serde_json::json!(current_tid()))
+        .expect("our hint in the dump");
+    assert_eq!(e["phase"], "backward");
+    assert_eq!(e["numa_node"], 0);
+    assert_eq!(e["source"], "tid map");
+    assert_eq!(e["pid"], serde_json::json!(std::process::id()));
+    assert_eq!(e["uid"], 0);
+    let table = stdout(&cli(&svc, &["dump"]));
+    assert!(
+        table.contains("source") && table.contains("tid map"),
+        "{table}"
+    );
 
-    let o = scx_phase(&["--pin-dir", &d, "clear", "--tid", &me]);
+    let o = cli(&svc, &["clear", "--tid", &me]);
     assert!(stdout(&o).contains("hint cleared"), "{}", stdout(&o));
     assert_eq!(map.get(current_tid()).unwrap(), None);
-    let o = scx_phase(&["--pin-dir", &d, "get", "--tid", &me]);
+    let o = cli(&svc, &["get", "--tid", &me]);
     assert!(stdout(&o).contains("no hint"), "{}", stdout(&o));
 }
 
 #[test]
+fn a_user_sets_through_the_service_and_its_rules() {
+    let svc = HintService::start();
+    let run_as = |args: &[String]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_scx_phase"))
+            .args(svc.args())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut mine = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    let tid = mine.id().to_string();
+    let set = |phase: &str| -> Vec<String> {
+        ["set", "--tid", &tid, "--phase", phase]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let o = run_as(&set("idle"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(svc.hint_of(mine.id()).unwrap()["phase"], "idle");
+    let o = run_as(&set("backward"));
+    assert_one_line_error(&o, 1, "needs CAP_SYS_NICE or a hint group");
+    // Clearing an idle hint raises the thread back: refused too.
+    let o = run_as(&["clear".into(), "--tid".into(), tid.clone()]);
+    assert_one_line_error(&o, 1, "raises it back above idle");
+    let _ = mine.kill();
+    let _ = mine.wait();
+}
+
+#[test]
 fn a_dead_thread_is_refused() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let map = PhaseMap::create_pinned(tid_map::map_path(&dir), 8).unwrap();
+    let svc = HintService::start();
     let dead = dead_tid().to_string();
-    let d = pin(&dir);
-    let o = scx_phase(&["--pin-dir", &d, "set", "--tid", &dead, "--phase", "forward"]);
+    let o = cli(&svc, &["set", "--tid", &dead, "--phase", "forward"]);
     assert_one_line_error(&o, 1, &format!("no thread with id {dead}"));
-    assert!(map.entries().unwrap().is_empty());
     for cmd in ["get", "clear"] {
-        let o = scx_phase(&["--pin-dir", &d, cmd, "--tid", &dead]);
+        let o = cli(&svc, &[cmd, "--tid", &dead]);
         assert_one_line_error(&o, 1, "no thread with id");
     }
 }
 
 #[test]
 fn an_unknown_node_is_refused() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let _map = PhaseMap::create_pinned(tid_map::map_path(&dir), 8).unwrap();
+    let svc = HintService::start();
     let me = current_tid().to_string();
-    let o = scx_phase(&[
-        "--pin-dir",
-        &pin(&dir),
-        "set",
-        "--tid",
-        &me,
-        "--phase",
-        "data_loading",
-        "--node",
-        "63",
-    ]);
+    let o = cli(
+        &svc,
+        &[
+            "set",
+            "--tid",
+            &me,
+            "--phase",
+            "data_loading",
+            "--node",
+            "63",
+        ],
+    );
     assert_one_line_error(&o, 1, "no NUMA node 63");
 }
 
 #[test]
 fn garbage_values_are_shown_not_fatal() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let map = PhaseMap::create_pinned(tid_map::map_path(&dir), 8).unwrap();
+    let svc = HintService::start();
+    let map = PhaseMap::open(tid_map::map_path(&svc.pin_dir())).unwrap();
     map.set(
         current_tid(),
         PhaseHint {
@@ -222,21 +286,30 @@ fn garbage_values_are_shown_not_fatal() {
         },
     )
     .unwrap();
-    let o = scx_phase(&["--pin-dir", &pin(&dir), "dump"]);
+    let o = cli(&svc, &["dump"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("invalid(99)"), "{}", stdout(&o));
-    let o = scx_phase(&["--pin-dir", &pin(&dir), "dump", "--json"]);
+    assert!(
+        stdout(&o).contains("[ignored 99 (invalid)]"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&svc, &["dump", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v[0]["phase"], serde_json::Value::Null);
-    assert_eq!(v[0]["phase_number"], 99);
-    let o = scx_phase(&[
-        "--pin-dir",
-        &pin(&dir),
-        "get",
-        "--tid",
-        &current_tid().to_string(),
-    ]);
-    assert!(stdout(&o).contains("invalid (99)"), "{}", stdout(&o));
+    let e = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["tid"] == serde_json::json!(current_tid()))
+        .unwrap();
+    assert_eq!(e["phase"], serde_json::Value::Null);
+    assert_eq!(e["ignored"], "99 (invalid)");
+    let o = cli(&svc, &["get", "--tid", &current_tid().to_string()]);
+    assert!(
+        stdout(&o).contains("no hint; ignored 99 (invalid)"),
+        "{}",
+        stdout(&o)
+    );
+    map.clear(current_tid()).unwrap();
     let _ = Phase::Idle;
 }
 
@@ -246,7 +319,16 @@ fn a_foreign_map_is_a_clear_error() {
     let dir = fs.pin_dir();
     // A regular folder where the map should be pinned.
     std::fs::create_dir(tid_map::map_path(&dir)).unwrap();
-    let o = scx_phase(&["--pin-dir", &pin(&dir), "dump"]);
+    let me = current_tid().to_string();
+    let o = scx_phase(&[
+        "--pin-dir",
+        &pin(&dir),
+        "set",
+        "--tid",
+        &me,
+        "--phase",
+        "idle",
+    ]);
     assert_one_line_error(&o, 1, "is not a scx_phase phase map");
 }
 

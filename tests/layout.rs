@@ -40,6 +40,8 @@ fn phase_counters_match_bpf() {
         local_ns,
         remote_ns,
         invalid_hints,
+        refused_hints,
+        process_ns,
         fair_steals,
         fair_rebalances,
         threads
@@ -66,4 +68,147 @@ fn phase_numbers_match_bpf() {
         scx_phase::stats::NR_SLOTS
     );
     assert_eq!(scx_phase_limits_SCX_PHASE_NODE_ANY, PhaseHint::NODE_ANY);
+}
+
+/// The repeated copies of the hint ABI agree with the one source (intf.h,
+/// through bindgen, and src/hint/): the C header, the Python package, the
+/// test tool that speaks the protocol by hand, and the library's exports.
+mod copies {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use scx_phase::Phase;
+    use scx_phase::hint::protocol;
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+    }
+
+    /// `NAME = VALUE` pairs of a C enum or Python class body.
+    fn assignments(text: &str, prefix: &str) -> Vec<(String, i64)> {
+        text.lines()
+            .filter_map(|l| {
+                let l = l.trim().trim_end_matches(',');
+                let (name, value) = l.split_once('=')?;
+                let name = name.trim();
+                name.starts_with(prefix)
+                    .then(|| Some((name.to_string(), value.trim().parse().ok()?)))?
+            })
+            .collect()
+    }
+
+    fn upper(p: Phase) -> String {
+        p.name().to_uppercase()
+    }
+
+    #[test]
+    fn the_c_header_numbers_the_phases_as_rust_does() {
+        let h = read("include/scx_phase.h");
+        let got = assignments(&h, "SCX_PHASE_");
+        let want: Vec<(String, i64)> = Phase::ALL
+            .iter()
+            .map(|p| (format!("SCX_PHASE_{}", upper(*p)), *p as i64))
+            .collect();
+        assert_eq!(got, want);
+        assert!(h.contains("#define SCX_PHASE_NODE_ANY (-1)"));
+    }
+
+    #[test]
+    fn the_python_package_numbers_the_phases_as_rust_does() {
+        let py = read("python/scx_phase/__init__.py");
+        let body = &py[py.find("class Phase(enum.IntEnum):").unwrap()..];
+        let got = assignments(&body[..body.find("\n\n").unwrap()], "");
+        let want: Vec<(String, i64)> = Phase::ALL.iter().map(|p| (upper(*p), *p as i64)).collect();
+        assert_eq!(got, want);
+    }
+
+    fn exports() -> BTreeSet<String> {
+        let lib = Path::new(env!("CARGO_BIN_EXE_scx_phase"))
+            .parent()
+            .unwrap()
+            .join("libscx_phase.so");
+        let out = std::process::Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(&lib)
+            .output()
+            .expect("nm");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter(|s| s.starts_with("scx_phase_"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_header_declares_what_the_library_exports_and_python_calls_it() {
+        let h = read("include/scx_phase.h");
+        let declared: BTreeSet<String> = h
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let open = l.find("scx_phase_")?;
+                let paren = l.find('(')?;
+                (l.ends_with(");") && open < paren).then(|| l[open..paren].to_string())
+            })
+            .collect();
+        assert_eq!(declared, exports(), "header vs libscx_phase.so");
+        let py = read("python/scx_phase/__init__.py");
+        for f in py
+            .split('"')
+            .filter(|w| w.starts_with("scx_phase_") && !w.contains(' '))
+        {
+            assert!(
+                declared.contains(f),
+                "Python calls {f}, which the header lacks"
+            );
+        }
+    }
+
+    #[test]
+    fn the_raw_protocol_tool_speaks_protocol_rs() {
+        let py = read("tests/tools/hint_raw.py");
+        let value = |name: &str| -> String {
+            py.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+                .unwrap_or_else(|| panic!("{name} not in hint_raw.py"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(value("VERSION"), protocol::VERSION.to_string());
+        assert_eq!(
+            value("OP_HELLO, OP_THREAD, OP_SET, OP_CLEAR"),
+            format!(
+                "{}, {}, {}, {}",
+                protocol::Op::Hello as u16,
+                protocol::Op::Thread as u16,
+                protocol::Op::Set as u16,
+                protocol::Op::Clear as u16
+            )
+        );
+        // struct formats: a request is 16 bytes, a reply header 28.
+        assert_eq!(value("REQUEST"), "\"<HHIiI\"");
+        assert_eq!(protocol::REQUEST_LEN, 2 + 2 + 4 + 4 + 4);
+        assert_eq!(value("REPLY_HEADER"), "\"<HHiIIIII\"");
+        assert_eq!(
+            value("MAX_REPLY"),
+            format!("28 + {}", protocol::MAX_MESSAGE)
+        );
+        assert_eq!(protocol::MAX_REPLY_LEN, 28 + protocol::MAX_MESSAGE);
+        assert_eq!(value("SLOT_BYTES"), "8");
+    }
+
+    #[test]
+    fn a_slot_is_a_phase_hint_and_unset_is_the_abis() {
+        use scx_phase::bpf_intf::{SCX_PHASE_HINT_UNSET, phase_hint};
+        use scx_phase::hint::client::{UNSET_WORD, unword, word};
+        assert_eq!(std::mem::size_of::<phase_hint>(), 8);
+        assert_eq!(unword(UNSET_WORD).0, SCX_PHASE_HINT_UNSET);
+        assert_eq!(unword(word(3, -1)), (3, -1));
+        assert_eq!(unword(word(1, 7)), (1, 7));
+        // Little-endian: the phase is the first field of struct phase_hint.
+        let w = word(5, 2).to_le_bytes();
+        assert_eq!(u32::from_le_bytes(w[..4].try_into().unwrap()), 5);
+        assert_eq!(i32::from_le_bytes(w[4..].try_into().unwrap()), 2);
+    }
 }

@@ -1,35 +1,23 @@
-//! The Python unit tests: the package's (python/tests), against a real map
-//! on the host with the library built by this cargo run; and the benchmark
-//! report's (scripts/tests).
+//! The Python unit tests: the package's (python/tests), against a real
+//! hint service on the host with the library built by this cargo run; and
+//! the benchmark report's (scripts/tests).
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::TempBpffs;
-use scx_phase::hint::tid_map::{self, PhaseMap};
+use common::{HintService, client_env};
 
 #[test]
 fn python_package_unit_tests() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let path = tid_map::map_path(&dir);
-    let _map = PhaseMap::create_pinned(&path, 256).unwrap();
-    // Let an unprivileged user reach the map's folder, so the permission
-    // test fails on the map itself.
-    for p in [fs.path(), dir.as_path()] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    let svc = HintService::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = Path::new(env!("CARGO_BIN_EXE_scx_phase"));
-    let lib = bin.parent().unwrap().join("libscx_phase.so");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.env("PYTHONPATH", root.join("python"))
-        .env("SCX_PHASE_MAP", &path)
-        .env("SCX_PHASE_LIB", &lib)
+    cmd.envs(client_env(&svc))
         .env("SCX_PHASE_BIN", bin)
-        .env("SCX_PHASE_PIN_DIR", &dir);
+        .env("SCX_PHASE_PIN_DIR", svc.pin_dir());
     let report = unittest(cmd, &root.join("python/tests"));
     assert!(report.contains("\nOK"), "{report}");
 }
@@ -53,10 +41,7 @@ fn unittest(mut cmd: Command, dir: &Path) -> String {
 
 #[test]
 fn pip_install_bundles_the_library() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let path = tid_map::map_path(&dir);
-    let map = PhaseMap::create_pinned(&path, 16).unwrap();
+    let svc = HintService::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = Path::new(env!("CARGO_BIN_EXE_scx_phase"))
         .parent()
@@ -91,22 +76,25 @@ fn pip_install_bundles_the_library() {
     );
 
     // The installed package finds its own library: no SCX_PHASE_LIB.
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", "import scx_phase, threading; print(scx_phase.set_phase('optimizer'), threading.get_native_id())"])
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", "import scx_phase, threading, time; print(scx_phase.set_phase('optimizer'), threading.get_native_id(), flush=True); time.sleep(3)"])
         .env("PYTHONPATH", site.path())
-        .env("SCX_PHASE_MAP", &path)
+        .env("SCX_PHASE_SOCKET", svc.socket())
         .env_remove("SCX_PHASE_LIB")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tid: u32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(text.starts_with("True"), "{text}");
-    assert_eq!(map.get(tid).unwrap().unwrap().phase, 4);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("True"), "{line}");
+    let tid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(svc.hint_of(tid).unwrap()["phase"], "optimizer");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The benchmark report's own tests: its check must be able to fail.

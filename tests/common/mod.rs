@@ -122,3 +122,193 @@ pub fn build_c(source: &str, out: &Path, opt: &str) {
         .expect("cc");
     assert!(st.success(), "{source} did not build");
 }
+
+/// A real hint service (`scx_phase --hint-service-only`) on a private
+/// bpffs and socket: the whole hint path but the scheduler, which needs no
+/// sched_ext. Stopped on drop.
+pub struct HintService {
+    pub fs: TempBpffs,
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    extra: Vec<String>,
+}
+
+impl HintService {
+    pub fn start() -> HintService {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> HintService {
+        let fs = TempBpffs::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Let other users reach the socket's folder.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut s = HintService {
+            fs,
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.restart();
+        s
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.fs.path().join("scx_phase")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/hint.sock")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("service.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Args that point a `scx_phase` subcommand at this service.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--pin-dir".into(),
+            self.pin_dir().display().to_string(),
+            "--hint-socket".into(),
+            self.socket().display().to_string(),
+        ]
+    }
+
+    /// Stop the service (SIGINT), as an operator would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill the service outright (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start (again), and wait until the socket answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_scx_phase"))
+            .arg("--hint-service-only")
+            .args(self.args())
+            .args(&self.extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn scx_phase --hint-service-only");
+        self.child = Some(child);
+        let t0 = std::time::Instant::now();
+        while scx_phase::sys::seqpacket_connect(&self.socket()).is_err() {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("the hint service exited ({st}): {}", self.log());
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "the hint service did not listen within 20 s: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// `scx_phase dump --json`, parsed.
+    pub fn dump(&self) -> Vec<serde_json::Value> {
+        let mut args = self.args();
+        args.extend(["dump".into(), "--json".into()]);
+        let out = Command::new(env!("CARGO_BIN_EXE_scx_phase"))
+            .args(&args)
+            .output()
+            .expect("scx_phase dump");
+        assert!(out.status.success(), "dump: {}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .expect("dump --json is JSON")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The dump entry of host thread `tid`, waiting up to 2 s for one:
+    /// a new process's memory reaches the scheduler a grace period after
+    /// it registered (the service installs it off its event loop).
+    pub fn hint_of(&self, tid: u32) -> Option<serde_json::Value> {
+        let t0 = std::time::Instant::now();
+        loop {
+            let found = self
+                .dump()
+                .into_iter()
+                .find(|e| e["tid"] == serde_json::json!(tid));
+            if found.is_some() || t0.elapsed() > std::time::Duration::from_secs(2) {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Whether host thread `tid` has no entry, after the time a hint would
+    /// take to show.
+    pub fn unhinted(&self, tid: u32) -> bool {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        !self
+            .dump()
+            .into_iter()
+            .any(|e| e["tid"] == serde_json::json!(tid))
+    }
+
+    pub fn counters(&self) -> scx_phase::bpf_intf::service_counters {
+        // The service publishes every 100 ms.
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        scx_phase::inspect::read_service_stats(&self.pin_dir()).expect("service_stats")
+    }
+}
+
+impl Drop for HintService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Environment for a client process of `svc`: the socket, and the library
+/// and package of this build.
+pub fn client_env(svc: &HintService) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    vec![
+        (
+            "SCX_PHASE_SOCKET".into(),
+            svc.socket().display().to_string(),
+        ),
+        (
+            "SCX_PHASE_LIB".into(),
+            lib_dir().join("libscx_phase.so").display().to_string(),
+        ),
+        (
+            "PYTHONPATH".into(),
+            root.join("python").display().to_string(),
+        ),
+    ]
+}

@@ -1,0 +1,224 @@
+"""Speak the hint service's protocol by hand, as a client that does not use
+libscx_phase would, to test what the service and the scheduler do with
+lies, garbage and floods. Used by the host and VM tests.
+
+    hint_raw.py hello                       register; print the reply
+    hint_raw.py scribble SLOT VALUE         write a raw 64-bit VALUE into
+                                            SLOT of our memory
+    hint_raw.py own VALUE [spin]            bind this thread, write VALUE to
+                                            its slot (then spin if asked)
+    hint_raw.py garbage                     send malformed requests
+    hint_raw.py flood N                     send N requests, read nothing
+    hint_raw.py set-fd FD PHASE             a one-shot Set with inherited FD
+    hint_raw.py connect N                   open N connections
+
+Each prints one JSON object per line; those that hold something hold it
+until stdin closes. The constants below repeat
+src/hint/protocol.rs; tests/layout.rs holds the two together.
+"""
+
+import json
+import mmap
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+VERSION = 1
+OP_HELLO, OP_THREAD, OP_SET, OP_CLEAR = 1, 2, 3, 4
+REQUEST = "<HHIiI"
+REPLY_HEADER = "<HHiIIIII"
+MAX_REPLY = 28 + 232
+PIDFD_THREAD = os.O_EXCL
+SLOT_BYTES = 8
+
+
+def path():
+    return os.environ.get("SCX_PHASE_SOCKET", "/run/scx_phase/hint.sock")
+
+
+def connect():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(path())
+    return s
+
+
+def request(op, phase=0, node=-1, version=VERSION, reserved=0):
+    return struct.pack(REQUEST, version, op, phase, node, reserved)
+
+
+def decode(data):
+    if len(data) < 28:
+        return {"status": None, "raw": data.hex()}
+    _, n, status, wid, gen, slot, allow, slots = struct.unpack_from(REPLY_HEADER, data)
+    return {"status": status, "wid": wid, "generation": gen, "slot": slot,
+            "allow": allow, "slots": slots, "message": data[28:28 + n].decode()}
+
+
+def call(s, data, fds=()):
+    socket.send_fds(s, [data], list(fds))
+    msg, got, _, _ = socket.recv_fds(s, MAX_REPLY, 1)
+    if not msg:
+        return {"status": None, "closed": True}, got
+    return decode(msg), got
+
+
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def hello(s):
+    r, fds = call(s, request(OP_HELLO))
+    memory = None
+    if fds:
+        memory = mmap.mmap(fds[0], r["slots"] * SLOT_BYTES, mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE)
+        os.close(fds[0])
+    return r, memory
+
+
+def bind_me(s):
+    me = os.pidfd_open(threading.get_native_id(), PIDFD_THREAD)
+    r, _ = call(s, request(OP_THREAD), [me])
+    os.close(me)
+    return r
+
+
+def cmd_hello(_):
+    s = connect()
+    r, _ = hello(s)
+    out(**r)
+
+
+def hold(spin=False):
+    """Until stdin closes (spinning on another thread if asked)."""
+    if spin:
+        def burn():
+            while True:
+                pass
+        threading.Thread(target=burn, daemon=True).start()
+    sys.stdin.read()
+
+
+def cmd_scribble(args):
+    slot, value = int(args[0]), int(args[1], 0)
+    s = connect()
+    r, memory = hello(s)
+    memory[slot * 8:slot * 8 + 8] = struct.pack("<Q", value & (2**64 - 1))
+    out(hello=r, tid=threading.get_native_id(), pid=os.getpid())
+    hold()
+
+
+def cmd_own(args):
+    value = int(args[0], 0)
+    spin = len(args) > 1 and args[1] == "spin"
+    s = connect()
+    r, memory = hello(s)
+    b = bind_me(s)
+    slot = b["slot"]
+    memory[slot * 8:slot * 8 + 8] = struct.pack("<Q", value & (2**64 - 1))
+    out(hello=r, bind=b, tid=threading.get_native_id(), pid=os.getpid())
+    if spin:
+        # This thread is the one bound: it spins, another waits on stdin.
+        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+        while True:
+            pass
+    hold()
+
+
+def cmd_garbage(_):
+    s = connect()
+    cases = [
+        ("short", b"\x01\x00\x01\x00", []),
+        ("long", request(OP_HELLO) + b"extra", []),
+        ("version 9", request(OP_HELLO, version=9), []),
+        ("op 77", request(77), []),
+        ("reserved", request(OP_HELLO, reserved=1), []),
+        ("thread without fd", request(OP_THREAD), []),
+        ("hello with fd", request(OP_HELLO), [0]),
+        ("not a pidfd", request(OP_SET, phase=3), [os.open("/dev/null", os.O_RDONLY)]),
+        ("phase 42", request(OP_SET, phase=42),
+         [os.pidfd_open(threading.get_native_id(), PIDFD_THREAD)]),
+    ]
+    for name, data, fds in cases:
+        try:
+            r, _ = call(s, data, fds)
+        except OSError as e:
+            r = {"status": None, "error": str(e)}
+        out(case=name, **r)
+
+
+def cmd_flood(args):
+    n = int(args[0])
+    s = connect()
+    s.setblocking(False)
+    sent = 0
+    cut = None
+    for i in range(n):
+        try:
+            s.send(request(OP_HELLO))
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+        except OSError as e:
+            cut = str(e)
+            break
+    # Were we cut off? Drain what is there and see whether the socket ends.
+    s.setblocking(True)
+    s.settimeout(3)
+    replies = 0
+    try:
+        while True:
+            m = s.recv(MAX_REPLY)
+            if not m:
+                cut = cut or "closed by the service"
+                break
+            replies += 1
+    except (socket.timeout, OSError) as e:
+        cut = cut or f"still open ({e})"
+    out(sent=sent, replies=replies, cut=cut)
+
+
+def cmd_set_fd(args):
+    fd, phase = int(args[0]), int(args[1])
+    s = connect()
+    r, _ = call(s, request(OP_SET, phase=phase), [fd])
+    out(**r)
+
+
+def cmd_connect(args):
+    n = int(args[0])
+    socks, failed = [], 0
+    for _ in range(n):
+        try:
+            socks.append(connect())
+        except OSError:
+            failed += 1
+    # The service answers a connection over its limits with one refusal.
+    time.sleep(1)
+    refused, message = 0, None
+    for s in socks:
+        try:
+            m = s.recv(MAX_REPLY, socket.MSG_DONTWAIT)
+            if m:
+                refused += 1
+                message = decode(m).get("message")
+        except BlockingIOError:
+            pass
+    out(open=len(socks) - refused, refused=refused + failed, message=message)
+    hold()
+
+
+COMMANDS = {
+    "hello": cmd_hello, "scribble": cmd_scribble, "own": cmd_own,
+    "garbage": cmd_garbage, "flood": cmd_flood, "set-fd": cmd_set_fd,
+    "connect": cmd_connect,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[sys.argv[1]](sys.argv[2:])
