@@ -51,7 +51,14 @@ use self::server::{Limits, Server};
 pub struct Service {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    socket: Option<PathBuf>,
+    /// The socket file we bound, and its inode: removed on exit only if it
+    /// is still ours (a successor may have bound the path meanwhile).
+    socket: Option<(PathBuf, u64)>,
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| m.ino())
 }
 
 /// A listening socket handed over by systemd (socket activation), if any.
@@ -141,7 +148,10 @@ impl Service {
     pub fn start(socket: &Path, maps: HintMaps, policy: Policy) -> Result<Service> {
         let (listener, owned) = match inherited_socket() {
             Some(fd) => (fd, None),
-            None => (listen(socket)?, Some(socket.to_path_buf())),
+            None => {
+                let fd = listen(socket)?;
+                (fd, inode(socket).map(|ino| (socket.to_path_buf(), ino)))
+            }
         };
         let mut server = Server::new(listener, maps, policy, Limits::default())
             .context("cannot start the hint service")?;
@@ -154,8 +164,8 @@ impl Service {
         info!(
             "hint service listening on {}",
             owned
-                .as_deref()
-                .unwrap_or(Path::new("(socket from systemd)"))
+                .as_ref()
+                .map_or(Path::new("(socket from systemd)"), |(p, _)| p.as_path())
                 .display()
         );
         Ok(Service {
@@ -174,7 +184,9 @@ impl Drop for Service {
         {
             warn!("the hint service thread panicked");
         }
-        if let Some(path) = &self.socket {
+        if let Some((path, ino)) = &self.socket
+            && inode(path) == Some(*ino)
+        {
             let _ = fs::remove_file(path);
         }
     }

@@ -53,6 +53,7 @@ impl Who {
 /// The facts about a target thread the rules look at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Whom {
+    /// Its id in the client's PID namespace.
     pub tid: u32,
     pub tgid: u32,
     pub ruid: u32,
@@ -64,7 +65,13 @@ pub struct Whom {
 impl Whom {
     pub fn of(t: &Target, peer: &Peer) -> Whom {
         Whom {
-            tid: t.tid,
+            // As the client numbers it, for its messages.
+            tid: t
+                .status
+                .nspid
+                .get(peer.status.depth())
+                .copied()
+                .unwrap_or(t.tid),
             tgid: t.status.tgid,
             ruid: t.status.uids[0],
             suid: t.status.uids[2],

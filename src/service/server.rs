@@ -134,33 +134,34 @@ fn same(a: &service_counters, b: &service_counters) -> bool {
     f(a) == f(b)
 }
 
-/// Let this process hold a pidfd per bound thread.
-fn raise_fd_limit() {
+/// Let this process hold a pidfd per bound thread: as root, raise the fd
+/// limit to fs.nr_open (at most 2^20); otherwise to the hard limit.
+fn raise_fd_limit() -> usize {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
     // SAFETY: get/setrlimit on our own process with a valid struct.
     unsafe {
         let mut r = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
         }
-    }
-}
-
-fn fd_limit() -> usize {
-    // SAFETY: as above.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+        let want = nr_open.min(1 << 20).max(r.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            return r.rlim_cur as usize;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return want as usize;
         }
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        r.rlim_cur as usize
     }
-    1024
 }
 
 fn refusal(message: String) -> Reply {
@@ -174,13 +175,14 @@ impl Server {
         policy: Policy,
         mut limits: Limits,
     ) -> io::Result<Server> {
-        raise_fd_limit();
-        // Keep room for clients and workloads below the fd limit.
-        limits.bound_threads = limits.bound_threads.min(fd_limit().saturating_sub(
-            limits.connections
-                + 2 * scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS as usize
-                + 64,
-        ));
+        // Fds: one per client, two per workload, one per bound thread.
+        let fds = raise_fd_limit();
+        limits.connections = limits.connections.min(fds / 4);
+        let workloads =
+            2 * scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS as usize;
+        limits.bound_threads = limits
+            .bound_threads
+            .min(fds.saturating_sub(limits.connections + workloads + 64));
         // SAFETY: plain epoll_create1.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
