@@ -580,3 +580,50 @@ fn hints_survive_a_restart_and_clients_carry_on() {
     );
     finish(c);
 }
+
+#[test]
+fn bpftool_names_the_fields_of_a_workloads_memory() {
+    let svc = HintService::start();
+    let mut c = client(&svc, &[], None, None, &[&raw_tool(), "own", "3"]);
+    let r = line(&mut c);
+    let slot = r["bind"]["slot"].as_u64().unwrap();
+    assert!(svc.hint_of(r["tid"].as_u64().unwrap() as u32).is_some());
+    // The outer map gives the memory's map id; bpftool shows it by BTF.
+    let memory = svc.pin_dir().join(scx_phase::inspect::MEMORY_MAP);
+    let outer = scx_phase::sys::obj_get(&memory).unwrap();
+    let wid = r["hello"]["wid"].as_u64().unwrap() as u32;
+    let id: u32 = scx_phase::sys::map_lookup(std::os::fd::AsFd::as_fd(&outer), &wid)
+        .unwrap()
+        .unwrap();
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "lookup", "id", &id.to_string(), "key"])
+        .args((slot as u32).to_le_bytes().iter().map(|b| b.to_string()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["formatted"]["value"]["phase"], 3, "{v}");
+    assert_eq!(v["formatted"]["value"]["numa_node"], 0, "{v}");
+    let reg = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(svc.pin_dir().join(scx_phase::inspect::WORKLOADS_MAP))
+        .output()
+        .unwrap();
+    let reg: Value = serde_json::from_slice(&reg.stdout).unwrap();
+    let entry = reg
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["formatted"]["key"] == wid)
+        .unwrap();
+    assert_eq!(entry["formatted"]["value"]["pid"], r["pid"], "{entry}");
+    println!(
+        "MEASURED bpftool map lookup id {id} (workload {wid}'s memory), slot {slot}: {}; its registry entry: {}",
+        v["formatted"]["value"], entry["formatted"]["value"]
+    );
+    finish(c);
+}

@@ -5,11 +5,14 @@
 mod common;
 
 mod access;
+mod clients;
+mod containers;
 mod fair;
 mod hints;
 mod lifecycle;
 mod numa;
 mod policy;
+mod service;
 mod shim;
 mod smoke;
 mod support;

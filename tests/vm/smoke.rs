@@ -48,14 +48,7 @@ fn stress_ng_45s_with_affinity_churn_no_stall() {
 
     // Only what the kernel said during this test.
     let dmesg: Vec<String> = dmesg_lines().split_off(dmesg_before.len());
-    let bad: Vec<&String> = dmesg
-        .iter()
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("stall")
-                || l.contains("sched_ext") && (l.contains("error") || l.contains("disabled"))
-        })
-        .collect();
+    let bad = kernel_complaints(&dmesg);
     assert!(bad.is_empty(), "dmesg: {bad:#?}");
     let metrics: Vec<&str> = report
         .lines()
@@ -72,12 +65,4 @@ fn stress_ng_45s_with_affinity_churn_no_stall() {
         metrics.join("\n")
     );
     drop(loader);
-}
-
-fn dmesg_lines() -> Vec<String> {
-    let out = Command::new("dmesg").output().expect("dmesg");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
 }

@@ -203,3 +203,24 @@ pub fn alive(pid: i32) -> bool {
         })
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
+
+/// What the kernel has logged so far, a line each.
+pub fn dmesg_lines() -> Vec<String> {
+    let out = Command::new("dmesg").output().expect("dmesg");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// The lines of `dmesg` that report a stall or a scheduler error.
+pub fn kernel_complaints(dmesg: &[String]) -> Vec<&String> {
+    dmesg
+        .iter()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("stall")
+                || l.contains("sched_ext") && (l.contains("error") || l.contains("disabled"))
+        })
+        .collect()
+}
