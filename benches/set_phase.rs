@@ -1,6 +1,10 @@
-//! Cost of one set_phase from Rust, C and Python, on the host against a
-//! real BPF hash map in a private bpffs: `cargo bench --bench set_phase`.
-//! Prints p50 and p99 per call, and a JSON line for machines.
+//! Cost of one set_phase from Rust, C and Python, on the host, on both
+//! paths side by side: the hint service (a store to the process's hint
+//! memory, after one registration) and the pinned tid map (one bpf() call
+//! to a real BPF hash map in a private bpffs). `cargo bench --bench
+//! set_phase`. Each figure is p50 and p99 over SAMPLES timings of BATCH
+//! calls (a single store is shorter than the clock's own cost). Prints a
+//! line per language and path, and a JSON line.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -10,52 +14,54 @@ use std::process::Command;
 use std::time::Instant;
 
 use scx_phase::Phase;
-use scx_phase::hint;
-use scx_phase::hint::tid_map::{self, PhaseMap};
+use scx_phase::hint::tid_map::{self, PhaseHint, PhaseMap};
+use scx_phase::hint::{self, protocol};
 
-use common::{TempBpffs, build_c, lib_dir};
+use common::{HintService, build_c, lib_dir};
 
-const CALLS: usize = 200_000;
+const SAMPLES: usize = 2000;
+const BATCH: usize = 100;
 
-fn percentiles(mut d: Vec<u64>) -> (u64, u64) {
-    d.sort_unstable();
+fn percentiles(mut d: Vec<f64>) -> (f64, f64) {
+    d.sort_by(f64::total_cmp);
     (d[d.len() / 2], d[d.len() * 99 / 100])
 }
 
-fn rust(map_path: &Path) -> (u64, u64) {
-    // SAFETY: single-threaded at this point.
-    unsafe { std::env::set_var(hint::MAP_ENV, map_path) };
-    hint::set_phase(Phase::Forward).expect("map");
-    let mut d = Vec::with_capacity(CALLS);
-    for i in 0..CALLS {
-        let p = if i & 1 == 0 {
-            Phase::Backward
-        } else {
-            Phase::Forward
-        };
+/// p50/p99 per call of `f` over SAMPLES batches.
+fn time(mut f: impl FnMut(usize)) -> (f64, f64) {
+    f(0);
+    let mut d = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
         let t0 = Instant::now();
-        hint::set_phase(p).unwrap();
-        d.push(t0.elapsed().as_nanos() as u64);
+        for i in 0..BATCH {
+            f(i);
+        }
+        d.push(t0.elapsed().as_nanos() as f64 / BATCH as f64);
     }
     percentiles(d)
 }
 
-fn c(map_path: &Path, work: &Path) -> (u64, u64) {
-    let exe = work.join("hint_bench");
-    build_c("hint_bench.c", &exe, "-O2");
-    let out = Command::new(&exe)
-        .arg(CALLS.to_string())
-        .env(hint::MAP_ENV, map_path)
-        .output()
-        .expect("run C bench");
-    assert!(out.status.success(), "C bench failed");
-    p50_p99(&out.stdout)
+fn phase(i: usize) -> Phase {
+    if i & 1 == 0 {
+        Phase::Backward
+    } else {
+        Phase::Forward
+    }
+}
+
+fn rust_store() -> (f64, f64) {
+    time(|i| hint::set_phase(phase(i)).expect("hint service"))
+}
+
+fn rust_bpf(map: &PhaseMap) -> (f64, f64) {
+    let me = hint::current_tid() as u32;
+    time(|i| map.set(me, PhaseHint::new(phase(i), None)).unwrap())
 }
 
 /// "<p50> <p99>" as printed by the C and Python benches.
-fn p50_p99(stdout: &[u8]) -> (u64, u64) {
+fn p50_p99(stdout: &[u8]) -> (f64, f64) {
     let s = String::from_utf8_lossy(stdout);
-    let v: Vec<u64> = s
+    let v: Vec<f64> = s
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
@@ -65,29 +71,39 @@ fn p50_p99(stdout: &[u8]) -> (u64, u64) {
     }
 }
 
+fn c(exe: &Path, env: (&str, &Path)) -> (f64, f64) {
+    let out = Command::new(exe)
+        .arg(SAMPLES.to_string())
+        .env(env.0, env.1)
+        .output()
+        .expect("run C bench");
+    assert!(out.status.success(), "C bench failed");
+    p50_p99(&out.stdout)
+}
+
 const PY_BENCH: &str = r#"
 import sys, time, scx_phase
-n = int(sys.argv[1])
+n, batch = int(sys.argv[1]), int(sys.argv[2])
 set_phase = scx_phase.set_phase
 clock = time.perf_counter_ns
 set_phase("forward")
 d = []
-for i in range(n):
-    p = "backward" if i & 1 else "forward"
+for _ in range(n):
     t0 = clock()
-    set_phase(p)
-    d.append(clock() - t0)
+    for i in range(batch):
+        set_phase("backward" if i & 1 else "forward")
+    d.append((clock() - t0) / batch)
 d.sort()
 print(d[n // 2], d[n * 99 // 100])
 "#;
 
-fn python(map_path: &Path) -> (u64, u64) {
+fn python(env: (&str, &Path)) -> (f64, f64) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("/usr/bin/python3")
-        .args(["-c", PY_BENCH, &(CALLS / 2).to_string()])
+        .args(["-c", PY_BENCH, &SAMPLES.to_string(), &BATCH.to_string()])
         .env("PYTHONPATH", root.join("python"))
         .env("SCX_PHASE_LIB", lib_dir().join("libscx_phase.so"))
-        .env(hint::MAP_ENV, map_path)
+        .env(env.0, env.1)
         .output()
         .expect("/usr/bin/python3");
     assert!(
@@ -99,20 +115,36 @@ fn python(map_path: &Path) -> (u64, u64) {
 }
 
 fn main() {
-    let fs = TempBpffs::new();
-    let dir = fs.pin_dir();
-    let path = tid_map::map_path(&dir);
-    let _map = PhaseMap::create_pinned(&path, 65_536).expect("create map");
+    let svc = HintService::start();
+    let socket = svc.socket();
+    let map_path = tid_map::map_path(&svc.pin_dir());
+    let map = PhaseMap::open(&map_path).expect("the service's tid map");
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::set_var(protocol::SOCKET_ENV, &socket) };
     let work = tempfile::tempdir().unwrap();
+    let exe = work.path().join("hint_bench");
+    build_c("hint_bench.c", &exe, "-O2");
 
-    let (r50, r99) = rust(&path);
-    let (c50, c99) = c(&path, work.path());
-    let (p50, p99) = python(&path);
-    println!("set_phase cost, {CALLS} calls each, real BPF hash map on this host:");
-    println!("  {:<8} p50 {:>6} ns   p99 {:>6} ns", "Rust", r50, r99);
-    println!("  {:<8} p50 {:>6} ns   p99 {:>6} ns", "C", c50, c99);
-    println!("  {:<8} p50 {:>6} ns   p99 {:>6} ns", "Python", p50, p99);
+    let rows = [
+        ("Rust/store", rust_store()),
+        ("Rust/bpf", rust_bpf(&map)),
+        ("C/store", c(&exe, (protocol::SOCKET_ENV, &socket))),
+        ("C/bpf", c(&exe, (hint::MAP_ENV, &map_path))),
+        ("Python/store", python((protocol::SOCKET_ENV, &socket))),
+        ("Python/bpf", python((hint::MAP_ENV, &map_path))),
+    ];
     println!(
-        "{{\"rust_p50_ns\":{r50},\"rust_p99_ns\":{r99},\"c_p50_ns\":{c50},\"c_p99_ns\":{c99},\"python_p50_ns\":{p50},\"python_p99_ns\":{p99}}}"
+        "set_phase cost per call on this host, {SAMPLES} timings of {BATCH} calls; store = hint service, bpf = tid map:"
     );
+    for (name, (p50, p99)) in &rows {
+        println!("  {name:<12} p50 {p50:>8.1} ns   p99 {p99:>8.1} ns");
+    }
+    let json: Vec<String> = rows
+        .iter()
+        .map(|(n, (a, b))| {
+            let k = n.to_lowercase().replace('/', "_");
+            format!("\"{k}_p50_ns\":{a:.1},\"{k}_p99_ns\":{b:.1}")
+        })
+        .collect();
+    println!("{{{}}}", json.join(","));
 }

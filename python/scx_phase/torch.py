@@ -30,15 +30,27 @@ import warnings
 
 import torch
 
-from . import Phase, _state, clear_phase, set_phase, set_process_phase
+from . import Phase, _state, clear_phase, clear_process_phase, set_phase, set_process_phase
 
-__all__ = ["enable", "enabled", "worker_init_fn", "gpu_node"]
+__all__ = ["enable", "enabled", "worker_init_fn", "gpu_node", "follow_process"]
 
 _enabled = False
 _refused = False
 FORWARD, BACKWARD, OPTIMIZER = int(Phase.FORWARD), int(Phase.BACKWARD), int(Phase.OPTIMIZER)
 _COMPUTE = (FORWARD, BACKWARD, OPTIMIZER)
 _PROCESS = os.environ.get("SCX_PHASE_PROCESS", "1") != "0"
+
+
+def follow_process(on=True):
+    """Whether the process-wide phase follows forward, backward and
+    optimizer (default: on; SCX_PHASE_PROCESS=0 starts with it off)."""
+    global _PROCESS
+    _PROCESS = bool(on)
+    if not _PROCESS and not _refused:
+        try:
+            clear_process_phase()
+        except PermissionError:
+            pass
 
 
 def _switch(code):

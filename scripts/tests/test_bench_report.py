@@ -42,7 +42,8 @@ def full_runs():
 META = {"command": "scripts/bench.sh", "date": "today", "commit": "abc", "reps": 1,
         "duration_s": 3, "kernel": "7.3", "vcpus": 4, "nodes": 2, "host_cpu": "x",
         "vm_seconds": 60}
-SET_PHASE = {k: {"p50_ns": 1, "p99_ns": 2} for k in ("Rust", "C", "Python")}
+SET_PHASE = {"%s/%s" % (k, p): {"p50_ns": 1, "p99_ns": 2}
+             for k in ("Rust", "C", "Python") for p in ("store", "bpf")}
 
 
 class BenchReport(unittest.TestCase):
