@@ -4,8 +4,9 @@
 # On a kernel with sched_ext it runs here (as root); elsewhere it boots the
 # sched_ext VM (2 vCPUs in 2 NUMA nodes) and runs there. It shows the
 # scheduler attaching, hints going into the pinned map (and out through
-# bpftool), the per-phase stats table, and a clean detach with the
-# kernel's exit reason.
+# bpftool), a container hinting itself through the hint service under its
+# default seccomp profile (and another tenant refused), the per-phase stats
+# table, and a clean detach with the kernel's exit reason.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,10 +27,10 @@ inside() {
     say "kernel $(uname -r), sched_ext state: $(cat /sys/kernel/sched_ext/state)"
     "$bin" topology
 
-    say "starting scx_phase"
+    say "starting scx_phase (members of group 4242 may raise threads through its hint service)"
     local t0 t1
     t0=$(date +%s%N)
-    "$bin" &
+    "$bin" --hint-group 4242 &
     local sched=$!
     wait_attached "$sched"
     t1=$(date +%s%N)
@@ -71,8 +72,7 @@ inside() {
     done
     say "a data loader hinted node $node ran on CPUs:$cpus (node $node: CPUs $(cat /sys/devices/system/node/node$node/cpulist))"
 
-    say "scx_phase dump"
-    "$bin" dump
+    container_demo
     say "bpftool map dump pinned /sys/fs/bpf/scx_phase/phase_map (BTF names the fields)"
     bpftool map dump pinned /sys/fs/bpf/scx_phase/phase_map
 
@@ -90,6 +90,44 @@ inside() {
     say "detached in $(((t1 - t0) / 1000000)) ms; loader exit code $?; state $(cat /sys/kernel/sched_ext/state)"
 
     side_by_side
+}
+
+# A container with podman's default seccomp profile, its own PID namespace,
+# no capability and only the hint socket's folder mounted boosts its own
+# thread with a plain store; another tenant's container is refused.
+container_demo() {
+    local r=/tmp/demo-rootfs d
+    mkdir -p "$r"/{usr,etc,proc,sys,dev,tmp,run}
+    mountpoint -q "$r/usr" || mount --bind -o ro /usr "$r/usr"
+    for d in bin lib lib64 sbin; do ln -sfn "usr/$d" "$r/$d"; done
+    cp /etc/passwd /etc/group /etc/ld.so.cache /etc/nsswitch.conf "$r/etc/"
+    local pod=(podman --root /tmp/demo-podman --runroot /run/demo-podman --storage-driver vfs
+               --cgroup-manager cgroupfs --events-backend none run --rm --network none
+               -v /run/scx_phase:/run/scx_phase -v "$root:$root:ro"
+               -e PYTHONPATH="$root/python" -e SCX_PHASE_LIB="$root/target/release/libscx_phase.so"
+               --rootfs "$r")
+    local code='import os, threading, scx_phase
+s = open("/proc/self/status").read().split("Seccomp:")[1].split()[0]
+print("   inside: pid", os.getpid(), "tid", threading.get_native_id(), "uid", os.getuid(), "seccomp mode", s, flush=True)
+scx_phase.set_phase("backward")
+while True: pass'
+    say "a container (podman, default seccomp, own PID namespace, uid 4243 in group 4242) hints itself backward and spins"
+    "${pod[@]}" --user 4243:4243 --group-add 4242 /usr/bin/python3 -c "$code" demo-tenant-a &
+    local ctr=$! pid="" i
+    for i in $(seq 100); do
+        pid=$(pgrep -f demo-tenant-a | while read -r p; do [ "$(cat /proc/$p/comm)" = python3 ] && echo "$p"; done | head -n 1)
+        [ -n "$pid" ] && break
+        sleep 0.2
+    done
+    sleep 1
+    say "the container's thread (host pid $pid): $(share "$pid" 3)% of a CPU over 3 s among the hogs"
+    say "scx_phase dump: every hint, where it comes from (tid map, thread slot, name, process) and whose it is"
+    "$bin" dump
+    say "another tenant's container (uid 5000, not in the group) tries the same:"
+    "${pod[@]}" --user 5000:5000 /usr/bin/python3 -c "import scx_phase; scx_phase.set_phase('backward')" 2>&1 |
+        tail -n 1 | sed 's/^/   /'
+    kill "$pid" 2>/dev/null || true
+    wait "$ctr" 2>/dev/null || true
 }
 
 # The point in one table: phase-bench's training step among noisy

@@ -163,15 +163,17 @@ pub fn set_phase_on(phase: Phase, node: Option<u32>) -> Result<()> {
         Backend::TidMap(path) => {
             Ok(tid_map(path)?.set(current_tid() as u32, PhaseHint::new(phase, node))?)
         }
-        Backend::Service(path) => {
-            let slot = client::own_slot(path)?;
-            if !slot.may_set(phase) {
-                return Err(refused_phase(phase, &client::grant(path)?));
-            }
-            slot.store(word(phase as u32, node_word(node)));
-            Ok(())
-        }
+        Backend::Service(path) => store(path, client::own_slot(path)?, phase, node),
     }
+}
+
+/// Store `phase` in `slot` if this process may set it.
+fn store(path: &Path, slot: client::Slot, phase: Phase, node: Option<u32>) -> Result<()> {
+    if !slot.may_set(phase) {
+        return Err(refused_phase(phase, &client::grant(path)?));
+    }
+    slot.store(word(phase as u32, node_word(node)));
+    Ok(())
 }
 
 /// Remove the calling thread's hint.
@@ -212,12 +214,7 @@ pub fn set_process_phase(phase: Phase, node: Option<u32>) -> Result<()> {
             message: "the process-wide phase needs the hint service (unset SCX_PHASE_MAP)".into(),
         });
     };
-    let slot = client::process_slot(path)?;
-    if !slot.may_set(phase) {
-        return Err(refused_phase(phase, &client::grant(path)?));
-    }
-    slot.store(word(phase as u32, node_word(node)));
-    Ok(())
+    store(path, client::process_slot(path)?, phase, node)
 }
 
 /// Remove the process-wide phase.

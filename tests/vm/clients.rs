@@ -149,19 +149,23 @@ pub fn tag(what: &str) -> String {
     )
 }
 
+/// `setpriv` as `user` (no groups), or nothing for root.
+fn as_user(user: Option<&str>) -> Vec<String> {
+    user.map(|u| {
+        vec![
+            "setpriv".into(),
+            format!("--reuid={u}"),
+            format!("--regid={u}"),
+            "--clear-groups".into(),
+        ]
+    })
+    .unwrap_or_default()
+}
+
 /// `hint_spin PHASE MODE TAG` on this host (as `user`, if given).
 pub fn spin_c(phase: &str, mode: &str, user: Option<&str>) -> Client {
     let t = tag("spin");
-    let mut argv: Vec<String> = user
-        .map(|u| {
-            vec![
-                "setpriv".into(),
-                format!("--reuid={u}"),
-                format!("--regid={u}"),
-                "--clear-groups".into(),
-            ]
-        })
-        .unwrap_or_default();
+    let mut argv = as_user(user);
     argv.push(bin_dir().join("hint_spin").display().to_string());
     argv.extend([phase.into(), mode.into(), t.clone()]);
     Client::spawn(&argv, &t)
@@ -170,16 +174,7 @@ pub fn spin_c(phase: &str, mode: &str, user: Option<&str>) -> Client {
 /// The raw protocol tool, with ARGS, as `user`, tagged.
 pub fn raw(args: &[&str], user: Option<&str>) -> Client {
     let t = tag("raw");
-    let mut argv: Vec<String> = user
-        .map(|u| {
-            vec![
-                "setpriv".into(),
-                format!("--reuid={u}"),
-                format!("--regid={u}"),
-                "--clear-groups".into(),
-            ]
-        })
-        .unwrap_or_default();
+    let mut argv = as_user(user);
     argv.push("/usr/bin/python3".into());
     argv.push(root().join("tests/tools/hint_raw.py").display().to_string());
     argv.extend(args.iter().map(|s| s.to_string()));

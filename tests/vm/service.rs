@@ -20,6 +20,13 @@ fn share(tid: u32) -> f64 {
     shares(&[tid], MEASURE)[0]
 }
 
+/// Share of an un-hinted spinner among what runs now.
+fn unhinted_share() -> f64 {
+    let mut base = spin_c("none", "thread", None);
+    let b = base.line();
+    share(base.host_tid(b["tid"].as_u64().unwrap()))
+}
+
 fn stats() -> scx_phase::stats::Snapshot {
     StatsMap::open(Path::new(PIN_DIR)).unwrap().read().unwrap()
 }
@@ -28,10 +35,7 @@ fn stats() -> scx_phase::stats::Snapshot {
 fn a_process_and_its_thread_pool_are_boosted_through_the_service() {
     let _loader = Loader::start(&[]);
     let _hogs = Hogs::start(4);
-    let mut base = spin_c("none", "thread", None);
-    let b = base.line();
-    let unhinted = share(base.host_tid(b["tid"].as_u64().unwrap()));
-    drop(base);
+    let unhinted = unhinted_share();
 
     let mut own = spin_c("3", "thread", None);
     let o = own.line();
@@ -68,10 +72,7 @@ fn a_process_and_its_thread_pool_are_boosted_through_the_service() {
 fn what_a_writer_may_not_set_and_garbage_change_nothing() {
     let _loader = Loader::start(&[]);
     let _hogs = Hogs::start(4);
-    let mut base = spin_c("none", "thread", None);
-    let b = base.line();
-    let unhinted = share(base.host_tid(b["tid"].as_u64().unwrap()));
-    drop(base);
+    let unhinted = unhinted_share();
 
     // nobody skips the library and writes backward into its own slot.
     let s0 = stats();
@@ -209,13 +210,13 @@ fn soak_threads_register_flip_phases_and_exit() {
     let dmesg = dmesg_lines().split_off(dmesg_before.len());
     let stalls = kernel_complaints(&dmesg);
     println!(
-        "MEASURED soak {:.0} s: {} rounds of 1000 threads, {} registrations ({} by the service), {} hint writes ({:.1} M/s), {} errors; service RSS {} -> {} kB, fds {} -> {}; after: {} processes, {} threads bound; attached at {attached}/{samples} samples; stalls in dmesg: {}",
+        "MEASURED soak {:.0} s: {} rounds of 1000 threads, {} registrations ({} by the service), {} hint writes ({:.0} k/s), {} errors; service RSS {} -> {} kB, fds {} -> {}; after: {} processes, {} threads bound; attached at {attached}/{samples} samples; stalls in dmesg: {}",
         t0.elapsed().as_secs_f64(),
         r["rounds"],
         r["registered"],
         c1.registrations - c0.registrations,
         r["writes"],
-        r["writes"].as_f64().unwrap() / t0.elapsed().as_secs_f64() / 1e6,
+        r["writes"].as_f64().unwrap() / t0.elapsed().as_secs_f64() / 1e3,
         r["errors"],
         rss0,
         rss1,
