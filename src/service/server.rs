@@ -609,6 +609,16 @@ impl Server {
                 "refused: the hint service holds as many threads as it can",
             );
         }
+        // One user may hold a quarter of them, so that nobody can take the
+        // room everyone else needs.
+        let uid = w.uid;
+        let theirs = self.workloads.threads_bound_by(uid);
+        if theirs >= self.limits.bound_threads / 4 {
+            return Reply::error(
+                libc::ENOSPC,
+                format!("refused: uid {uid} has {theirs} threads bound, the per-user limit"),
+            );
+        }
         let watch = match pidfd.try_clone() {
             Ok(fd) => fd,
             Err(e) => return Reply::error(libc::ENOSPC, format!("refused: {e}")),

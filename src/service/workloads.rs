@@ -31,13 +31,15 @@ pub struct Workload {
     /// Slot -> the pidfd of the thread bound to it.
     threads: Vec<Option<OwnedFd>>,
     free: Vec<u32>,
+    /// Slots bound to a thread now.
+    bound_count: usize,
     pub connections: u32,
 }
 
 impl Workload {
     /// Slots bound to a thread now.
     pub fn bound(&self) -> usize {
-        self.threads.iter().filter(|t| t.is_some()).count()
+        self.bound_count
     }
 
     pub fn binding_ref(&self, slot: u32) -> hint_ref {
@@ -116,6 +118,15 @@ impl Workloads {
         self.bound
     }
 
+    /// Threads bound by the workloads of `uid` (a walk over at most a
+    /// thousand workloads, only when a thread registers).
+    pub fn threads_bound_by(&self, uid: u32) -> usize {
+        self.iter()
+            .filter(|w| w.uid == uid)
+            .map(|w| w.bound_count)
+            .sum()
+    }
+
     /// Remember the generation an adopted or dead entry of the registry
     /// had, so that a reused id never repeats one.
     pub fn note_generation(&mut self, wid: u32, generation: u32) {
@@ -177,6 +188,7 @@ impl Workloads {
             threads: (0..HINT_SLOTS).map(|_| None).collect(),
             // Slot 0 is the process-wide phase; hand out low slots first.
             free: (PROCESS_SLOT + 1..HINT_SLOTS).rev().collect(),
+            bound_count: 0,
             connections: 0,
         });
         Ok(wid)
@@ -208,6 +220,7 @@ impl Workloads {
             memory,
             threads: (0..HINT_SLOTS).map(|_| None).collect(),
             free: Vec::new(),
+            bound_count: 0,
             connections: 0,
         });
         Ok(())
@@ -228,6 +241,7 @@ impl Workloads {
         match w.threads.get_mut(slot as usize) {
             Some(t @ None) if slot != PROCESS_SLOT => {
                 *t = Some(pidfd);
+                w.bound_count += 1;
                 self.bound += 1;
                 true
             }
@@ -254,6 +268,7 @@ impl Workloads {
         let slot = w.free.pop().ok_or(Full::Slots)?;
         w.reset_slot(slot);
         w.threads[slot as usize] = Some(pidfd);
+        w.bound_count += 1;
         self.bound += 1;
         Ok(slot)
     }
@@ -267,6 +282,7 @@ impl Workloads {
         {
             w.reset_slot(slot);
             w.free.push(slot);
+            w.bound_count -= 1;
             self.bound -= 1;
         }
     }
