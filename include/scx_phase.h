@@ -25,6 +25,7 @@
 #ifndef SCX_PHASE_H
 #define SCX_PHASE_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -61,6 +62,53 @@ int scx_phase_clear_tid(pid_t tid);
 
 const char *scx_phase_strerror(int err);
 const char *scx_phase_last_error(void);
+
+/*
+ * The workload API: what a job asks of the host at start, held until
+ * scx_phase_workload_close() or the end of the process, whichever comes
+ * first (the service releases it when the connection closes).
+ *   -EPERM   claiming CPUs needs --hint-group membership or CAP_SYS_NICE
+ *   -EBUSY   the CPUs are not free; scx_phase_last_error() names who holds
+ *            them and what is free
+ *   -ENOMEM  over the host's locked-memory budget (--max-locked-mem)
+ */
+
+/* node for "the node of the GPU this process uses" (CUDA_VISIBLE_DEVICES,
+ * LOCAL_RANK). */
+#define SCX_PHASE_NODE_GPU (-2)
+
+struct scx_phase_workload_req {
+	int cpus;		/* CPUs to claim; 0: none */
+	int node;		/* a node id, SCX_PHASE_NODE_ANY or SCX_PHASE_NODE_GPU */
+	int exclusive;		/* nobody else is placed on them */
+	int spread;		/* one CPU per core first; else whole cores */
+	unsigned long long locked_memory;	/* bytes to reserve */
+};
+
+struct scx_phase_pressure {
+	int full;		/* the trigger's level: 1 full, 0 some */
+	unsigned int stall_us, window_us;
+	double some_avg10, full_avg10;	/* percent */
+	const char *figures;	/* the pressure file, lines joined by "; " */
+};
+
+typedef void (*scx_phase_pressure_fn)(const struct scx_phase_pressure *ev, void *arg);
+
+struct scx_phase_workload;
+
+int scx_phase_workload_open(const struct scx_phase_workload_req *req,
+			    struct scx_phase_workload **w);
+/* The claimed CPUs: up to max into cpus; returns how many there are. */
+int scx_phase_workload_cpus(const struct scx_phase_workload *w, int *cpus, int max);
+int scx_phase_workload_node(const struct scx_phase_workload *w);
+/* Locked, resident memory, valid until the workload closes. */
+int scx_phase_workload_checkpoint_buffer(struct scx_phase_workload *w, size_t size,
+					 void **buf);
+/* fn runs on a background thread, with arg. */
+int scx_phase_workload_on_memory_pressure(struct scx_phase_workload *w,
+					  unsigned int stall_ms, unsigned int window_ms,
+					  int full, scx_phase_pressure_fn fn, void *arg);
+void scx_phase_workload_close(struct scx_phase_workload *w);
 
 #ifdef __cplusplus
 }

@@ -14,3 +14,6 @@ unsafe impl plain::Plain for hint_task {}
 unsafe impl plain::Plain for hint_dump {}
 unsafe impl plain::Plain for service_counters {}
 unsafe impl plain::Plain for phase_hint {}
+unsafe impl plain::Plain for cpu_claim {}
+unsafe impl plain::Plain for workload_claim {}
+unsafe impl plain::Plain for claim_state {}

@@ -18,6 +18,22 @@ pub const WORKLOADS_MAP: &str = "hint_workloads";
 pub const MEMORY_MAP: &str = "hint_memory";
 pub const TASKS_MAP: &str = "hint_tasks";
 pub const SERVICE_STATS: &str = "service_stats";
+pub const RUNTIME_MAP: &str = "workload_runtime";
+
+/// Run time per phase slot (the phases, then un-hinted) of workload `wid`,
+/// in ns, from the pinned map in `pin_dir`.
+pub fn read_workload_runtime(
+    pin_dir: &Path,
+    wid: u32,
+) -> io::Result<[u64; crate::stats::NR_SLOTS]> {
+    let map = sys::obj_get(&pin_dir.join(RUNTIME_MAP))?;
+    let mut out = [0u64; crate::stats::NR_SLOTS];
+    for (slot, v) in out.iter_mut().enumerate() {
+        let key = wid * crate::stats::NR_SLOTS as u32 + slot as u32;
+        *v = sys::map_lookup::<u32, u64>(map.as_fd(), &key)?.unwrap_or(0);
+    }
+    Ok(out)
+}
 
 /// Every record of the pinned `hints` iterator in `pin_dir`.
 pub fn read_hints(pin_dir: &Path) -> io::Result<Vec<hint_dump>> {

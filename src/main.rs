@@ -57,7 +57,13 @@ fn run(cli: Cli) -> Result<()> {
         None => {
             init_logging(cli.run.verbose)?;
             if let Some(secs) = cli.run.monitor {
-                return output::monitor(&cli.pin_dir, secs, cli.run.json, shutdown_flag()?);
+                return output::monitor(
+                    &cli.pin_dir,
+                    &cli.hint_socket,
+                    secs,
+                    cli.run.json,
+                    shutdown_flag()?,
+                );
             }
             if let Some(secs) = cli.run.stats {
                 anyhow::ensure!(

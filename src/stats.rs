@@ -217,6 +217,20 @@ pub struct Report {
     pub longest_wait: Option<LongestWait>,
     /// The hint service's counters, when it could be read.
     pub service: Option<ServiceReport>,
+    /// Totals of the workload API, when the service's status could be read.
+    pub workloads: Option<WorkloadsReport>,
+}
+
+/// What the registered workloads hold in all, and their CPU time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WorkloadsReport {
+    pub workloads: u64,
+    pub cpus_claimed: u64,
+    pub cpus_exclusive: u64,
+    pub locked_bytes: u64,
+    pub pressure_watches: u64,
+    /// CPU time of their threads per phase slot since they registered, ms.
+    pub cpu_ms: Vec<u64>,
 }
 
 /// The hint service's counters (`struct service_counters`).
@@ -315,6 +329,7 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         fair_rebalances: cur.fair_rebalances(),
         longest_wait: longest_wait(cur),
         service: None,
+        workloads: None,
     }
 }
 
@@ -354,6 +369,28 @@ impl Report {
             "hints ignored: {} invalid, {} not allowed\n",
             self.invalid_hints, self.refused_hints
         );
+        if let Some(w) = &self.workloads {
+            let times: Vec<String> = w
+                .cpu_ms
+                .iter()
+                .enumerate()
+                .filter(|(_, ms)| **ms > 0)
+                .map(|(i, ms)| format!("{} {:.1} s", slot_name(i), *ms as f64 / 1000.0))
+                .collect();
+            s += &format!(
+                "workloads: {}, {} CPUs claimed ({} exclusive), {} MiB locked, {} pressure watches; their CPU time: {}\n",
+                w.workloads,
+                w.cpus_claimed,
+                w.cpus_exclusive,
+                w.locked_bytes >> 20,
+                w.pressure_watches,
+                if times.is_empty() {
+                    "none".into()
+                } else {
+                    times.join(", ")
+                }
+            );
+        }
         if let Some(h) = &self.service {
             s += &format!(
                 "hint service: {} processes, {} threads bound; {} refused, {} bad requests, {} clients cut off\n",

@@ -143,13 +143,22 @@ mod copies {
     #[test]
     fn the_header_declares_what_the_library_exports_and_python_calls_it() {
         let h = read("include/scx_phase.h");
-        let declared: BTreeSet<String> = h
-            .lines()
-            .filter_map(|l| {
-                let l = l.trim();
-                let open = l.find("scx_phase_")?;
-                let paren = l.find('(')?;
-                (l.ends_with(");") && open < paren).then(|| l[open..paren].to_string())
+        // Without comments, every `scx_phase_name(` is a declaration.
+        let mut code = String::new();
+        let mut rest = h.as_str();
+        while let Some(open) = rest.find("/*") {
+            code.push_str(&rest[..open]);
+            rest = rest[open..].split_once("*/").map_or("", |(_, r)| r);
+        }
+        code.push_str(rest);
+        let declared: BTreeSet<String> = code
+            .match_indices("scx_phase_")
+            .filter_map(|(i, _)| {
+                let name: String = code[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                code[i + name.len()..].starts_with('(').then_some(name)
             })
             .collect();
         assert_eq!(declared, exports(), "header vs libscx_phase.so");

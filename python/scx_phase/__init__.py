@@ -29,7 +29,7 @@ import warnings
 __all__ = [
     "Phase", "ScxPhaseError", "set_phase", "clear_phase", "phase", "current_phase",
     "set_process_phase", "clear_process_phase", "set_thread_phase",
-    "clear_thread_phase", "socket_path",
+    "clear_thread_phase", "socket_path", "Workload", "PressureEvent",
 ]
 
 
@@ -76,6 +76,20 @@ def socket_path():
     return os.environ.get("SCX_PHASE_SOCKET", "/run/scx_phase/hint.sock")
 
 
+class _WorkloadReq(ctypes.Structure):
+    _fields_ = [("cpus", ctypes.c_int), ("node", ctypes.c_int), ("exclusive", ctypes.c_int),
+                ("spread", ctypes.c_int), ("locked_memory", ctypes.c_ulonglong)]
+
+
+class _Pressure(ctypes.Structure):
+    _fields_ = [("full", ctypes.c_int), ("stall_us", ctypes.c_uint), ("window_us", ctypes.c_uint),
+                ("some_avg10", ctypes.c_double), ("full_avg10", ctypes.c_double),
+                ("figures", ctypes.c_char_p)]
+
+
+_PRESSURE_FN = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Pressure), ctypes.c_void_p)
+NODE_ANY, NODE_GPU = -1, -2
+
 _lib = None
 _lib_lock = threading.Lock()
 
@@ -108,6 +122,21 @@ def _load():
             lib.scx_phase_strerror.restype = ctypes.c_char_p
             lib.scx_phase_last_error.argtypes = []
             lib.scx_phase_last_error.restype = ctypes.c_char_p
+            p_wl = ctypes.c_void_p
+            lib.scx_phase_workload_open.argtypes = [ctypes.POINTER(_WorkloadReq), ctypes.POINTER(p_wl)]
+            lib.scx_phase_workload_open.restype = ctypes.c_int
+            lib.scx_phase_workload_cpus.argtypes = [p_wl, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+            lib.scx_phase_workload_cpus.restype = ctypes.c_int
+            lib.scx_phase_workload_node.argtypes = [p_wl]
+            lib.scx_phase_workload_node.restype = ctypes.c_int
+            lib.scx_phase_workload_checkpoint_buffer.argtypes = [
+                p_wl, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
+            lib.scx_phase_workload_checkpoint_buffer.restype = ctypes.c_int
+            lib.scx_phase_workload_on_memory_pressure.argtypes = [
+                p_wl, ctypes.c_uint, ctypes.c_uint, ctypes.c_int, _PRESSURE_FN, ctypes.c_void_p]
+            lib.scx_phase_workload_on_memory_pressure.restype = ctypes.c_int
+            lib.scx_phase_workload_close.argtypes = [p_wl]
+            lib.scx_phase_workload_close.restype = None
             _lib = lib
     return _lib
 
@@ -130,13 +159,7 @@ def _check(ret):
                 f"scx_phase is not running (no hint service at {socket_path()}); "
                 "phase hints are ignored", RuntimeWarning, stacklevel=3)
         return False
-    lib = _load()
-    msg = (lib.scx_phase_last_error() or lib.scx_phase_strerror(ret)).decode(errors="replace")
-    if err in (errno.EPERM, errno.EACCES):
-        raise PermissionError(err, msg)
-    if err == errno.ESRCH:
-        raise ProcessLookupError(err, msg)
-    raise ScxPhaseError(err, msg)
+    _raise(ret)
 
 
 # Fast path: every accepted spelling of a phase, straight to its number.
@@ -216,3 +239,149 @@ def phase(p, node=None):
             clear_phase()
         else:
             set_phase(*prev)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
+
+
+def parse_size(size):
+    """4 << 30, "4GiB", "512M" -> bytes."""
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        return size
+    if isinstance(size, str):
+        s = size.strip()
+        i = len(s) - len(s.lstrip("0123456789."))
+        num, unit = s[:i], s[i:].strip().lower()
+        if num and unit in _UNITS:
+            return int(float(num) * _UNITS[unit])
+    raise ValueError(f"invalid size {size!r} (like 4GiB, 512M or a number of bytes)")
+
+
+class PressureEvent:
+    """What a memory-pressure callback gets: the trigger's level and PSI's
+    figures (avg10 in percent, and the pressure file's lines)."""
+
+    def __init__(self, ev):
+        self.level = "full" if ev.full else "some"
+        self.stall_ms = ev.stall_us / 1000
+        self.window_s = ev.window_us / 1e6
+        self.some_avg10 = ev.some_avg10
+        self.full_avg10 = ev.full_avg10
+        self.figures = (ev.figures or b"").decode(errors="replace")
+
+    def __repr__(self):
+        return f"PressureEvent({self.level}, some avg10 {self.some_avg10}%, full avg10 {self.full_avg10}%)"
+
+
+class Workload:
+    """What a training job asks of the host, held until `close()`, the end
+    of the `with` block, or the end of the process (the service releases
+    all of it when the connection closes, even after a crash).
+
+        with scx_phase.Workload(cpus=8, node="gpu", exclusive=True,
+                                locked_memory="4GiB") as w:
+            buf = w.checkpoint_buffer("1GiB")       # a writable memoryview
+            w.on_memory_pressure(lambda ev: shrink_batch(), stall_ms=100)
+
+    node: a node id, "any", or "gpu" (the node of the GPU this process uses,
+    from CUDA_VISIBLE_DEVICES and LOCAL_RANK). placement: "pack" (whole
+    cores first) or "spread" (one CPU per core first). Claims need the
+    raise privilege (--hint-group or CAP_SYS_NICE); a refusal raises
+    PermissionError, CPUs that are not free OSError(EBUSY), both with the
+    service's one-line reason.
+    """
+
+    def __init__(self, cpus=0, node="any", exclusive=False, placement="pack", locked_memory=0):
+        if node == "any" or node is None:
+            n = NODE_ANY
+        elif node == "gpu":
+            n = NODE_GPU
+        else:
+            n = _node(node)
+        if placement not in ("pack", "spread"):
+            raise ValueError(f"placement is 'pack' or 'spread', not {placement!r}")
+        req = _WorkloadReq(int(cpus), n, int(bool(exclusive)), int(placement == "spread"),
+                           parse_size(locked_memory))
+        self._lib = _load()
+        self._w = ctypes.c_void_p()
+        self._callbacks = []
+        self._buffers = []
+        ret = self._lib.scx_phase_workload_open(ctypes.byref(req), ctypes.byref(self._w))
+        if ret != 0:
+            self._w = None
+            _raise(ret)
+
+    @property
+    def cpus(self):
+        """The claimed CPUs (they change if one goes offline)."""
+        n = self._lib.scx_phase_workload_cpus(self._w, None, 0)
+        arr = (ctypes.c_int * max(n, 1))()
+        n = self._lib.scx_phase_workload_cpus(self._w, arr, n)
+        return list(arr[:n])
+
+    @property
+    def node(self):
+        n = self._lib.scx_phase_workload_node(self._w)
+        return None if n < 0 else n
+
+    def checkpoint_buffer(self, size):
+        """Locked, resident memory (a writable memoryview), valid until the
+        workload closes."""
+        n = parse_size(size)
+        ptr = ctypes.c_void_p()
+        ret = self._lib.scx_phase_workload_checkpoint_buffer(self._w, n, ctypes.byref(ptr))
+        if ret != 0:
+            _raise(ret)
+        buf = (ctypes.c_char * n).from_address(ptr.value)
+        self._buffers.append(buf)
+        return memoryview(buf).cast("B")
+
+    def on_memory_pressure(self, callback, stall_ms=100, window_s=1.0, level="some"):
+        """Call callback(PressureEvent) on a background thread whenever
+        stall_ms of memory stall builds up within window_s, in this
+        process's cgroup (or the host's)."""
+        def trampoline(ev, _arg):
+            try:
+                callback(PressureEvent(ev.contents))
+            except Exception as e:  # a callback's error must not kill the reader
+                warnings.warn(f"scx_phase: memory-pressure callback failed: {e!r}", RuntimeWarning)
+        fn = _PRESSURE_FN(trampoline)
+        self._callbacks.append(fn)
+        ret = self._lib.scx_phase_workload_on_memory_pressure(
+            self._w, int(stall_ms), int(window_s * 1000), int(level == "full"), fn, None)
+        if ret != 0:
+            _raise(ret)
+
+    def close(self):
+        if self._w:
+            self._lib.scx_phase_workload_close(self._w)
+            self._w = None
+            self._buffers = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _raise(ret):
+    """Raise what a negative errno from the library means, with its reason."""
+    err = -ret
+    lib = _load()
+    msg = (lib.scx_phase_last_error() or lib.scx_phase_strerror(ret)).decode(errors="replace")
+    if err == errno.ENOENT:
+        raise FileNotFoundError(err, msg)
+    if err in (errno.EPERM, errno.EACCES):
+        raise PermissionError(err, msg)
+    if err == errno.ESRCH:
+        raise ProcessLookupError(err, msg)
+    raise ScxPhaseError(err, msg)

@@ -15,6 +15,8 @@ struct cpu_ctx {
 	u64 slice_end;		/* when the running task's slice ends */
 	u32 cur_class;		/* class of the running task, or CLASS_NONE */
 	u32 balance_next;	/* next CPU whose fair queue this one checks */
+	u32 cur_wid;		/* workload of the running task, or 0 */
+	u32 _pad;
 };
 
 struct {

@@ -30,14 +30,19 @@ static __always_inline s32 fair_queues_init(void)
 
 /*
  * The CPU whose queue @p joins: the one it is on, unless its affinity no
- * longer allows that (it changed while the task was queued or running);
- * a CPU outside the mask would never run it, and nobody could steal it.
+ * longer allows that (it changed while the task was queued or running) or
+ * another workload claimed it exclusively; a CPU outside the mask would
+ * never run it, and nobody could steal it. @allowed is where it may go.
  */
-static __always_inline s32 fair_queue_cpu(struct task_struct *p, s32 cpu)
+static __always_inline s32 fair_queue_cpu(struct task_struct *p, const struct cpumask *allowed,
+					  s32 cpu)
 {
-	if (cpu >= 0 && cpu < nr_cpus && bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+	if (cpu >= 0 && cpu < nr_cpus && bpf_cpumask_test_cpu(cpu, allowed))
 		return cpu;
 	/* Not scx_bpf_pick_any_cpu(): with per-node idle tracking it is an error. */
+	cpu = bpf_cpumask_any_distribute(allowed);
+	if (cpu >= 0 && cpu < nr_cpus)
+		return cpu;
 	cpu = bpf_cpumask_any_distribute(p->cpus_ptr);
 	return cpu >= 0 && cpu < nr_cpus ? cpu : 0;
 }
@@ -62,21 +67,44 @@ static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
  * soonest: on its own CPU, the waker's, or one of two more allowed CPUs
  * taken in turn (successive picks differ, so one is not its own CPU).
  * Sampling a few keeps the cost flat on big hosts, and waiting on its own
- * CPU only would double a wake-up's wait among hogs.
+ * CPU only would double a wake-up's wait among hogs. A workload's task
+ * with claimed CPUs queues on the one of them its turn comes soonest.
  */
-static __always_inline s32 wakeup_queue_cpu(struct task_struct *p, s32 cpu, u64 now)
+static __always_inline s32 wakeup_queue_cpu(struct task_struct *p, struct task_ctx *tctx,
+					    const struct cpumask *allowed, s32 cpu, u64 now)
 {
 	s32 cand[3] = { bpf_get_smp_processor_id(),
-			bpf_cpumask_any_distribute(p->cpus_ptr),
-			bpf_cpumask_any_distribute(p->cpus_ptr) };
+			bpf_cpumask_any_distribute(allowed),
+			bpf_cpumask_any_distribute(allowed) };
+	struct workload_claim *wc = claim_cpus(tctx->wid);
 	u64 best_at = fair_turn_at(cpu, now), at;
-	u32 i;
+	u32 i, n;
 
+	if (wc && (n = wc->nr_cpus)) {
+		s32 best = -1;
+
+		bpf_for(i, 0, n) {
+			s32 mine;
+
+			if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
+				break;
+			mine = wc->cpus[i];
+			if (!bpf_cpumask_test_cpu(mine, p->cpus_ptr))
+				continue;
+			at = fair_turn_at(mine, now);
+			if (best < 0 || at < best_at) {
+				best_at = at;
+				best = mine;
+			}
+		}
+		if (best >= 0)
+			return best;
+	}
 	bpf_for(i, 0, 3) {
 		s32 other = cand[i < 3 ? i : 0];
 
 		if (other == cpu || other < 0 || other >= nr_cpus ||
-		    !bpf_cpumask_test_cpu(other, p->cpus_ptr))
+		    !bpf_cpumask_test_cpu(other, allowed))
 			continue;
 		at = fair_turn_at(other, now);
 		if (at < best_at) {
@@ -103,9 +131,9 @@ static __always_inline s32 balance_peer(s32 cpu, struct cpu_ctx *c)
 
 /*
  * Take the head of @peer's queue if it has waited a slice of vtime longer
- * than @mine (the oldest task this CPU could run instead).
+ * than @mine (the oldest task @cpu could run instead).
  */
-static __always_inline bool take_lagging(s32 peer, struct task_struct *mine)
+static __always_inline bool take_lagging(s32 cpu, s32 peer, struct task_struct *mine)
 {
 	struct task_struct *head;
 
@@ -113,6 +141,7 @@ static __always_inline bool take_lagging(s32 peer, struct task_struct *mine)
 		return false;
 	head = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(peer));
 	if (!head || !vtime_before(head->scx.dsq_vtime + slice_ns, mine->scx.dsq_vtime) ||
+	    !task_placeable_on(head, cpu) ||
 	    !scx_bpf_dsq_move_to_local(FAIR_DSQ(peer), 0))
 		return false;
 	count_fair_move(false);
@@ -130,6 +159,7 @@ static __always_inline bool steal_fair(s32 cpu, s32 node)
 			if ((node_of_cpu(other) == node) != (pass == 0))
 				continue;
 			if (scx_bpf_dsq_nr_queued(FAIR_DSQ(other)) &&
+			    head_placeable(FAIR_DSQ(other), cpu) &&
 			    scx_bpf_dsq_move_to_local(FAIR_DSQ(other), 0)) {
 				count_fair_move(true);
 				return true;

@@ -62,6 +62,7 @@ struct hint_lookup {
 	u32 ignored;		/* last ignored value, or SCX_PHASE_HINT_UNSET */
 	u32 invalid;		/* values above the last phase seen */
 	u32 refused;		/* phases the writer may not set */
+	u32 wid;		/* the task's process's workload, or 0 */
 };
 
 static __always_inline void hint_ignore(struct hint_lookup *h, u32 phase, bool refused)
@@ -110,6 +111,18 @@ static __always_inline bool slot_hint(const struct hint_ref *ref, struct hint_lo
 	return true;
 }
 
+/* The workload @ref names, if the binding is current; else 0. */
+static __always_inline u32 bound_workload(const struct hint_ref *ref)
+{
+	u32 wid = ref->wid;
+	struct hint_workload *w;
+
+	if (!wid)
+		return 0;
+	w = bpf_map_lookup_elem(&hint_workloads, &wid);
+	return w && w->pid && w->generation == ref->generation ? wid : 0;
+}
+
 static __always_inline bool tid_map_hint(const struct task_struct *p, struct hint_lookup *h)
 {
 	u32 tid = p->pid;
@@ -142,11 +155,15 @@ static __always_inline void resolve_hint(struct task_struct *p, struct hint_look
 	h->invalid = 0;
 	h->refused = 0;
 
+	mine = bpf_task_storage_get(&hint_tasks, p, 0, 0);
+	leader = p->group_leader == p ? mine :
+		 bpf_task_storage_get(&hint_tasks, p->group_leader, 0, 0);
+	h->wid = leader ? bound_workload(&leader->process) : 0;
+
 	if (tid_map_hint(p, h)) {
 		h->source = SCX_PHASE_SRC_TID_MAP;
 		return;
 	}
-	mine = bpf_task_storage_get(&hint_tasks, p, 0, 0);
 	if (mine && slot_hint(&mine->thread, h)) {
 		h->source = SCX_PHASE_SRC_THREAD;
 		return;
@@ -156,8 +173,6 @@ static __always_inline void resolve_hint(struct task_struct *p, struct hint_look
 		h->source = SCX_PHASE_SRC_NAME;
 		return;
 	}
-	leader = p->group_leader == p ? mine :
-		 bpf_task_storage_get(&hint_tasks, p->group_leader, 0, 0);
 	if (leader && slot_hint(&leader->process, h))
 		h->source = SCX_PHASE_SRC_PROCESS;
 }

@@ -9,6 +9,7 @@
 #define __SCX_PHASE_INTF_H
 
 #ifndef __VMLINUX_H__
+typedef unsigned short u16;
 typedef unsigned int u32;
 typedef signed int s32;
 typedef unsigned long long u64;
@@ -161,6 +162,31 @@ struct phase_counters {
 	u64 fair_rebalances;	/* SCX_PHASE_NONE slot: lagging queue heads a
 				 * busy CPU took from another CPU */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
+};
+
+/*
+ * CPU claims of the workload API. The service writes who claims each CPU
+ * (cpu_claims) and each workload's CPUs (workload_claims), then bumps
+ * claim_state.generation, so that the scheduler rebuilds its mask of
+ * exclusive CPUs. Claims belong to a workload id of hint_workloads.
+ */
+enum scx_phase_claim_limits {
+	SCX_PHASE_CLAIM_MAX_CPUS = 64,
+};
+
+struct cpu_claim {
+	u32 wid;		/* the claiming workload; 0: unclaimed */
+	u32 exclusive;		/* nobody else is placed here */
+};
+
+struct workload_claim {
+	u32 nr_cpus;
+	u32 _pad;
+	u16 cpus[SCX_PHASE_CLAIM_MAX_CPUS];
+};
+
+struct claim_state {
+	u64 generation;
 };
 
 /*

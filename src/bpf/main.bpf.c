@@ -14,6 +14,9 @@
  *   fair.bpf.h      weighted vtime, one domain for boosted, one for fair
  *   fair_queues.bpf.h  a fair queue per CPU, stealing and balancing
  *   budget.bpf.h    how much of a CPU boosted classes may take
+ *   claims.bpf.h    CPU claims of the workload API (maps)
+ *   placement.bpf.h claimed CPUs first for their workload, exclusive ones
+ *                   for nobody else
  *   numa.bpf.h      data loaders on the CPUs of their node
  *   preempt.bpf.h   which CPU a waking boosted task takes
  *
@@ -31,8 +34,10 @@
 #include "classes.bpf.h"
 #include "classify.bpf.h"
 #include "hints.bpf.h"
+#include "claims.bpf.h"
 #include "fair.bpf.h"
 #include "budget.bpf.h"
+#include "placement.bpf.h"
 #include "fair_queues.bpf.h"
 #include "numa.bpf.h"
 #include "preempt.bpf.h"
@@ -89,6 +94,7 @@ static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx
 	}
 	tctx->phase = phase;
 	tctx->source = h.source;
+	tctx->wid = h.wid;
 	tctx->cls = phase_class(phase);
 	tctx->node = node;
 }
@@ -114,6 +120,7 @@ static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 	tctx->running_since = now;
 	fair_charge(p, tctx, used);
 	count_runtime(tctx->phase, used, tctx->source == SCX_PHASE_SRC_PROCESS);
+	count_workload_runtime(tctx->wid, tctx->phase, used);
 	if (is_loader(tctx))
 		count_locality(tctx->phase,
 			       cpu_in_node(bpf_get_smp_processor_id(), tctx->node), used);
@@ -126,6 +133,7 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 		   u64 wake_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
+	const struct cpumask *allowed;
 	bool is_idle = false;
 	s32 cpu;
 
@@ -133,15 +141,29 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 		return prev_cpu;
 	refresh(p, tctx);
 
+	/* A workload's task: an idle CPU of its claim first. */
+	cpu = claimed_idle_cpu(p, tctx->wid);
+	if (cpu >= 0) {
+		note_queued(tctx, scx_bpf_now());
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		return cpu;
+	}
+	allowed = placeable_mask(p, tctx);
 	if (is_loader(tctx)) {
-		if (cpu_in_node(prev_cpu, tctx->node) &&
+		if (cpu_in_node(prev_cpu, tctx->node) && placeable(p, tctx->wid, prev_cpu) &&
 		    scx_bpf_test_and_clear_cpu_idle(prev_cpu))
 			cpu = prev_cpu;
 		else
-			cpu = idle_cpu_in_node(p, tctx->node);
+			cpu = idle_cpu_in_node(allowed, tctx->node);
 		if (cpu < 0)
 			return prev_cpu;	/* enqueue queues it on its node */
 		is_idle = true;
+	} else if (allowed != p->cpus_ptr) {
+		/* Others' exclusive CPUs taken out of what it may use. */
+		cpu = scx_bpf_select_cpu_and(p, prev_cpu, wake_flags, allowed, 0);
+		is_idle = cpu >= 0;
+		if (!is_idle)
+			cpu = prev_cpu;
 	} else {
 		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	}
@@ -154,13 +176,16 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 	}
 
 	/*
-	 * No idle CPU for a waking boosted task: take one from a lower class
-	 * right away, straight into its local queue, ahead of what runs there.
+	 * No idle CPU for a waking boosted task, or for a task whose claimed
+	 * CPUs others are using: take one from a lower class right away,
+	 * straight into its local queue, ahead of what runs there.
 	 */
-	if (class_boosted(tctx->cls)) {
+	{
 		u64 now = scx_bpf_now();
-		s32 victim = preemption_victim(p, tctx->cls, now);
+		s32 victim = claimed_cpu_to_take(p, tctx->wid, tctx->cls);
 
+		if (victim < 0 && class_boosted(tctx->cls))
+			victim = preemption_victim(p, tctx->wid, tctx->cls, now);
 		if (victim >= 0) {
 			note_queued(tctx, now);
 			count_preemption(tctx->phase);
@@ -175,6 +200,7 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	s32 cpu = scx_bpf_task_cpu(p), target;
+	const struct cpumask *allowed;
 	u64 now = scx_bpf_now();
 
 	if (!tctx) {
@@ -182,22 +208,23 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 		 * Never lose a task, even one we know nothing about. In vtime
 		 * order: a FIFO insert into a vtime-ordered queue is an error.
 		 */
-		scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(fair_queue_cpu(p, cpu)), slice_ns,
-					 vtime_now[DOMAIN_FAIR], enq_flags);
+		scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(fair_queue_cpu(p, p->cpus_ptr, cpu)),
+					 slice_ns, vtime_now[DOMAIN_FAIR], enq_flags);
 		return;
 	}
 	/* select_cpu() has just read the hint; otherwise read it now. */
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags))
 		refresh(p, tctx);
 	note_queued(tctx, now);
+	allowed = placeable_mask(p, tctx);
 
 	/*
 	 * The last runnable task of a CPU whose slice ended: this CPU has
 	 * already looked for work and found none, so run it again right here
 	 * rather than queue it behind an idle CPU (unless it is a loader that
-	 * must move to its node).
+	 * must move to its node, or another workload claimed the CPU).
 	 */
-	if ((enq_flags & SCX_ENQ_LAST) &&
+	if ((enq_flags & SCX_ENQ_LAST) && placeable(p, tctx->wid, cpu) &&
 	    (!is_loader(tctx) || cpu_in_node(cpu, tctx->node))) {
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		return;
@@ -206,7 +233,7 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	if (is_loader(tctx)) {
 		scx_bpf_dsq_insert_vtime(p, LOADER_DSQ(tctx->node), slice_ns,
 					 queue_vtime(tctx, LOADER_DSQ(tctx->node)), enq_flags);
-		target = idle_cpu_in_node(p, tctx->node);
+		target = idle_cpu_in_node(allowed, tctx->node);
 		if (target >= 0)
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 		return;
@@ -215,12 +242,12 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	if (class_boosted(tctx->cls)) {
 		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns, queue_vtime(tctx, BOOST_DSQ),
 					 enq_flags);
-		target = idle_cpu_near(p, cpu);
+		target = idle_cpu_near(allowed, cpu);
 		if (target >= 0) {
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 			return;
 		}
-		target = preemption_victim(p, tctx->cls, now);
+		target = preemption_victim(p, tctx->wid, tctx->cls, now);
 		if (target >= 0) {
 			scx_bpf_kick_cpu(target, SCX_KICK_PREEMPT);
 			count_preemption(tctx->phase);
@@ -228,13 +255,13 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	cpu = fair_queue_cpu(p, cpu);
+	cpu = fair_queue_cpu(p, allowed, cpu);
 	if (enq_flags & SCX_ENQ_WAKEUP)
-		cpu = wakeup_queue_cpu(p, cpu, now);
+		cpu = wakeup_queue_cpu(p, tctx, allowed, cpu, now);
 	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(cpu), slice_ns,
 				 queue_vtime(tctx, FAIR_DSQ(cpu)), enq_flags);
 	/* Kick the queue's CPU if it is idle, else an idle one to steal it. */
-	target = scx_bpf_test_and_clear_cpu_idle(cpu) ? cpu : idle_cpu_near(p, cpu);
+	target = scx_bpf_test_and_clear_cpu_idle(cpu) ? cpu : idle_cpu_near(allowed, cpu);
 	if (target >= 0)
 		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 }
@@ -250,15 +277,26 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c)
 	struct task_struct *l = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(node));
 	u64 first = FAIR_DSQ(cpu), second = LOADER_DSQ(node);
 
+	/*
+	 * A CPU claimed exclusively leaves others' heads (queued before the
+	 * claim) to the CPUs that steal them.
+	 */
+	if (f && !task_placeable_on(f, cpu))
+		f = NULL;
+	if (l && !task_placeable_on(l, cpu))
+		l = NULL;
 	if (!f || (l && vtime_before(l->scx.dsq_vtime, f->scx.dsq_vtime))) {
 		first = LOADER_DSQ(node);
 		second = FAIR_DSQ(cpu);
 	}
 	/* first is this CPU's queue only if f is there. */
-	if (take_lagging(balance_peer(cpu, c), first == FAIR_DSQ(cpu) ? f : l))
+	if (take_lagging(cpu, balance_peer(cpu, c), first == FAIR_DSQ(cpu) ? f : l))
 		return true;
-	return scx_bpf_dsq_move_to_local(first, 0) ||
-	       scx_bpf_dsq_move_to_local(second, 0) || steal_fair(cpu, node);
+	if ((first == FAIR_DSQ(cpu) ? f : l) && scx_bpf_dsq_move_to_local(first, 0))
+		return true;
+	if ((second == FAIR_DSQ(cpu) ? f : l) && scx_bpf_dsq_move_to_local(second, 0))
+		return true;
+	return steal_fair(cpu, node);
 }
 
 /*
@@ -275,7 +313,8 @@ static __always_inline bool keep_boosted(struct task_struct *prev)
 	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED))
 		return false;
 	tctx = task_ctx(prev);
-	if (!tctx || !class_boosted(tctx->cls))
+	if (!tctx || !class_boosted(tctx->cls) ||
+	    !placeable(prev, tctx->wid, bpf_get_smp_processor_id()))
 		return false;
 	head = __COMPAT_scx_bpf_dsq_peek(BOOST_DSQ);
 	if (head && vtime_before(head->scx.dsq_vtime, tctx->vtime[DOMAIN_BOOST]))
@@ -291,15 +330,18 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 	u64 now = scx_bpf_now();
 	s32 node = node_of_cpu(cpu);
 	bool boost_first = !c || budget_left(c, now);
+	bool boost_ok;
 
+	placement_sync();
+	boost_ok = head_placeable(BOOST_DSQ, cpu);
 	if (boost_first && (keep_boosted(prev) ||
-			    scx_bpf_dsq_move_to_local(BOOST_DSQ, 0)))
+			    (boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))))
 		return;
 	if (dispatch_fair(cpu, node, c))
 		return;
-	if (!boost_first && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
+	if (!boost_first && boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
 		return;
-	spill_loader(node, now);
+	spill_loader(cpu, node, now);
 }
 
 void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
@@ -319,6 +361,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	if (!c)
 		return;
 	c->cur_class = tctx->cls;
+	c->cur_wid = tctx->wid;
 	/* End the slice where the budget ends, not a tick or more after. */
 	if (class_boosted(tctx->cls))
 		scx_bpf_task_set_slice(p, budget_slice(c, now, slice_ns));
@@ -347,7 +390,10 @@ void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
 	c->cur_class = tctx->cls;
 
 	budget = budget_left(c, now);
-	if (is_loader(tctx))
+	c->cur_wid = tctx->wid;
+	if (!placeable(p, tctx->wid, cpu))
+		yield = true;	/* another workload claimed this CPU since */
+	else if (is_loader(tctx))
 		yield = !cpu_in_node(cpu, tctx->node);
 	else if (class_boosted(tctx->cls))
 		yield = !budget && (scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu)) ||
@@ -363,8 +409,10 @@ void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
 	struct task_ctx *tctx = task_ctx(p);
 	struct cpu_ctx *c = this_cpu_ctx();
 
-	if (c)
+	if (c) {
 		c->cur_class = CLASS_NONE;
+		c->cur_wid = 0;
+	}
 	if (!tctx)
 		return;
 	charge(p, tctx, scx_bpf_now());
@@ -407,7 +455,8 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 	s32 err;
 	u32 n;
 
-	if ((err = scx_bpf_create_dsq(BOOST_DSQ, -1)) || (err = fair_queues_init()))
+	if ((err = scx_bpf_create_dsq(BOOST_DSQ, -1)) || (err = fair_queues_init()) ||
+	    (err = placement_init()))
 		return err;
 	bpf_for(n, 0, nr_nodes) {
 		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)))

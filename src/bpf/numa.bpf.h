@@ -27,33 +27,32 @@ static __always_inline bool cpu_in_node(s32 cpu, s32 node)
 }
 
 /*
- * Claim an idle CPU of @node that @p may use, or -EBUSY. Only the per-node
+ * Claim an idle CPU of @node in @allowed, or -EBUSY. Only the per-node
  * kfunc is safe once per-node idle tracking is on; without it, test the
  * node's CPUs one by one.
  */
-static __always_inline s32 idle_cpu_in_node(struct task_struct *p, s32 node)
+static __always_inline s32 idle_cpu_in_node(const struct cpumask *allowed, s32 node)
 {
 	s32 cpu;
 
 	if (numa_idle)
-		return __COMPAT_scx_bpf_pick_idle_cpu_node(p->cpus_ptr, node,
+		return __COMPAT_scx_bpf_pick_idle_cpu_node(allowed, node,
 							   SCX_PICK_IDLE_IN_NODE);
 	bpf_for(cpu, 0, nr_cpus) {
 		if (cpu_in_node(cpu, node) &&
-		    bpf_cpumask_test_cpu(cpu, p->cpus_ptr) &&
+		    bpf_cpumask_test_cpu(cpu, allowed) &&
 		    scx_bpf_test_and_clear_cpu_idle(cpu))
 			return cpu;
 	}
 	return -EBUSY;
 }
 
-/* Claim an idle CPU for @p, nearest @prev_cpu's node first; or -EBUSY. */
-static __always_inline s32 idle_cpu_near(struct task_struct *p, s32 prev_cpu)
+/* Claim an idle CPU in @allowed, nearest @prev_cpu's node first; or -EBUSY. */
+static __always_inline s32 idle_cpu_near(const struct cpumask *allowed, s32 prev_cpu)
 {
 	if (numa_idle)
-		return __COMPAT_scx_bpf_pick_idle_cpu_node(p->cpus_ptr,
-							   node_of_cpu(prev_cpu), 0);
-	return scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		return __COMPAT_scx_bpf_pick_idle_cpu_node(allowed, node_of_cpu(prev_cpu), 0);
+	return scx_bpf_pick_idle_cpu(allowed, 0);
 }
 
 /*
@@ -89,7 +88,7 @@ static int spill_timer_fn(void *map, int *key, struct bpf_timer *timer)
 
 			if (m == n)
 				continue;
-			cpu = idle_cpu_in_node(head, m);
+			cpu = idle_cpu_in_node(head->cpus_ptr, m);
 			if (cpu >= 0) {
 				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 				break;
@@ -119,9 +118,9 @@ static __always_inline s32 spill_timer_init(void)
 
 /*
  * On @cpu of node @node: take a loader of another node that has waited
- * longer than numa_spill_ns, if any.
+ * longer than numa_spill_ns, if any (and if @cpu may take it).
  */
-static __always_inline bool spill_loader(s32 node, u64 now)
+static __always_inline bool spill_loader(s32 cpu, s32 node, u64 now)
 {
 	struct task_struct *head;
 	struct task_ctx *tctx;
@@ -137,6 +136,7 @@ static __always_inline bool spill_loader(s32 node, u64 now)
 			continue;
 		tctx = task_ctx(head);
 		if (tctx && now - tctx->enqueued_at >= numa_spill_ns &&
+		    task_placeable_on(head, cpu) &&
 		    scx_bpf_dsq_move_to_local(LOADER_DSQ(n), 0))
 			return true;
 	}

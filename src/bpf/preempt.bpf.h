@@ -9,12 +9,12 @@
 #define __SCX_PHASE_PREEMPT_BPF_H
 
 /* Whether @cpu runs something of class below @cls and may be taken. */
-static __always_inline bool preemptible(const struct task_struct *p, s32 cpu,
+static __always_inline bool preemptible(const struct task_struct *p, u32 wid, s32 cpu,
 					u32 cls, u64 now, u32 *cur)
 {
 	struct cpu_ctx *c;
 
-	if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+	if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || !placeable(p, wid, cpu))
 		return false;
 	c = cpu_ctx_of(cpu);
 	if (!c || c->cur_class >= cls || !budget_left_remote(c, now))
@@ -28,20 +28,20 @@ static __always_inline bool preemptible(const struct task_struct *p, s32 cpu,
  * class, preferring the CPU we are on (the waker's, usually where the task
  * slept), which needs no IPI.
  */
-static __always_inline s32 preemption_victim(const struct task_struct *p,
+static __always_inline s32 preemption_victim(const struct task_struct *p, u32 wid,
 					     u32 cls, u64 now)
 {
 	s32 here = bpf_get_smp_processor_id(), best = -1;
 	u32 here_cls = CLASS_NONE, best_cls = cls, cur;
 	u32 cpu;
 
-	if (preemptible(p, here, cls, now, &cur)) {
+	if (preemptible(p, wid, here, cls, now, &cur)) {
 		if (cur <= CLASS_LOADER)
 			return here;
 		here_cls = cur;
 	}
 	bpf_for(cpu, 0, nr_cpus) {
-		if (!preemptible(p, cpu, best_cls, now, &cur))
+		if (!preemptible(p, wid, cpu, best_cls, now, &cur))
 			continue;
 		best = cpu;
 		best_cls = cur;

@@ -12,6 +12,7 @@
 #include "intf.h"
 #include "classify.bpf.h"
 #include "hints.bpf.h"
+#include "claims.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 

@@ -12,10 +12,11 @@ struct task_ctx {
 	s32 node;		/* data_loading: the node to run on; else -1 */
 	u32 queued;		/* waits in a vtime-ordered queue, not handed a CPU */
 	u32 source;		/* enum scx_phase_hint_source of @phase */
-	u32 _pad;
+	u32 wid;		/* its process's workload (hint service), or 0 */
 	u64 running_since;	/* last ops.running() or charge, 0 if not running */
 	u64 enqueued_at;	/* when it last became runnable-and-waiting */
 	u64 vtime[2];		/* per vtime domain (fair.bpf.h) */
+	struct bpf_cpumask __kptr *tmp_mask;	/* scratch (placement.bpf.h) */
 };
 
 struct {
@@ -30,10 +31,22 @@ static __always_inline struct task_ctx *task_ctx(const struct task_struct *p)
 	return bpf_task_storage_get(&task_ctx_stor, (struct task_struct *)p, 0, 0);
 }
 
+/* A new task's state, with its scratch cpumask; NULL if out of memory. */
 static __always_inline struct task_ctx *task_ctx_create(struct task_struct *p)
 {
-	return bpf_task_storage_get(&task_ctx_stor, p, 0,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct task_ctx *tctx;
+	struct bpf_cpumask *m;
+
+	tctx = bpf_task_storage_get(&task_ctx_stor, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx)
+		return NULL;
+	m = bpf_cpumask_create();
+	if (!m)
+		return NULL;
+	m = bpf_kptr_xchg(&tctx->tmp_mask, m);
+	if (m)
+		bpf_cpumask_release(m);
+	return tctx;
 }
 
 #endif /* __SCX_PHASE_TASK_CTX_BPF_H */

@@ -133,3 +133,234 @@ pub extern "C" fn scx_phase_strerror(err: c_int) -> *const c_char {
     };
     s.as_ptr().cast()
 }
+
+// ---- The workload API (`scx_phase_workload_*`) ----
+
+use crate::hint::workload::{
+    LockedBuffer, Node, Placement, PressureEvent, Workload, WorkloadRequest,
+};
+
+/// `struct scx_phase_workload_req` of the header.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct scx_phase_workload_req {
+    pub cpus: c_int,
+    /// >= 0 a node, -1 any, -2 the GPU's node.
+    pub node: c_int,
+    pub exclusive: c_int,
+    pub spread: c_int,
+    pub locked_memory: u64,
+}
+
+/// `struct scx_phase_pressure` of the header.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct scx_phase_pressure {
+    pub full: c_int,
+    pub stall_us: u32,
+    pub window_us: u32,
+    pub some_avg10: f64,
+    pub full_avg10: f64,
+    pub figures: *const c_char,
+}
+
+/// The opaque `struct scx_phase_workload`: the handle and the buffers it
+/// gave out, which live until it closes.
+pub struct ScxPhaseWorkload {
+    w: Workload,
+    buffers: std::sync::Mutex<Vec<LockedBuffer>>,
+}
+
+/// A C callback and its argument, called from the workload's thread.
+struct CCallback {
+    f: extern "C" fn(*const scx_phase_pressure, *mut std::ffi::c_void),
+    arg: *mut std::ffi::c_void,
+}
+
+// SAFETY: the caller hands `arg` over for use from another thread; that is
+// the documented contract of scx_phase_workload_on_memory_pressure().
+unsafe impl Send for CCallback {}
+unsafe impl Sync for CCallback {}
+
+impl CCallback {
+    fn call(&self, ev: &scx_phase_pressure) {
+        (self.f)(ev, self.arg);
+    }
+}
+
+fn workload_request(req: &scx_phase_workload_req) -> Option<WorkloadRequest> {
+    Some(WorkloadRequest {
+        cpus: u32::try_from(req.cpus).ok()?,
+        node: match req.node {
+            -1 => Node::Any,
+            -2 => Node::Gpu,
+            n => Node::Id(u32::try_from(n).ok()?),
+        },
+        exclusive: req.exclusive != 0,
+        placement: if req.spread != 0 {
+            Placement::Spread
+        } else {
+            Placement::Pack
+        },
+        locked_memory: req.locked_memory,
+    })
+}
+
+/// Open a workload: claim CPUs, reserve locked memory. 0 and `*out` set,
+/// or a negative errno.
+///
+/// # Safety
+/// `req` must point to a valid request and `out` to writable storage.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_workload_open(
+    req: *const scx_phase_workload_req,
+    out: *mut *mut ScxPhaseWorkload,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: the caller's contract.
+        let (Some(req), false) = (unsafe { req.as_ref() }, out.is_null()) else {
+            return invalid();
+        };
+        let Some(r) = workload_request(req) else {
+            return invalid();
+        };
+        match Workload::open(&r) {
+            Ok(w) => {
+                let b = Box::new(ScxPhaseWorkload {
+                    w,
+                    buffers: std::sync::Mutex::new(Vec::new()),
+                });
+                // SAFETY: checked non-null above.
+                unsafe { *out = Box::into_raw(b) };
+                0
+            }
+            Err(e) => ret(Err(e)),
+        }
+    })
+}
+
+/// The CPUs claimed: up to `max` written to `cpus`; returns how many there
+/// are (maybe more than `max`).
+///
+/// # Safety
+/// `w` from scx_phase_workload_open(); `cpus` writable for `max` ints.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_workload_cpus(
+    w: *const ScxPhaseWorkload,
+    cpus: *mut c_int,
+    max: c_int,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: the caller's contract.
+        let Some(w) = (unsafe { w.as_ref() }) else {
+            return invalid();
+        };
+        let list = w.w.cpus();
+        if !cpus.is_null() {
+            for (i, c) in list.iter().take(max.max(0) as usize).enumerate() {
+                // SAFETY: i < max, within the caller's buffer.
+                unsafe { *cpus.add(i) = *c as c_int };
+            }
+        }
+        list.len() as c_int
+    })
+}
+
+/// The node of the claimed CPUs, or -1.
+///
+/// # Safety
+/// `w` from scx_phase_workload_open().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_workload_node(w: *const ScxPhaseWorkload) -> c_int {
+    guarded(|| {
+        // SAFETY: the caller's contract.
+        unsafe { w.as_ref() }
+            .and_then(|w| w.w.node())
+            .map_or(-1, |n| n as c_int)
+    })
+}
+
+/// `size` bytes of locked, resident memory in `*buf`, valid until the
+/// workload closes.
+///
+/// # Safety
+/// `w` from scx_phase_workload_open(); `buf` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_workload_checkpoint_buffer(
+    w: *mut ScxPhaseWorkload,
+    size: usize,
+    buf: *mut *mut std::ffi::c_void,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: the caller's contract.
+        let (Some(w), false) = (unsafe { w.as_ref() }, buf.is_null()) else {
+            return invalid();
+        };
+        match w.w.checkpoint_buffer(size) {
+            Ok(b) => {
+                // SAFETY: checked non-null above.
+                unsafe { *buf = b.as_ptr().cast() };
+                if let Ok(mut v) = w.buffers.lock() {
+                    v.push(b);
+                }
+                0
+            }
+            Err(e) => ret(Err(e)),
+        }
+    })
+}
+
+/// Call `fn(event, arg)` from a background thread whenever `stall_ms` of
+/// memory stall ("full" if `full`, else "some") builds up within
+/// `window_ms`.
+///
+/// # Safety
+/// `w` from scx_phase_workload_open(); `arg` usable from another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_workload_on_memory_pressure(
+    w: *mut ScxPhaseWorkload,
+    stall_ms: u32,
+    window_ms: u32,
+    full: c_int,
+    f: Option<extern "C" fn(*const scx_phase_pressure, *mut std::ffi::c_void)>,
+    arg: *mut std::ffi::c_void,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: the caller's contract.
+        let (Some(w), Some(f)) = (unsafe { w.as_ref() }, f) else {
+            return invalid();
+        };
+        let cb = CCallback { f, arg };
+        let call = move |ev: &PressureEvent| {
+            let figures = CString::new(ev.figures.replace('\0', " ")).unwrap_or_default();
+            let c = scx_phase_pressure {
+                full: c_int::from(ev.level == "full"),
+                stall_us: ev.stall_us,
+                window_us: ev.window_us,
+                some_avg10: ev.some_avg10,
+                full_avg10: ev.full_avg10,
+                figures: figures.as_ptr(),
+            };
+            cb.call(&c);
+        };
+        ret(w.w.on_memory_pressure(
+            std::time::Duration::from_millis(stall_ms as u64),
+            std::time::Duration::from_millis(window_ms as u64),
+            full != 0,
+            call,
+        ))
+    })
+}
+
+/// Release everything the workload holds: CPUs, locked memory (its buffers
+/// are unmapped), pressure watches.
+///
+/// # Safety
+/// `w` from scx_phase_workload_open(), not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_workload_close(w: *mut ScxPhaseWorkload) {
+    if !w.is_null() {
+        // SAFETY: the caller's contract: ours, closed once.
+        drop(unsafe { Box::from_raw(w) });
+    }
+}

@@ -361,6 +361,6 @@ pub fn one_shot(path: &Path, op: Op, tid: i32, phase: u32, node: i32) -> Result<
         },
     })?;
     with_session(path, |s| {
-        call(&s.sock, Request { op, phase, node }, Some(&target)).map(|_| ())
+        call(&s.sock, Request::hint(op, phase, node), Some(&target)).map(|_| ())
     })
 }

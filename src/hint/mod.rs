@@ -23,6 +23,7 @@ pub mod capi;
 pub mod client;
 pub mod protocol;
 pub mod tid_map;
+pub mod workload;
 
 use std::cell::Cell;
 use std::fmt;

@@ -37,7 +37,27 @@ pub enum Op {
     Set = 3,
     /// Remove the one-shot hint of the thread of the pidfd sent along.
     Clear = 4,
+    /// Claim CPUs for the caller's process while this connection is open:
+    /// `a` CPUs, on node `b` (-1 any; -2 - i: GPU i's node), `c` flags
+    /// (CLAIM_EXCLUSIVE, CLAIM_SPREAD). The reply: `slot` the node,
+    /// `slots` the count, `message` the CPU list.
+    Claim = 5,
+    /// Raise the caller's RLIMIT_MEMLOCK by `a | c << 32` bytes, out of
+    /// the host's budget, while this connection is open.
+    LockMemory = 6,
+    /// Watch memory pressure (PSI) of the caller's cgroup: an event when
+    /// `a` µs of stall (`c` level: 0 some, 1 full) build up within `b` µs.
+    WatchPressure = 7,
 }
+
+/// Claim flags.
+pub const CLAIM_EXCLUSIVE: u32 = 1;
+pub const CLAIM_SPREAD: u32 = 2;
+
+/// Reply statuses above zero are events the service sends unasked.
+pub const EVENT_PRESSURE: i32 = 1;
+/// The claim's CPUs changed (a CPU went offline); `message` lists them.
+pub const EVENT_CLAIM: i32 = 2;
 
 impl Op {
     fn from_u16(v: u16) -> Option<Op> {
@@ -46,24 +66,31 @@ impl Op {
             2 => Op::Thread,
             3 => Op::Set,
             4 => Op::Clear,
+            5 => Op::Claim,
+            6 => Op::LockMemory,
+            7 => Op::WatchPressure,
             _ => return None,
         })
     }
 
     /// Whether the request must carry a pidfd.
     pub fn needs_fd(self) -> bool {
-        !matches!(self, Op::Hello)
+        matches!(self, Op::Thread | Op::Set | Op::Clear)
+    }
+
+    /// Whether the reserved word must be zero (it carries data otherwise).
+    fn plain(self) -> bool {
+        matches!(self, Op::Hello | Op::Thread | Op::Set | Op::Clear)
     }
 }
 
-/// One request.
+/// One request: an operation and three words whose meaning it gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     pub op: Op,
-    /// A phase number (Set).
-    pub phase: u32,
-    /// A NUMA node, or -1 for any (Set).
-    pub node: i32,
+    pub a: u32,
+    pub b: i32,
+    pub c: u32,
 }
 
 /// Why a request could not be decoded.
@@ -88,18 +115,69 @@ impl Request {
     pub fn new(op: Op) -> Request {
         Request {
             op,
-            phase: 0,
-            node: -1,
+            a: 0,
+            b: -1,
+            c: 0,
         }
     }
 
-    /// `version u16, op u16, phase u32, node i32, reserved u32` (LE).
+    /// A one-shot hint (Set) or its removal (Clear).
+    pub fn hint(op: Op, phase: u32, node: i32) -> Request {
+        Request {
+            op,
+            a: phase,
+            b: node,
+            c: 0,
+        }
+    }
+
+    pub fn claim(cpus: u32, node: i32, flags: u32) -> Request {
+        Request {
+            op: Op::Claim,
+            a: cpus,
+            b: node,
+            c: flags,
+        }
+    }
+
+    pub fn lock_memory(bytes: u64) -> Request {
+        Request {
+            op: Op::LockMemory,
+            a: bytes as u32,
+            b: 0,
+            c: (bytes >> 32) as u32,
+        }
+    }
+
+    pub fn watch_pressure(stall_us: u32, window_us: u32, full: bool) -> Request {
+        Request {
+            op: Op::WatchPressure,
+            a: stall_us,
+            b: window_us as i32,
+            c: u32::from(full),
+        }
+    }
+
+    pub fn phase(&self) -> u32 {
+        self.a
+    }
+
+    pub fn node(&self) -> i32 {
+        self.b
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.a as u64 | (self.c as u64) << 32
+    }
+
+    /// `version u16, op u16, a u32, b i32, c u32` (LE).
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut b = [0u8; REQUEST_LEN];
         b[0..2].copy_from_slice(&VERSION.to_le_bytes());
         b[2..4].copy_from_slice(&(self.op as u16).to_le_bytes());
-        b[4..8].copy_from_slice(&self.phase.to_le_bytes());
-        b[8..12].copy_from_slice(&self.node.to_le_bytes());
+        b[4..8].copy_from_slice(&self.a.to_le_bytes());
+        b[8..12].copy_from_slice(&self.b.to_le_bytes());
+        b[12..16].copy_from_slice(&self.c.to_le_bytes());
         b
     }
 
@@ -118,13 +196,15 @@ impl Request {
         }
         let op = Op::from_u16(u16_at(b, 2))
             .ok_or_else(|| BadRequest(format!("unknown request {}", u16_at(b, 2))))?;
-        if u32_at(b, 12) != 0 {
+        let c = u32_at(b, 12);
+        if op.plain() && c != 0 {
             return Err(BadRequest("reserved bytes are not zero".into()));
         }
         Ok(Request {
             op,
-            phase: u32_at(b, 4),
-            node: u32_at(b, 8) as i32,
+            a: u32_at(b, 4),
+            b: u32_at(b, 8) as i32,
+            c,
         })
     }
 }
@@ -209,13 +289,15 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         for op in [Op::Hello, Op::Thread, Op::Set, Op::Clear] {
-            let r = Request {
-                op,
-                phase: 3,
-                node: -1,
-            };
+            let r = Request::hint(op, 3, -1);
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }
+        let c = Request::claim(8, -3, CLAIM_EXCLUSIVE | CLAIM_SPREAD);
+        assert_eq!(Request::decode(&c.encode()), Ok(c));
+        let m = Request::lock_memory(5 << 32 | 7);
+        assert_eq!(Request::decode(&m.encode()).unwrap().bytes(), 5 << 32 | 7);
+        let w = Request::watch_pressure(150_000, 1_000_000, true);
+        assert_eq!(Request::decode(&w.encode()), Ok(w));
     }
 
     #[test]

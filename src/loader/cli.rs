@@ -104,6 +104,18 @@ pub struct RunOpts {
     #[arg(long, value_name = "GROUP")]
     pub hint_group: Option<String>,
 
+    /// The share of each NUMA node's CPUs that workloads may claim
+    /// exclusively, in percent (0 to 100).
+    #[arg(long, default_value_t = 75, value_name = "PCT",
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_exclusive_pct: u32,
+
+    /// Locked memory the hint service may grant to jobs in all (their
+    /// RLIMIT_MEMLOCK is raised by what they ask), like 4GiB or 512M
+    /// [default: a quarter of the host's memory].
+    #[arg(long, value_name = "BYTES")]
+    pub max_locked_mem: Option<String>,
+
     /// Run only the hint service, without the scheduler: hints are taken
     /// and can be dumped, but nothing schedules by them. Works without
     /// sched_ext, for testing the hint path [default: off].
@@ -169,6 +181,14 @@ pub enum Command {
     /// List every thread's effective hint, its source (tid map, thread
     /// slot, name rule, process) and its process (root).
     Dump {
+        /// Print JSON instead of a table [default: off].
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered workloads: pid, uid, cgroup, claimed CPUs,
+    /// exclusivity, locked memory, pressure watches, CPU time per phase
+    /// (root).
+    Workloads {
         /// Print JSON instead of a table [default: off].
         #[arg(long)]
         json: bool,
@@ -320,6 +340,8 @@ mod tests {
             "--hint-group",
             "--hint-socket",
             "--hint-service-only",
+            "--max-exclusive-pct",
+            "--max-locked-mem",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

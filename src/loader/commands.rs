@@ -117,6 +117,7 @@ pub fn run(cmd: &Command, pin_dir: &Path, socket: &Path) -> Result<()> {
             Ok(())
         }
         Command::Dump { json } => dump(pin_dir, *json),
+        Command::Workloads { json } => workloads(pin_dir, socket, *json),
         Command::Topology => unreachable!("handled by main"),
     }
 }
@@ -279,6 +280,125 @@ fn dump(pin_dir: &Path, json: bool) -> Result<()> {
         "{} thread(s) with a hint; {} process(es) registered with the hint service",
         entries.iter().filter(|e| e.phase.is_some()).count(),
         inspect::read_workloads(pin_dir).map_or(0, |w| w.len())
+    );
+    Ok(())
+}
+
+/// The service's `workloads.json`, beside its socket.
+pub fn status_path(socket: &Path) -> std::path::PathBuf {
+    socket
+        .parent()
+        .unwrap_or(Path::new("/run/scx_phase"))
+        .join("workloads.json")
+}
+
+/// The service's view of the workloads, with their CPU time per phase.
+pub fn read_workloads(pin_dir: &Path, socket: &Path) -> Result<serde_json::Value> {
+    let path = status_path(socket);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("scx_phase is not running (no {})", path.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!(
+                "permission denied on {}: listing workloads needs root",
+                path.display()
+            )
+        }
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&text)?;
+    if let Some(rows) = v["workloads"].as_array_mut() {
+        for row in rows {
+            let wid = row["wid"].as_u64().unwrap_or(0) as u32;
+            let times = inspect::read_workload_runtime(pin_dir, wid).unwrap_or_default();
+            let mut ms = serde_json::Map::new();
+            for (i, t) in times.iter().enumerate() {
+                ms.insert(
+                    scx_phase::stats::slot_name(i).into(),
+                    (*t / 1_000_000).into(),
+                );
+            }
+            row["cpu_ms"] = serde_json::Value::Object(ms);
+        }
+    }
+    Ok(v)
+}
+
+fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
+    let v = read_workloads(pin_dir, socket)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows = v["workloads"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:>8} {:>6}  {:<12} {:<5} {:>9}  {:<14} {:>7}  {:<34}  cgroup",
+        "pid",
+        "uid",
+        "cpus",
+        "excl",
+        "locked",
+        "pressure",
+        "threads",
+        "cpu s: idle load fwd bwd opt ckpt none"
+    );
+    for r in &rows {
+        let claims = r["claims"].as_array().cloned().unwrap_or_default();
+        let cpus: Vec<String> = claims
+            .iter()
+            .flat_map(|c| c["cpus"].as_array().cloned().unwrap_or_default())
+            .map(|c| c.to_string())
+            .collect();
+        let excl = claims.iter().any(|c| c["exclusive"] == true);
+        let watches: Vec<String> = r["pressure_watches"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|w| format!("{}ms/{}ms", w["stall_ms"], w["window_ms"]))
+            .collect();
+        let secs: Vec<String> = (0..scx_phase::stats::NR_SLOTS)
+            .map(|i| {
+                let ms = r["cpu_ms"][scx_phase::stats::slot_name(i)]
+                    .as_u64()
+                    .unwrap_or(0);
+                format!("{:.1}", ms as f64 / 1000.0)
+            })
+            .collect();
+        println!(
+            "{:>8} {:>6}  {:<12} {:<5} {:>9}  {:<14} {:>7}  {:<34}  {}",
+            r["pid"],
+            r["uid"],
+            if cpus.is_empty() {
+                "-".into()
+            } else {
+                cpus.join(",")
+            },
+            if claims.is_empty() {
+                "-"
+            } else if excl {
+                "yes"
+            } else {
+                "no"
+            },
+            crate::service::memlock::human(r["locked_bytes"].as_u64().unwrap_or(0)),
+            if watches.is_empty() {
+                "-".into()
+            } else {
+                watches.join(",")
+            },
+            r["threads_bound"],
+            secs.join(" "),
+            r["cgroup"].as_str().unwrap_or("-"),
+        );
+    }
+    println!(
+        "{} workload(s); locked memory {} of {}",
+        rows.len(),
+        crate::service::memlock::human(v["locked_used_bytes"].as_u64().unwrap_or(0)),
+        crate::service::memlock::human(v["locked_budget_bytes"].as_u64().unwrap_or(0))
     );
     Ok(())
 }

@@ -11,13 +11,47 @@ use scx_phase::stats::{self, Report, StatsMap};
 use crate::loader::preflight;
 
 /// The report between two snapshots, with the hint service's counters
-/// from `pin_dir` when they can be read.
-pub fn full_report(prev: &stats::Snapshot, cur: &stats::Snapshot, pin_dir: &Path) -> Report {
+/// from `pin_dir` and the workloads' totals when they can be read.
+pub fn full_report(
+    prev: &stats::Snapshot,
+    cur: &stats::Snapshot,
+    pin_dir: &Path,
+    socket: &Path,
+) -> Report {
     let mut r = stats::report(prev, cur);
     r.service = scx_phase::inspect::read_service_stats(pin_dir)
         .ok()
         .map(Into::into);
+    r.workloads = crate::loader::commands::read_workloads(pin_dir, socket)
+        .ok()
+        .map(|v| workloads_report(&v));
     r
+}
+
+fn workloads_report(v: &serde_json::Value) -> stats::WorkloadsReport {
+    let rows = v["workloads"].as_array().cloned().unwrap_or_default();
+    let mut t = stats::WorkloadsReport {
+        workloads: rows.len() as u64,
+        cpu_ms: vec![0; stats::NR_SLOTS],
+        ..Default::default()
+    };
+    for r in &rows {
+        for c in r["claims"].as_array().cloned().unwrap_or_default() {
+            let n = c["cpus"].as_array().map_or(0, |a| a.len() as u64);
+            t.cpus_claimed += n;
+            if c["exclusive"] == true {
+                t.cpus_exclusive += n;
+            }
+        }
+        t.locked_bytes += r["locked_bytes"].as_u64().unwrap_or(0);
+        t.pressure_watches += r["pressure_watches"]
+            .as_array()
+            .map_or(0, |a| a.len() as u64);
+        for (i, ms) in t.cpu_ms.iter_mut().enumerate() {
+            *ms += r["cpu_ms"][stats::slot_name(i)].as_u64().unwrap_or(0);
+        }
+    }
+    t
 }
 
 pub fn print_report(r: &Report, json: bool) {
@@ -32,7 +66,13 @@ pub fn print_report(r: &Report, json: bool) {
 }
 
 /// Print the stats of a running scx_phase every `interval` until stopped.
-pub fn monitor(pin_dir: &Path, interval: f64, json: bool, shutdown: Arc<AtomicBool>) -> Result<()> {
+pub fn monitor(
+    pin_dir: &Path,
+    socket: &Path,
+    interval: f64,
+    json: bool,
+    shutdown: Arc<AtomicBool>,
+) -> Result<()> {
     if !(interval > 0.0 && interval.is_finite()) {
         bail!("--monitor needs a positive interval in seconds, not {interval}");
     }
@@ -58,7 +98,7 @@ pub fn monitor(pin_dir: &Path, interval: f64, json: bool, shutdown: Arc<AtomicBo
             bail!("scx_phase stopped");
         }
         let cur = map.read()?;
-        print_report(&full_report(&prev, &cur, pin_dir), json);
+        print_report(&full_report(&prev, &cur, pin_dir, socket), json);
         prev = cur;
     }
     Ok(())

@@ -24,7 +24,9 @@ use crate::loader::output::{full_report, print_report};
 use crate::loader::topology::HostTopology;
 use crate::service::Service;
 use crate::service::bpf::ServiceBpf;
+use crate::service::memlock;
 use crate::service::rules::Policy;
+use crate::service::workload_api::Config;
 
 /// How often the run loop looks for Ctrl-C and a kernel-side exit: bounds
 /// the detach latency.
@@ -35,6 +37,7 @@ pub struct Scheduler<'a> {
     link: Option<libbpf_rs::Link>,
     stats_pin: PathBuf,
     pin_dir: PathBuf,
+    socket: PathBuf,
 }
 
 impl<'a> Scheduler<'a> {
@@ -44,6 +47,7 @@ impl<'a> Scheduler<'a> {
         topo: &HostTopology,
         rules: &[Rule],
         service: &ServiceBpf<'_>,
+        socket: &Path,
         open_object: &'a mut MaybeUninit<OpenObject>,
     ) -> Result<Self> {
         scx_utils::try_set_rlimit_infinity();
@@ -85,14 +89,18 @@ impl<'a> Scheduler<'a> {
 
         // The hint maps belong to the hint service's object, which pinned
         // them; this object reads the same maps.
-        let [tid_map, memory, workloads, tasks] = service.shared_maps();
+        let shared = service.shared_maps();
         skel.maps
             .phase_map
-            .set_max_entries(map_capacity(tid_map)?)?;
-        skel.maps.phase_map.reuse_fd(tid_map)?;
-        skel.maps.hint_memory.reuse_fd(memory)?;
-        skel.maps.hint_workloads.reuse_fd(workloads)?;
-        skel.maps.hint_tasks.reuse_fd(tasks)?;
+            .set_max_entries(map_capacity(shared.tid_map)?)?;
+        skel.maps.phase_map.reuse_fd(shared.tid_map)?;
+        skel.maps.hint_memory.reuse_fd(shared.memory)?;
+        skel.maps.hint_workloads.reuse_fd(shared.workloads)?;
+        skel.maps.hint_tasks.reuse_fd(shared.tasks)?;
+        skel.maps.cpu_claims.reuse_fd(shared.cpu_claims)?;
+        skel.maps.workload_claims.reuse_fd(shared.workload_claims)?;
+        skel.maps.claim_state.reuse_fd(shared.claim_state)?;
+        skel.maps.workload_runtime.reuse_fd(shared.runtime)?;
 
         let mut skel = scx_ops_load!(skel, phase_ops, uei)?;
 
@@ -124,6 +132,7 @@ impl<'a> Scheduler<'a> {
             link: Some(link),
             stats_pin,
             pin_dir: pin_dir.to_path_buf(),
+            socket: socket.to_path_buf(),
         })
     }
 
@@ -143,7 +152,10 @@ impl<'a> Scheduler<'a> {
                 && Instant::now() >= at
             {
                 let cur = self.read_stats()?;
-                print_report(&full_report(&prev, &cur, &self.pin_dir), opts.json);
+                print_report(
+                    &full_report(&prev, &cur, &self.pin_dir, &self.socket),
+                    opts.json,
+                );
                 prev = cur;
                 next_report = Some(at + i);
             }
@@ -210,7 +222,24 @@ fn start_service<'a>(
     if let Some((name, gid)) = &policy.hint_group {
         info!("members of group {name} (gid {gid}) may raise threads through the hint service");
     }
-    let running = Service::start(socket, service.hint_maps()?, policy)?;
+    let gpu_nodes = HostTopology::discover()?
+        .gpus
+        .iter()
+        .map(|g| g.node.map(|n| n as u32))
+        .collect();
+    let config = Config {
+        policy,
+        max_exclusive_pct: opts.max_exclusive_pct,
+        max_locked_mem: match &opts.max_locked_mem {
+            Some(s) => {
+                memlock::parse_size(s).map_err(|e| anyhow::anyhow!("--max-locked-mem: {e}"))?
+            }
+            None => memlock::default_budget(),
+        },
+        gpu_nodes,
+        status_path: None,
+    };
+    let running = Service::start(socket, service.hint_maps()?, config)?;
     Ok((service, running))
 }
 
@@ -233,7 +262,15 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
     loop {
         // Again on each restart: a hotplug restart means the CPUs changed.
         let topo = HostTopology::discover()?;
-        let mut sched = Scheduler::init(opts, pin_dir, &topo, &rules, &service, &mut open_object)?;
+        let mut sched = Scheduler::init(
+            opts,
+            pin_dir,
+            &topo,
+            &rules,
+            &service,
+            socket,
+            &mut open_object,
+        )?;
         let uei = sched.run(opts, &shutdown)?;
         if uei.should_restart() && !shutdown.load(Ordering::Relaxed) {
             info!("the kernel asked for a restart; reloading");

@@ -13,7 +13,9 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{AsRawLibbpf, Link, OpenMapMut, OpenObject};
 use log::info;
 use scx_phase::hint::tid_map::{self, PhaseMap};
-use scx_phase::inspect::{HINTS_ITER, MEMORY_MAP, SERVICE_STATS, TASKS_MAP, WORKLOADS_MAP};
+use scx_phase::inspect::{
+    HINTS_ITER, MEMORY_MAP, RUNTIME_MAP, SERVICE_STATS, TASKS_MAP, WORKLOADS_MAP,
+};
 use scx_phase::sys;
 
 use super::maps::HintMaps;
@@ -24,6 +26,18 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/service_skel.rs"));
 }
 use skel::*;
+
+/// The service object's maps that the scheduler object reads too.
+pub struct SharedMaps<'a> {
+    pub tid_map: BorrowedFd<'a>,
+    pub memory: BorrowedFd<'a>,
+    pub workloads: BorrowedFd<'a>,
+    pub tasks: BorrowedFd<'a>,
+    pub cpu_claims: BorrowedFd<'a>,
+    pub workload_claims: BorrowedFd<'a>,
+    pub claim_state: BorrowedFd<'a>,
+    pub runtime: BorrowedFd<'a>,
+}
 
 /// The loaded service object; its maps stay pinned when it goes.
 pub struct ServiceBpf<'a> {
@@ -174,6 +188,11 @@ impl<'a> ServiceBpf<'a> {
             &pin_dir.join(TASKS_MAP),
             TASKS_MAP,
         )?;
+        let runtime_pinned = reuse_pinned(
+            &mut open.maps.workload_runtime,
+            &pin_dir.join(RUNTIME_MAP),
+            RUNTIME_MAP,
+        )?;
 
         let mut skel = open
             .load()
@@ -194,6 +213,9 @@ impl<'a> ServiceBpf<'a> {
         }
         if !tasks_pinned {
             pin(&mut skel.maps.hint_tasks, TASKS_MAP)?;
+        }
+        if !runtime_pinned {
+            pin(&mut skel.maps.workload_runtime, RUNTIME_MAP)?;
         }
         // The counters start afresh with each run.
         let _ = fs::remove_file(pin_dir.join(SERVICE_STATS));
@@ -222,16 +244,19 @@ impl<'a> ServiceBpf<'a> {
         })
     }
 
-    /// The shared maps, for the scheduler object to reuse: tid map, hint
-    /// memory, workloads, task bindings.
-    pub fn shared_maps(&self) -> [BorrowedFd<'_>; 4] {
+    /// The maps the scheduler object reuses.
+    pub fn shared_maps(&self) -> SharedMaps<'_> {
         let m = &self.skel.maps;
-        [
-            m.phase_map.as_fd(),
-            m.hint_memory.as_fd(),
-            m.hint_workloads.as_fd(),
-            m.hint_tasks.as_fd(),
-        ]
+        SharedMaps {
+            tid_map: m.phase_map.as_fd(),
+            memory: m.hint_memory.as_fd(),
+            workloads: m.hint_workloads.as_fd(),
+            tasks: m.hint_tasks.as_fd(),
+            cpu_claims: m.cpu_claims.as_fd(),
+            workload_claims: m.workload_claims.as_fd(),
+            claim_state: m.claim_state.as_fd(),
+            runtime: m.workload_runtime.as_fd(),
+        }
     }
 
     /// Owned handles on the maps, and what creating a workload's memory
@@ -265,6 +290,10 @@ impl<'a> ServiceBpf<'a> {
             workloads: dup(m.hint_workloads.as_fd())?,
             tasks: dup(m.hint_tasks.as_fd())?,
             stats: dup(m.service_stats.as_fd())?,
+            cpu_claims: dup(m.cpu_claims.as_fd())?,
+            workload_claims: dup(m.workload_claims.as_fd())?,
+            claim_state: dup(m.claim_state.as_fd())?,
+            runtime: dup(m.workload_runtime.as_fd())?,
             btf: dup(btf)?,
             key_type,
             value_type,

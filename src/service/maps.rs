@@ -8,10 +8,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use scx_phase::bpf_intf::{
-    hint_dump, hint_ref, hint_task, hint_workload, phase_hint,
-    scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS, service_counters,
+    claim_state, cpu_claim, hint_dump, hint_ref, hint_task, hint_workload, phase_hint,
+    scx_phase_claim_limits_SCX_PHASE_CLAIM_MAX_CPUS as CLAIM_MAX_CPUS,
+    scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS, service_counters, workload_claim,
 };
 use scx_phase::inspect;
+use scx_phase::stats::NR_SLOTS;
 use scx_phase::sys;
 
 /// Bytes of one workload's hint memory.
@@ -23,6 +25,10 @@ pub struct HintMaps {
     pub workloads: OwnedFd,
     pub tasks: OwnedFd,
     pub stats: OwnedFd,
+    pub cpu_claims: OwnedFd,
+    pub workload_claims: OwnedFd,
+    pub claim_state: OwnedFd,
+    pub runtime: OwnedFd,
     pub btf: OwnedFd,
     pub key_type: u32,
     pub value_type: u32,
@@ -163,6 +169,57 @@ impl HintMaps {
 
     pub fn publish(&self, c: &service_counters) -> io::Result<()> {
         sys::map_update(self.stats.as_fd(), &0u32, c)
+    }
+
+    /// Zero workload `wid`'s run time (a new id starts from nothing).
+    pub fn reset_runtime(&self, wid: u32) -> io::Result<()> {
+        for slot in 0..NR_SLOTS as u32 {
+            sys::map_update(self.runtime.as_fd(), &(wid * NR_SLOTS as u32 + slot), &0u64)?;
+        }
+        Ok(())
+    }
+
+    /// Publish the claims: each CPU's claimant in `cpus` (every CPU in
+    /// `all` gets an entry), each workload's CPUs in `by_wid` (workloads in
+    /// `cleared` get none), then a new generation for the scheduler.
+    pub fn write_claims(
+        &self,
+        all: &[u32],
+        cpus: &std::collections::BTreeMap<u32, (u32, bool)>,
+        by_wid: &std::collections::BTreeMap<u32, Vec<u32>>,
+        cleared: &[u32],
+        generation: u64,
+    ) -> io::Result<()> {
+        for &cpu in all {
+            let (wid, exclusive) = cpus.get(&cpu).copied().unwrap_or((0, false));
+            let v = cpu_claim {
+                wid,
+                exclusive: u32::from(exclusive),
+            };
+            sys::map_update(self.cpu_claims.as_fd(), &cpu, &v)?;
+        }
+        for &wid in cleared {
+            if !by_wid.contains_key(&wid) {
+                let none = workload_claim {
+                    nr_cpus: 0,
+                    _pad: 0,
+                    cpus: [0; CLAIM_MAX_CPUS as usize],
+                };
+                sys::map_update(self.workload_claims.as_fd(), &wid, &none)?;
+            }
+        }
+        for (&wid, list) in by_wid {
+            let mut v = workload_claim {
+                nr_cpus: list.len().min(CLAIM_MAX_CPUS as usize) as u32,
+                _pad: 0,
+                cpus: [0; CLAIM_MAX_CPUS as usize],
+            };
+            for (d, s) in v.cpus.iter_mut().zip(list) {
+                *d = *s as u16;
+            }
+            sys::map_update(self.workload_claims.as_fd(), &wid, &v)?;
+        }
+        sys::map_update(self.claim_state.as_fd(), &0u32, &claim_state { generation })
     }
 
     /// Every task's hint and binding, from the pinned iterator.

@@ -22,13 +22,20 @@
 //! - `identity.rs`: who a client is, which thread a pidfd names;
 //! - `rules.rs`: who may hint what;
 //! - `workloads.rs`: registered processes, their memory and slots;
-//! - `server.rs`: the event loop, limits, and adoption after a restart.
+//! - `server.rs`: the event loop, limits, and adoption after a restart;
+//! - `workload_api.rs`: what a job holds through the workload API (CPU
+//!   claims in `claims.rs`, locked memory in `memlock.rs`, pressure
+//!   watches in `pressure.rs`), released when its connection closes.
 
 pub mod bpf;
+pub mod claims;
 pub mod identity;
 pub mod maps;
+pub mod memlock;
+pub mod pressure;
 pub mod rules;
 pub mod server;
+pub mod workload_api;
 pub mod workloads;
 
 use std::fs;
@@ -44,8 +51,8 @@ use log::{info, warn};
 use scx_phase::sys;
 
 use self::maps::HintMaps;
-use self::rules::Policy;
 use self::server::{Limits, Server};
+use self::workload_api::Config;
 
 /// The running service thread; stopped, and its socket removed, on drop.
 pub struct Service {
@@ -145,7 +152,7 @@ fn listen(path: &Path) -> Result<OwnedFd> {
 impl Service {
     /// Listen on `socket` (or the socket systemd passed) and serve from a
     /// thread of its own.
-    pub fn start(socket: &Path, maps: HintMaps, policy: Policy) -> Result<Service> {
+    pub fn start(socket: &Path, maps: HintMaps, mut config: Config) -> Result<Service> {
         let (listener, owned) = match inherited_socket() {
             Some(fd) => (fd, None),
             None => {
@@ -153,7 +160,15 @@ impl Service {
                 (fd, inode(socket).map(|ino| (socket.to_path_buf(), ino)))
             }
         };
-        let mut server = Server::new(listener, maps, policy, Limits::default())
+        if config.status_path.is_none() {
+            config.status_path = Some(
+                socket
+                    .parent()
+                    .unwrap_or(Path::new("/run/scx_phase"))
+                    .join("workloads.json"),
+            );
+        }
+        let mut server = Server::new(listener, maps, config, Limits::default())
             .context("cannot start the hint service")?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

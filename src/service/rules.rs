@@ -130,6 +130,19 @@ pub fn may_signal(who: &Who, whom: &Whom) -> Result<(), String> {
     ))
 }
 
+/// May `who` claim CPUs? A claim puts its threads ahead of others on
+/// those CPUs, which is raising.
+pub fn may_claim(who: &Who, policy: &Policy) -> Result<(), String> {
+    if may_raise(who) {
+        return Ok(());
+    }
+    Err(format!(
+        "refused: claiming CPUs needs CAP_SYS_NICE or {}; uid {} has neither",
+        group_text(policy),
+        who.uid
+    ))
+}
+
 /// May `who` set `phase` on `whom` (a one-shot hint)?
 pub fn may_set(who: &Who, whom: &Whom, phase: Phase, policy: &Policy) -> Result<(), String> {
     may_signal(who, whom)?;

@@ -24,6 +24,7 @@ use scx_phase::sys;
 use super::identity::{Peer, Target};
 use super::maps::HintMaps;
 use super::rules::{self, Policy, Who, Whom};
+use super::workload_api::{Config, Held, WorkloadApi};
 use super::workloads::{Full, Workloads};
 
 /// What one user, and everyone, may hold at once.
@@ -56,40 +57,50 @@ const LISTENER: u64 = 1 << 56;
 const CLIENT: u64 = 2 << 56;
 const THREAD: u64 = 3 << 56;
 const PROCESS: u64 = 4 << 56;
+pub(super) const WATCH: u64 = 5 << 56;
 const KIND: u64 = 0xff << 56;
 /// How often the counters are published and the stop flag looked at.
 const TICK: Duration = Duration::from_millis(100);
 
-struct Client {
-    fd: OwnedFd,
-    peer: Peer,
-    who: Who,
+pub(super) struct Client {
+    pub(super) fd: OwnedFd,
+    pub(super) peer: Peer,
+    pub(super) who: Who,
     /// The workload it registered (id, generation).
-    workload: Option<(u32, u32)>,
+    pub(super) workload: Option<(u32, u32)>,
     bad: u32,
+    /// What it holds through the workload API; released when it closes.
+    pub(super) held: Held,
 }
 
 pub struct Server {
-    epoll: OwnedFd,
+    pub(super) epoll: OwnedFd,
     listener: OwnedFd,
-    maps: HintMaps,
-    policy: Policy,
+    pub(super) maps: HintMaps,
+    pub(super) policy: Policy,
     limits: Limits,
-    clients: Vec<Option<Client>>,
+    pub(super) clients: Vec<Option<Client>>,
     /// Bumped each time a client index is reused, so that a stale event
     /// never reaches its next occupant.
-    client_gen: Vec<u32>,
+    pub(super) client_gen: Vec<u32>,
     per_uid: HashMap<u32, u32>,
-    workloads: Workloads,
+    pub(super) workloads: Workloads,
+    pub(super) api: WorkloadApi,
     counters: service_counters,
     published: Option<service_counters>,
 }
 
-fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: token,
-    };
+pub(super) fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+    epoll_add_events(epoll, fd, token, libc::EPOLLIN as u32)
+}
+
+pub(super) fn epoll_add_events(
+    epoll: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    token: u64,
+    events: u32,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: valid fds and event.
     if unsafe {
         libc::epoll_ctl(
@@ -172,7 +183,7 @@ impl Server {
     pub fn new(
         listener: OwnedFd,
         maps: HintMaps,
-        policy: Policy,
+        config: Config,
         mut limits: Limits,
     ) -> io::Result<Server> {
         // Fds: one per client, two per workload, one per bound thread.
@@ -193,11 +204,13 @@ impl Server {
         epoll_add(epoll.as_fd(), listener.as_fd(), LISTENER)?;
         let per_uid_workloads = limits.workloads_per_uid;
         let installer = maps.spawn_installer()?;
+        let api = WorkloadApi::new(&config);
         let mut server = Server {
             epoll,
             listener,
             maps,
-            policy,
+            policy: config.policy,
+            api,
             limits,
             clients: Vec::new(),
             client_gen: Vec::new(),
@@ -241,11 +254,13 @@ impl Server {
                     CLIENT => self.serve_client(token),
                     THREAD => self.thread_event(token),
                     PROCESS => self.process_event(token),
+                    WATCH => self.watch_event(token, ev.events),
                     _ => {}
                 }
             }
             if last_publish.elapsed() >= TICK {
                 self.publish();
+                self.api_tick();
                 last_publish = Instant::now();
             }
         }
@@ -337,6 +352,7 @@ impl Server {
                 who,
                 workload: None,
                 bad: 0,
+                held: Held::default(),
             });
         }
     }
@@ -352,6 +368,7 @@ impl Server {
         let Some(c) = self.clients[index].take() else {
             return;
         };
+        self.release_held(&c);
         if let Some(n) = self.per_uid.get_mut(&c.peer.uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -461,6 +478,9 @@ impl Server {
             (Op::Thread, Some(fd)) => self.thread(index, fd),
             (Op::Set, Some(fd)) => self.one_shot(index, req, fd, true),
             (Op::Clear, Some(fd)) => self.one_shot(index, req, fd, false),
+            (Op::Claim, None) => self.claim(index, req),
+            (Op::LockMemory, None) => self.lock_memory(index, req),
+            (Op::WatchPressure, None) => self.watch(index, req),
             _ => Reply::error(libc::EINVAL, "refused: missing pidfd"),
         };
         match -reply.status {
@@ -477,7 +497,7 @@ impl Server {
     }
 
     /// The client's workload, if it registered and it still exists.
-    fn workload_of(&self, index: usize) -> Option<u32> {
+    pub(super) fn workload_of(&self, index: usize) -> Option<u32> {
         let (wid, generation) = self.clients[index].as_ref()?.workload?;
         (self.workloads.get(wid)?.generation == generation).then_some(wid)
     }
@@ -572,6 +592,8 @@ impl Server {
                 format!("refused: cannot bind your process: {e}"),
             ));
         }
+        let _ = self.maps.reset_runtime(wid);
+        self.api.dirty = true;
         Ok(wid)
     }
 
@@ -665,8 +687,8 @@ impl Server {
             return Reply::error(libc::EBADF, "gone");
         };
         let phase = if set {
-            match Phase::from_number(req.phase) {
-                Some(p) if (-1..1024).contains(&req.node) => Some(p),
+            match Phase::from_number(req.phase()) {
+                Some(p) if (-1..1024).contains(&req.node()) => Some(p),
                 _ => {
                     return Reply::error(
                         libc::EINVAL,
@@ -711,7 +733,7 @@ impl Server {
                 target.tid,
                 &phase_hint {
                     phase: p as u32,
-                    numa_node: req.node,
+                    numa_node: req.node(),
                 },
             ),
             None => self.maps.clear_tid_hint(target.tid).map(|_| ()),
@@ -757,6 +779,7 @@ impl Server {
     }
 
     fn end_workload(&mut self, wid: u32) {
+        self.api.dirty = true;
         if let Some(w) = self.workloads.remove(&self.maps, wid) {
             debug!(
                 "hint service: workload {wid} (pid {}) ended, {} thread(s) unbound",

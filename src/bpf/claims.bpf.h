@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The workload API's maps: CPU claims, and each workload's run time per
+ * phase. The hint service's object creates and pins them, the service
+ * writes the claims, the scheduler reads them (placement.bpf.h) and adds
+ * up the run time.
+ */
+#ifndef __SCX_PHASE_CLAIMS_BPF_H
+#define __SCX_PHASE_CLAIMS_BPF_H
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SCX_PHASE_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct cpu_claim);
+} cpu_claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SCX_PHASE_MAX_WORKLOADS);
+	__type(key, u32);
+	__type(value, struct workload_claim);
+} workload_claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct claim_state);
+} claim_state SEC(".maps");
+
+/* Run time per workload and phase slot: index wid * SCX_PHASE_NR_SLOTS + slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SCX_PHASE_MAX_WORKLOADS * SCX_PHASE_NR_SLOTS);
+	__type(key, u32);
+	__type(value, u64);
+} workload_runtime SEC(".maps");
+
+#endif /* __SCX_PHASE_CLAIMS_BPF_H */

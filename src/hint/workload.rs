@@ -1,0 +1,473 @@
+//! The workload API: what a training job asks of the host when it starts,
+//! held until it ends. CPUs on a NUMA node (the GPU's, by default), all to
+//! itself if it asks; locked memory for checkpoint buffers; a callback when
+//! memory runs low. A `Workload` is a connection of its own to the hint
+//! service, and everything it holds is released when that connection
+//! closes: when the handle is dropped, and when the process exits or dies.
+//!
+//! ```no_run
+//! use scx_phase::hint::workload::{Node, Workload, WorkloadRequest};
+//! let w = Workload::open(&WorkloadRequest {
+//!     cpus: 8,
+//!     node: Node::Gpu,
+//!     exclusive: true,
+//!     locked_memory: 4 << 30,
+//!     ..Default::default()
+//! })?;
+//! let mut buf = w.checkpoint_buffer(1 << 30)?;
+//! w.on_memory_pressure(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1), false,
+//!     |ev| eprintln!("memory pressure: {}", ev.figures))?;
+//! # Ok::<(), scx_phase::hint::Error>(())
+//! ```
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Error;
+use super::protocol::{
+    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, MAX_REPLY_LEN, Op, Reply, Request,
+};
+use crate::sys;
+
+/// Which NUMA node the CPUs should be on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Node {
+    /// Wherever there is room.
+    #[default]
+    Any,
+    Id(u32),
+    /// The node of the GPU this process uses: `CUDA_VISIBLE_DEVICES` and
+    /// `LOCAL_RANK` name it, the service's PCI topology places it.
+    Gpu,
+}
+
+/// How the CPUs are picked on the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Fewest cores: SMT siblings together.
+    #[default]
+    Pack,
+    /// One CPU per core first.
+    Spread,
+}
+
+/// What a job asks for. Zero CPUs claims none; zero bytes locks none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadRequest {
+    pub cpus: u32,
+    pub node: Node,
+    /// No other workload and no un-hinted task is placed on the CPUs.
+    pub exclusive: bool,
+    pub placement: Placement,
+    /// Locked memory to reserve for checkpoint buffers, in bytes.
+    pub locked_memory: u64,
+}
+
+/// A memory-pressure event: the trigger that fired and PSI's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PressureEvent {
+    /// "some" or "full".
+    pub level: &'static str,
+    pub stall_us: u32,
+    pub window_us: u32,
+    /// avg10 of "some" and "full", in percent.
+    pub some_avg10: f64,
+    pub full_avg10: f64,
+    /// The pressure file's lines, joined with "; ".
+    pub figures: String,
+}
+
+impl PressureEvent {
+    fn parse(r: &Reply) -> PressureEvent {
+        let avg10 = |kind: &str| -> f64 {
+            r.message
+                .split("; ")
+                .find(|l| l.starts_with(kind))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .find_map(|f| f.strip_prefix("avg10="))?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        PressureEvent {
+            level: if r.allow == 1 { "full" } else { "some" },
+            stall_us: r.slot,
+            window_us: r.slots,
+            some_avg10: avg10("some"),
+            full_avg10: avg10("full"),
+            figures: r.message.clone(),
+        }
+    }
+}
+
+type Callback = Box<dyn Fn(&PressureEvent) + Send + Sync>;
+
+struct Shared {
+    sock: OwnedFd,
+    cpus: Mutex<(Option<u32>, Vec<u32>)>,
+    callbacks: Mutex<Vec<Callback>>,
+}
+
+/// Locked, resident memory for a checkpoint; unmapped when dropped.
+#[derive(Debug)]
+pub struct LockedBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: plain memory owned by this value.
+unsafe impl Send for LockedBuffer {}
+unsafe impl Sync for LockedBuffer {}
+
+impl LockedBuffer {
+    fn new(len: usize) -> io::Result<LockedBuffer> {
+        // SAFETY: a fresh private anonymous mapping, populated; then locked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the region just mapped.
+        if unsafe { libc::mlock(ptr, len) } != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: as above.
+            unsafe { libc::munmap(ptr, len) };
+            return Err(e);
+        }
+        Ok(LockedBuffer {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::ops::Deref for LockedBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` bytes mapped for as long as self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for LockedBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for LockedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: exactly the region mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A training job's hold on the host.
+pub struct Workload {
+    shared: Arc<Shared>,
+    replies: Mutex<Receiver<Reply>>,
+    reader: Option<JoinHandle<()>>,
+    /// Locked memory granted and not yet given to a buffer.
+    reserved: AtomicU64,
+}
+
+fn os(op: &'static str) -> impl Fn(io::Error) -> Error {
+    move |e| Error::Os {
+        op,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+/// The index of the GPU this process uses: the LOCAL_RANK-th entry of
+/// CUDA_VISIBLE_DEVICES if that is a number, else LOCAL_RANK.
+pub fn gpu_index() -> u32 {
+    let rank: usize = std::env::var("LOCAL_RANK")
+        .ok()
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or(0);
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|v| v.split(',').nth(rank)?.trim().parse().ok())
+        .unwrap_or(rank as u32)
+}
+
+/// Reads what the service sends: replies go to the caller waiting for
+/// one, events to the callbacks. Ends when the connection does.
+fn read_loop(shared: Arc<Shared>, tx: Sender<Reply>) {
+    let mut buf = [0u8; MAX_REPLY_LEN];
+    loop {
+        let Ok(got) = sys::recv_with_fd(shared.sock.as_fd(), &mut buf, 0) else {
+            return;
+        };
+        if got.len == 0 {
+            return;
+        }
+        let Ok(r) = Reply::decode(&buf[..got.len]) else {
+            continue;
+        };
+        match r.status {
+            EVENT_PRESSURE => {
+                let ev = PressureEvent::parse(&r);
+                if let Ok(cbs) = shared.callbacks.lock() {
+                    for cb in cbs.iter() {
+                        cb(&ev);
+                    }
+                }
+            }
+            EVENT_CLAIM => {
+                if let Ok(mut c) = shared.cpus.lock() {
+                    *c = (Some(r.slot), parse_cpus(&r.message));
+                }
+            }
+            _ => {
+                if tx.send(r).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn parse_cpus(list: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    v.extend(a..=b);
+                }
+            }
+            None => v.extend(part.parse::<u32>().ok()),
+        }
+    }
+    v
+}
+
+impl Workload {
+    /// Connect and take what `req` asks, whole, or fail with the service's
+    /// one-line reason (nothing is half-granted).
+    pub fn open(req: &WorkloadRequest) -> Result<Workload, Error> {
+        Self::open_at(&super::socket_path(), req)
+    }
+
+    pub fn open_at(socket: &Path, req: &WorkloadRequest) -> Result<Workload, Error> {
+        let sock = sys::seqpacket_connect(socket).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTDIR) => Error::NotRunning {
+                socket: socket.to_path_buf(),
+            },
+            errno => Error::Os {
+                op: "connect to the hint service",
+                errno: errno.unwrap_or(libc::EIO),
+            },
+        })?;
+        let shared = Arc::new(Shared {
+            sock,
+            cpus: Mutex::new((None, Vec::new())),
+            callbacks: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = channel();
+        let s = shared.clone();
+        let reader = std::thread::Builder::new()
+            .name("scx_phase-workload".into())
+            .spawn(move || read_loop(s, tx))
+            .map_err(os("start the workload's reader"))?;
+        let w = Workload {
+            shared,
+            replies: Mutex::new(rx),
+            reader: Some(reader),
+            reserved: AtomicU64::new(0),
+        };
+        // The service keeps the workload's connection as its own.
+        w.call(Request::new(Op::Hello))?;
+        if req.cpus > 0 {
+            let node = match req.node {
+                Node::Any => -1,
+                Node::Id(n) => n as i32,
+                Node::Gpu => -2 - gpu_index() as i32,
+            };
+            let mut flags = 0;
+            if req.exclusive {
+                flags |= CLAIM_EXCLUSIVE;
+            }
+            if req.placement == Placement::Spread {
+                flags |= CLAIM_SPREAD;
+            }
+            let r = w.call(Request::claim(req.cpus, node, flags))?;
+            if let Ok(mut c) = w.shared.cpus.lock() {
+                *c = (Some(r.slot), parse_cpus(&r.message));
+            }
+        }
+        if req.locked_memory > 0 {
+            w.call(Request::lock_memory(req.locked_memory))?;
+            w.reserved.store(req.locked_memory, Ordering::Relaxed);
+        }
+        Ok(w)
+    }
+
+    /// One request and its reply (replies come in order).
+    fn call(&self, req: Request) -> Result<Reply, Error> {
+        let rx = self.replies.lock().map_err(|_| Error::Os {
+            op: "use the workload",
+            errno: libc::EIO,
+        })?;
+        sys::send_with_fd(self.shared.sock.as_fd(), &req.encode(), None, 0)
+            .map_err(os("talk to the hint service"))?;
+        let r = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(Error::Os {
+                    op: "wait for the hint service",
+                    errno: libc::ETIMEDOUT,
+                });
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::NotRunning {
+                    socket: "(connection lost)".into(),
+                });
+            }
+        };
+        if r.status < 0 {
+            return Err(Error::Refused {
+                errno: -r.status,
+                message: r.message,
+            });
+        }
+        Ok(r)
+    }
+
+    /// The CPUs claimed (they change if one goes offline).
+    pub fn cpus(&self) -> Vec<u32> {
+        self.shared
+            .cpus
+            .lock()
+            .map(|c| c.1.clone())
+            .unwrap_or_default()
+    }
+
+    /// The node the CPUs are on, if any were claimed.
+    pub fn node(&self) -> Option<u32> {
+        self.shared.cpus.lock().ok().and_then(|c| c.0)
+    }
+
+    /// `size` bytes of locked, resident memory: out of what the workload
+    /// reserved, else asked of the service now.
+    pub fn checkpoint_buffer(&self, size: usize) -> Result<LockedBuffer, Error> {
+        // SAFETY: sysconf never fails for _SC_PAGESIZE.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = size.max(1).next_multiple_of(page);
+        let need = len as u64;
+        let have = self.reserved.load(Ordering::Relaxed);
+        if have >= need {
+            self.reserved.fetch_sub(need, Ordering::Relaxed);
+        } else {
+            self.call(Request::lock_memory(need - have))?;
+            self.reserved.store(0, Ordering::Relaxed);
+        }
+        LockedBuffer::new(len).map_err(|e| Error::Refused {
+            errno: e.raw_os_error().unwrap_or(libc::ENOMEM),
+            message: format!("cannot lock {len} bytes: {e}"),
+        })
+    }
+
+    /// Call `callback` (on a background thread) whenever `stall` of
+    /// memory stall (level "full" if `full`, else "some") builds up within
+    /// `window`, in this process's cgroup or, at its root, the host's.
+    pub fn on_memory_pressure(
+        &self,
+        stall: Duration,
+        window: Duration,
+        full: bool,
+        callback: impl Fn(&PressureEvent) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        if let Ok(mut cbs) = self.shared.callbacks.lock() {
+            cbs.push(Box::new(callback));
+        }
+        self.call(Request::watch_pressure(
+            stall.as_micros().min(u32::MAX as u128) as u32,
+            window.as_micros().min(u32::MAX as u128) as u32,
+            full,
+        ))
+        .map(|_| ())
+    }
+
+    /// Release everything now (dropping does the same).
+    pub fn close(self) {}
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        // SAFETY: shutdown(2) of our own socket wakes the reader, which
+        // then ends; the service releases what this connection held.
+        unsafe { libc::shutdown(self.shared.sock.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse() {
+        let r = Reply {
+            status: EVENT_PRESSURE,
+            slot: 100_000,
+            slots: 1_000_000,
+            allow: 0,
+            message: "some avg10=12.50 avg60=3.00 avg300=0.00 total=123; full avg10=4.25 avg60=0.00 avg300=0.00 total=45".into(),
+            ..Reply::default()
+        };
+        let ev = PressureEvent::parse(&r);
+        assert_eq!(
+            (ev.level, ev.stall_us, ev.window_us),
+            ("some", 100_000, 1_000_000)
+        );
+        assert_eq!((ev.some_avg10, ev.full_avg10), (12.5, 4.25));
+        assert_eq!(parse_cpus("2-3,6"), vec![2, 3, 6]);
+    }
+
+    #[test]
+    fn the_gpu_is_the_ranks_visible_device() {
+        // SAFETY: this test alone reads these variables.
+        unsafe {
+            std::env::set_var("LOCAL_RANK", "1");
+            std::env::set_var("CUDA_VISIBLE_DEVICES", "3,5");
+        }
+        assert_eq!(gpu_index(), 5);
+        unsafe { std::env::remove_var("CUDA_VISIBLE_DEVICES") };
+        assert_eq!(gpu_index(), 1);
+        unsafe { std::env::remove_var("LOCAL_RANK") };
+        assert_eq!(gpu_index(), 0);
+    }
+}
