@@ -59,7 +59,7 @@ impl Watch {
         let level = if full { "full" } else { "some" };
         file.write_all(format!("{level} {stall_us} {window_us}\0").as_bytes())
             .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EINVAL) && window_us % 2_000_000 != 0 {
+                if e.raw_os_error() == Some(libc::EINVAL) && !window_us.is_multiple_of(2_000_000) {
                     format!(
                         "refused: a {} ms window on {} needs CAP_SYS_RESOURCE, which this scx_phase lacks (without it: multiples of 2 s)",
                         window_us / 1000,
