@@ -110,10 +110,14 @@ impl PressureEvent {
 
 type Callback = Box<dyn Fn(&PressureEvent) + Send + Sync>;
 
+/// A trigger: stall and window in µs, and whether its level is "full".
+type Trigger = (u32, u32, bool);
+
 struct Shared {
     sock: OwnedFd,
     cpus: Mutex<(Option<u32>, Vec<u32>)>,
-    callbacks: Mutex<Vec<Callback>>,
+    /// Each callback with the trigger it was registered for.
+    callbacks: Mutex<Vec<(Trigger, Callback)>>,
 }
 
 /// Locked, resident memory for a checkpoint; unmapped when dropped.
@@ -237,8 +241,9 @@ fn read_loop(shared: Arc<Shared>, tx: Sender<Reply>) {
         match r.status {
             EVENT_PRESSURE => {
                 let ev = PressureEvent::parse(&r);
+                let fired = (ev.stall_us, ev.window_us, ev.level == "full");
                 if let Ok(cbs) = shared.callbacks.lock() {
-                    for cb in cbs.iter() {
+                    for (_, cb) in cbs.iter().filter(|(t, _)| *t == fired) {
                         cb(&ev);
                     }
                 }
@@ -408,15 +413,19 @@ impl Workload {
         full: bool,
         callback: impl Fn(&PressureEvent) + Send + Sync + 'static,
     ) -> Result<(), Error> {
+        let us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
+        let trigger = (us(stall), us(window), full);
+        // Registered first: an event may follow the reply at once.
         if let Ok(mut cbs) = self.shared.callbacks.lock() {
-            cbs.push(Box::new(callback));
+            cbs.push((trigger, Box::new(callback)));
         }
-        self.call(Request::watch_pressure(
-            stall.as_micros().min(u32::MAX as u128) as u32,
-            window.as_micros().min(u32::MAX as u128) as u32,
-            full,
-        ))
-        .map(|_| ())
+        let r = self.call(Request::watch_pressure(trigger.0, trigger.1, full));
+        if r.is_err()
+            && let Ok(mut cbs) = self.shared.callbacks.lock()
+        {
+            cbs.pop();
+        }
+        r.map(|_| ())
     }
 
     /// Release everything now (dropping does the same).

@@ -149,8 +149,15 @@ impl Budget {
     /// the new soft limit.
     pub fn grant(&mut self, pid: u32, uid: u32, bytes: u64) -> Result<(u64, u64), String> {
         self.check(bytes)?;
-        let old =
-            memlock(pid).map_err(|e| format!("refused: cannot read its RLIMIT_MEMLOCK: {e}"))?;
+        let old = memlock(pid).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                format!(
+                    "refused: changing the RLIMIT_MEMLOCK of pid {pid} (uid {uid}) needs CAP_SYS_RESOURCE, which this scx_phase lacks"
+                )
+            } else {
+                format!("refused: cannot read the RLIMIT_MEMLOCK of pid {pid}: {e}")
+            }
+        })?;
         let soft = if old.rlim_cur == libc::RLIM_INFINITY {
             old.rlim_cur
         } else {

@@ -136,6 +136,12 @@ impl Server {
         if let Err(why) = rules::may_claim(&c.who, &self.policy) {
             return refusal(libc::EPERM, why);
         }
+        if req.c & !(CLAIM_EXCLUSIVE | CLAIM_SPREAD) != 0 {
+            return refusal(
+                libc::EINVAL,
+                format!("refused: unknown claim flags {:#x}", req.c),
+            );
+        }
         let request = ClaimRequest {
             cpus: req.a,
             node: NodeChoice::from_wire(req.b),
@@ -207,6 +213,12 @@ impl Server {
                 format!(
                     "refused: a connection watches at most {WATCHES_PER_CLIENT} pressure triggers"
                 ),
+            );
+        }
+        if req.c > 1 {
+            return refusal(
+                libc::EINVAL,
+                format!("refused: pressure level {} (0 some, 1 full)", req.c),
             );
         }
         let uid = c.peer.uid;

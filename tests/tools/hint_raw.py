@@ -11,6 +11,11 @@ lies, garbage and floods. Used by the host and VM tests.
     hint_raw.py flood N                     send N requests, read nothing
     hint_raw.py set-fd FD PHASE             a one-shot Set with inherited FD
     hint_raw.py connect N                   open N connections
+    hint_raw.py claim CPUS NODE FLAGS       claim CPUs; hold them
+    hint_raw.py claim-and-die CPUS NODE FLAGS
+                                            send a claim and exit at once,
+                                            without reading the reply
+    hint_raw.py workload-garbage            send lying workload requests
 
 Each prints one JSON object per line; those that hold something hold it
 until stdin closes. The constants below repeat
@@ -28,6 +33,8 @@ import time
 
 VERSION = 1
 OP_HELLO, OP_THREAD, OP_SET, OP_CLEAR = 1, 2, 3, 4
+OP_CLAIM, OP_LOCK_MEMORY, OP_WATCH_PRESSURE = 5, 6, 7
+CLAIM_EXCLUSIVE, CLAIM_SPREAD = 1, 2
 REQUEST = "<HHIiI"
 REPLY_HEADER = "<HHiIIIII"
 MAX_REPLY = 28 + 232
@@ -47,6 +54,12 @@ def connect():
 
 def request(op, phase=0, node=-1, version=VERSION, reserved=0):
     return struct.pack(REQUEST, version, op, phase, node, reserved)
+
+
+def workload_request(op, a, b, c):
+    """The workload requests put their arguments where a hint has its
+    phase, node and reserved field."""
+    return request(op, phase=a, node=b, reserved=c)
 
 
 def decode(data):
@@ -150,6 +163,50 @@ def cmd_garbage(_):
         out(case=name, **r)
 
 
+def cmd_claim(args):
+    cpus, node, flags = int(args[0]), int(args[1]), int(args[2])
+    s = connect()
+    hello(s)
+    r, _ = call(s, workload_request(OP_CLAIM, cpus, node, flags))
+    out(pid=os.getpid(), **r)
+    hold()
+
+
+def cmd_claim_and_die(args):
+    cpus, node, flags = int(args[0]), int(args[1]), int(args[2])
+    s = connect()
+    hello(s)
+    s.send(workload_request(OP_CLAIM, cpus, node, flags))
+    out(pid=os.getpid(), sent=True)
+    os._exit(0)
+
+
+def cmd_workload_garbage(_):
+    s = connect()
+    hello(s)
+    big = 2**64 - 1
+    cases = [
+        ("claim 0 CPUs", workload_request(OP_CLAIM, 0, -1, 0)),
+        ("claim 2^32-1 CPUs", workload_request(OP_CLAIM, 2**32 - 1, -1, 0)),
+        ("claim on node 999", workload_request(OP_CLAIM, 1, 999, 0)),
+        ("claim on node -1000", workload_request(OP_CLAIM, 1, -1000, 0)),
+        ("claim with flags 0xff", workload_request(OP_CLAIM, 1, -1, 0xff)),
+        ("lock 0 bytes", workload_request(OP_LOCK_MEMORY, 0, 0, 0)),
+        ("lock 2^64-1 bytes", workload_request(OP_LOCK_MEMORY, big & 0xffffffff, 0, big >> 32)),
+        ("watch a 0 s window", workload_request(OP_WATCH_PRESSURE, 1000, 0, 0)),
+        ("watch a stall over its window",
+         workload_request(OP_WATCH_PRESSURE, 2000000, 1000000, 0)),
+        ("watch level 7", workload_request(OP_WATCH_PRESSURE, 100000, 1000000, 7)),
+    ]
+    for name, data in cases:
+        try:
+            r, _ = call(s, data)
+        except OSError as e:
+            r = {"status": None, "error": str(e)}
+        out(case=name, **r)
+    hold()
+
+
 def cmd_flood(args):
     n = int(args[0])
     s = connect()
@@ -214,7 +271,8 @@ def cmd_connect(args):
 COMMANDS = {
     "hello": cmd_hello, "scribble": cmd_scribble, "own": cmd_own,
     "garbage": cmd_garbage, "flood": cmd_flood, "set-fd": cmd_set_fd,
-    "connect": cmd_connect,
+    "connect": cmd_connect, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,
+    "workload-garbage": cmd_workload_garbage,
 }
 
 if __name__ == "__main__":

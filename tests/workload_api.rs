@@ -1,0 +1,398 @@
+//! The workload API against a real `scx_phase --hint-service-only` on the
+//! host: claims granted whole or refused in one line, released when the
+//! client closes, dies, or dies mid-request; locked memory within the
+//! host's budget through a raised RLIMIT_MEMLOCK; pressure watches; and
+//! clients that lie. (Placement itself needs sched_ext: tests/vm/claims.rs.)
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{HintService, client_env};
+use serde_json::Value;
+
+const NOBODY: &[&str] = &[
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+/// capability(7) number.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A client: `argv` with stdin and stdout piped; its first JSON line.
+struct Client {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Client {
+    fn spawn(svc: &HintService, argv: &[&str]) -> Client {
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .envs(client_env(svc))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Client { child, out }
+    }
+
+    /// The raw protocol tool, as root.
+    fn raw(svc: &HintService, args: &[&str]) -> Client {
+        let tool = root().join("tests/tools/hint_raw.py");
+        let mut argv = vec!["/usr/bin/python3", tool.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Client::spawn(svc, &argv)
+    }
+
+    fn line(&mut self) -> Value {
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        serde_json::from_str(&l).unwrap_or_else(|_| panic!("client printed {l:?}"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn workloads(svc: &HintService) -> Value {
+    let mut args = vec!["workloads".to_string(), "--json".into()];
+    args.extend(svc.args());
+    let out = Command::new(env!("CARGO_BIN_EXE_scx_phase"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `workloads --json` once `ok` holds of it (it is refreshed every
+/// 0.1 s), or the last one read after 2 s.
+fn workloads_when(svc: &HintService, ok: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let w = workloads(svc);
+        if ok(&w) || t0.elapsed() > Duration::from_secs(2) {
+            return w;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn row_of(w: &Value, pid: u32) -> Option<Value> {
+    w["workloads"]
+        .as_array()?
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .cloned()
+}
+
+fn pids_holding(w: &Value) -> Vec<u64> {
+    w["workloads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|w| {
+            w["claims"].as_array().is_some_and(|c| !c.is_empty())
+                || w["locked_bytes"].as_u64().unwrap_or(0) > 0
+        })
+        .filter_map(|w| w["pid"].as_u64())
+        .collect()
+}
+
+fn all_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Time until a fresh exclusive claim of every CPU succeeds.
+fn until_all_cpus_free(svc: &HintService, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let n = all_cpus().to_string();
+    while t0.elapsed() < limit {
+        let mut c = Client::raw(svc, &["claim", &n, "-1", "1"]);
+        if c.line()["status"] == 0 {
+            return Some(t0.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn a_claim_is_whole_or_refused_naming_the_holder_and_a_kill_frees_it() {
+    let svc = HintService::start_with(&["--max-exclusive-pct", "100"]);
+    let mut first = Client::raw(&svc, &["claim", "1", "-1", "1"]);
+    let got = first.line();
+    assert_eq!(got["status"], 0, "{got}");
+    assert_eq!(got["slots"], 1, "one CPU: {got}");
+    let w = workloads_when(&svc, |w| row_of(w, first.pid()).is_some());
+    let row =
+        row_of(&w, first.pid()).unwrap_or_else(|| panic!("pid {} not listed: {w}", first.pid()));
+    assert_eq!(row["claims"][0]["exclusive"], true, "{row}");
+    assert_eq!(row["claims"][0]["cpus"].as_array().unwrap().len(), 1);
+
+    // All CPUs: over-committed by the one held; refused whole, at once.
+    let t0 = Instant::now();
+    let mut second = Client::raw(&svc, &["claim", &all_cpus().to_string(), "-1", "1"]);
+    let refused = second.line();
+    let answered = t0.elapsed();
+    let why = refused["message"].as_str().unwrap().to_string();
+    assert_eq!(refused["status"], -libc::EBUSY, "{refused}");
+    assert!(
+        why.contains(&format!("pid {} (uid 0) holds", first.pid())) && why.contains("free:"),
+        "{why}"
+    );
+    assert!(!why.contains('\n'));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        pids_holding(&workloads(&svc)),
+        vec![first.pid() as u64],
+        "half-granted?"
+    );
+    drop(second);
+
+    first.kill();
+    let freed = until_all_cpus_free(&svc, Duration::from_secs(5))
+        .expect("the CPUs were not free 5 s after kill -9");
+    println!(
+        "MEASURED host: a claim over what is free refused in {:.1} ms: \"{why}\"; kill -9 of the holder freed its CPU for a new claim in {:.0} ms",
+        answered.as_secs_f64() * 1e3,
+        freed.as_secs_f64() * 1e3
+    );
+    assert!(freed < Duration::from_secs(1), "{freed:?}");
+}
+
+#[test]
+fn a_client_that_dies_mid_request_holds_nothing() {
+    let svc = HintService::start_with(&["--max-exclusive-pct", "100"]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let mut c = Client::raw(&svc, &["claim-and-die", &all_cpus().to_string(), "-1", "1"]);
+        assert_eq!(c.line()["sent"], true);
+        let _ = c.child.wait();
+        times.push(
+            until_all_cpus_free(&svc, Duration::from_secs(5))
+                .expect("a dead client's claim still held after 5 s"),
+        );
+    }
+    let w = workloads_when(&svc, |w| pids_holding(w).is_empty());
+    assert!(pids_holding(&w).is_empty(), "{w}");
+    let ms: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.0}", t.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "MEASURED host: a client that sent an exclusive claim of every CPU and exited without reading the reply, 5 times: all CPUs claimable again after {} ms",
+        ms.join("/")
+    );
+    assert!(times.iter().all(|t| *t < Duration::from_secs(1)), "{ms:?}");
+}
+
+#[test]
+fn lying_workload_requests_get_one_line_refusals_and_change_nothing() {
+    let svc = HintService::start_with(&["--max-locked-mem", "64M"]);
+    let mut liar = Client::raw(&svc, &["workload-garbage"]);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(liar.line());
+    }
+    for r in &seen {
+        let m = r["message"].as_str().unwrap_or("");
+        assert!(
+            r["status"].as_i64().unwrap_or(0) < 0 && m.starts_with("refused") && !m.contains('\n'),
+            "{r}"
+        );
+    }
+    let w = workloads_when(&svc, |w| row_of(w, liar.pid()).is_some());
+    assert!(row_of(&w, liar.pid()).is_some(), "{w}");
+    assert_eq!(w["locked_used_bytes"], 0, "{w}");
+    assert!(pids_holding(&w).is_empty(), "{w}");
+    // The service still serves others.
+    let mut ok = Client::raw(&svc, &["claim", "1", "-1", "0"]);
+    assert_eq!(ok.line()["status"], 0);
+    println!(
+        "MEASURED host: lying workload requests: {}",
+        seen.iter()
+            .map(|r| format!("{}: {}", r["case"], r["message"]))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+}
+
+/// Python as `user` (root if empty), RLIMIT_MEMLOCK 1 MiB soft, 8 MiB
+/// hard, asking for a `size` buffer.
+fn locker(svc: &HintService, user: &[&str], size: &str) -> Client {
+    let code = r#"
+import json, resource, sys, scx_phase
+def vmlck():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmLck'))
+try:
+    w = scx_phase.Workload(locked_memory=sys.argv[1])
+    b = w.checkpoint_buffer(sys.argv[1])
+    b[:5] = b'hello'
+    soft = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+    print(json.dumps({'ok': True, 'vmlck_kb': vmlck(), 'soft': soft, 'head': bytes(b[:5]).decode()}), flush=True)
+except OSError as e:
+    print(json.dumps({'ok': False, 'errno': e.errno, 'message': str(e)}), flush=True)
+sys.stdin.read()
+"#;
+    let mut argv = vec!["prlimit", "--memlock=1048576:8388608"];
+    argv.extend_from_slice(user);
+    argv.extend(["/usr/bin/python3", "-c", code, size]);
+    Client::spawn(svc, &argv)
+}
+
+/// Whether this process (and so the service it starts) has CAP_SYS_RESOURCE.
+fn have_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+#[test]
+fn locked_memory_comes_within_the_budget_by_a_raised_rlimit() {
+    let svc = HintService::start_with(&["--max-locked-mem", "6M"]);
+    let mut a = locker(&svc, &[], "4MiB");
+    let got = a.line();
+    assert_eq!(got["ok"], true, "{got}");
+    assert_eq!(got["vmlck_kb"], 4096, "{got}");
+    assert_eq!(got["head"], "hello");
+    assert_eq!(
+        got["soft"],
+        (1 + 4) << 20,
+        "soft limit raised by the grant: {got}"
+    );
+
+    let mut b = locker(&svc, &[], "4MiB");
+    let over = b.line();
+    let why = over["message"].as_str().unwrap_or("").to_string();
+    assert_eq!(over["errno"], libc::ENOMEM, "{over}");
+    assert!(
+        why.contains("4 MiB of locked memory asked")
+            && why.contains("--max-locked-mem 6 MiB")
+            && why.contains("2 MiB left")
+            && why.contains(&format!("pid {} (uid 0) 4 MiB", a.pid())),
+        "{why}"
+    );
+    drop(b);
+    // The holder exits: its share returns.
+    a.kill();
+    let t0 = Instant::now();
+    let mut c = locker(&svc, &[], "4MiB");
+    let again = c.line();
+    assert_eq!(again["ok"], true, "{again}");
+    let back = t0.elapsed();
+    drop(c);
+
+    // Another user's limit: only with CAP_SYS_RESOURCE (the VM test has
+    // it, and proves nobody's grant); without, the refusal says so.
+    let mut n = locker(&svc, NOBODY, "1MiB");
+    let nobody = n.line();
+    if have_cap_sys_resource() {
+        assert_eq!(nobody["ok"], true, "{nobody}");
+    } else {
+        assert_eq!(nobody["errno"], libc::ENOMEM, "{nobody}");
+        let m = nobody["message"].as_str().unwrap();
+        assert!(m.contains("uid 65534) needs CAP_SYS_RESOURCE"), "{m}");
+    }
+    println!(
+        "MEASURED host: a process with RLIMIT_MEMLOCK 1 MiB soft / 8 MiB hard got a 4 MiB locked buffer within --max-locked-mem 6M (VmLck {} kB, soft limit raised to {} MiB); a second 4 MiB refused: \"{why}\"; after the first exited a third got it ({:.0} ms); nobody: {}",
+        got["vmlck_kb"],
+        got["soft"].as_u64().unwrap() >> 20,
+        back.as_secs_f64() * 1e3,
+        nobody
+    );
+}
+
+#[test]
+fn pressure_watches_are_listed_checked_and_released() {
+    let svc = HintService::start();
+    let code = r#"
+import json, sys, scx_phase
+w = scx_phase.Workload()
+w.on_memory_pressure(lambda ev: None, stall_ms=150, window_s=2)
+res = []
+for stall, window in ((100, 0.5), (3000, 2), (0, 2), (100, 30)):
+    try:
+        w.on_memory_pressure(lambda ev: None, stall_ms=stall, window_s=window)
+        res.append('ok')
+    except OSError as e:
+        res.append(str(e))
+print(json.dumps(res), flush=True)
+sys.stdin.read()
+"#;
+    let mut c = Client::spawn(&svc, &["/usr/bin/python3", "-c", code]);
+    let res: Vec<String> = serde_json::from_value(c.line()).unwrap();
+    let w = workloads_when(&svc, |w| row_of(w, c.pid()).is_some());
+    let row = row_of(&w, c.pid()).unwrap_or_else(|| panic!("{w}"));
+    let watches = row["pressure_watches"].as_array().unwrap();
+    assert!(
+        watches
+            .iter()
+            .any(|x| x["stall_ms"] == 150 && x["window_ms"] == 2000),
+        "{row}"
+    );
+    // Its cgroup's file, or the host's for a process at the root.
+    let path = watches[0]["path"].as_str().unwrap();
+    if row["cgroup"] == "/" {
+        assert_eq!(path, "/proc/pressure/memory", "{row}");
+    } else {
+        assert!(path.ends_with("memory.pressure"), "{row}");
+    }
+    // A 0.5 s window needs CAP_SYS_RESOURCE in the service, which a host
+    // may lack: then the refusal says so.
+    assert!(
+        res[0] == "ok" || res[0].contains("needs CAP_SYS_RESOURCE"),
+        "{res:?}"
+    );
+    for r in &res[1..] {
+        assert!(
+            r.contains("refused: a pressure watch needs a window"),
+            "{res:?}"
+        );
+    }
+    let pid = c.pid();
+    drop(c);
+    let w = workloads_when(&svc, |w| row_of(w, pid).is_none());
+    assert!(
+        row_of(&w, pid).is_none(),
+        "the watch outlived its client: {w}"
+    );
+    println!(
+        "MEASURED host: a 150 ms / 2 s watch listed on {}; other requests: {res:?}",
+        watches[0]["path"]
+    );
+}
