@@ -174,6 +174,104 @@ mod copies {
         }
     }
 
+    /// "struct field offset" lines, then "struct size N" for each struct.
+    fn layout_lines(fields: &[(&str, &[(&str, usize)], usize)]) -> String {
+        let mut out = String::new();
+        for (st, fs, size) in fields {
+            for (f, off) in *fs {
+                out.push_str(&format!("{st} {f} {off}\n"));
+            }
+            out.push_str(&format!("{st} size {size}\n"));
+        }
+        out
+    }
+
+    #[test]
+    fn the_workload_structs_lay_out_alike_in_c_rust_and_python() {
+        use scx_phase::hint::capi::{scx_phase_pressure as P, scx_phase_workload_req as R};
+        use std::mem::{offset_of, size_of};
+        let req: &[(&str, usize)] = &[
+            ("cpus", offset_of!(R, cpus)),
+            ("node", offset_of!(R, node)),
+            ("exclusive", offset_of!(R, exclusive)),
+            ("spread", offset_of!(R, spread)),
+            ("locked_memory", offset_of!(R, locked_memory)),
+        ];
+        let pressure: &[(&str, usize)] = &[
+            ("full", offset_of!(P, full)),
+            ("stall_us", offset_of!(P, stall_us)),
+            ("window_us", offset_of!(P, window_us)),
+            ("some_avg10", offset_of!(P, some_avg10)),
+            ("full_avg10", offset_of!(P, full_avg10)),
+            ("figures", offset_of!(P, figures)),
+        ];
+        let want = layout_lines(&[
+            ("scx_phase_workload_req", req, size_of::<R>()),
+            ("scx_phase_pressure", pressure, size_of::<P>()),
+        ]);
+
+        // The C header, as a compiler lays it out.
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = String::from(
+            "#include <stddef.h>\n#include <stdio.h>\n#include \"scx_phase.h\"\nint main(void) {\n",
+        );
+        let mut py = String::from("import ctypes, scx_phase as s\n");
+        for (st, pyname, fs) in [
+            ("scx_phase_workload_req", "_WorkloadReq", req),
+            ("scx_phase_pressure", "_Pressure", pressure),
+        ] {
+            for (f, _) in fs {
+                c.push_str(&format!(
+                    "printf(\"{st} {f} %zu\\n\", offsetof(struct {st}, {f}));\n"
+                ));
+                py.push_str(&format!("print('{st} {f}', s.{pyname}.{f}.offset)\n"));
+            }
+            c.push_str(&format!(
+                "printf(\"{st} size %zu\\n\", sizeof(struct {st}));\n"
+            ));
+            py.push_str(&format!("print('{st} size', ctypes.sizeof(s.{pyname}))\n"));
+        }
+        c.push_str("return 0; }\n");
+        let src = dir.path().join("layout.c");
+        let exe = dir.path().join("layout");
+        std::fs::write(&src, c).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let st = std::process::Command::new("gcc")
+            .arg("-I")
+            .arg(root.join("include"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .expect("gcc");
+        assert!(st.success(), "gcc failed on the header");
+        let got = std::process::Command::new(&exe).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            want,
+            "C header vs capi.rs"
+        );
+
+        // The Python package's ctypes copies.
+        let got = std::process::Command::new("python3")
+            .args(["-c", &py])
+            .env("PYTHONPATH", root.join("python"))
+            .output()
+            .expect("python3");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            want,
+            "Python vs capi.rs: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+
+        // Where a claim goes: the same two special nodes everywhere.
+        let h = read("include/scx_phase.h");
+        assert!(h.contains("#define SCX_PHASE_NODE_GPU (-2)"));
+        let py = read("python/scx_phase/__init__.py");
+        assert!(py.contains("NODE_ANY, NODE_GPU = -1, -2"));
+    }
+
     #[test]
     fn the_raw_protocol_tool_speaks_protocol_rs() {
         let py = read("tests/tools/hint_raw.py");
@@ -194,6 +292,19 @@ mod copies {
                 protocol::Op::Set as u16,
                 protocol::Op::Clear as u16
             )
+        );
+        assert_eq!(
+            value("OP_CLAIM, OP_LOCK_MEMORY, OP_WATCH_PRESSURE"),
+            format!(
+                "{}, {}, {}",
+                protocol::Op::Claim as u16,
+                protocol::Op::LockMemory as u16,
+                protocol::Op::WatchPressure as u16
+            )
+        );
+        assert_eq!(
+            value("CLAIM_EXCLUSIVE, CLAIM_SPREAD"),
+            format!("{}, {}", protocol::CLAIM_EXCLUSIVE, protocol::CLAIM_SPREAD)
         );
         // struct formats: a request is 16 bytes, a reply header 28.
         assert_eq!(value("REQUEST"), "\"<HHIiI\"");

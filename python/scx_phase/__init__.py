@@ -327,15 +327,16 @@ class Workload:
 
     def checkpoint_buffer(self, size):
         """Locked, resident memory (a writable memoryview), valid until the
-        workload closes."""
+        workload closes: then the view is released, and using it raises
+        ValueError (slices taken from it must not outlive the workload)."""
         n = parse_size(size)
         ptr = ctypes.c_void_p()
         ret = self._lib.scx_phase_workload_checkpoint_buffer(self._w, n, ctypes.byref(ptr))
         if ret != 0:
             _raise(ret)
-        buf = (ctypes.c_char * n).from_address(ptr.value)
-        self._buffers.append(buf)
-        return memoryview(buf).cast("B")
+        view = memoryview((ctypes.c_char * n).from_address(ptr.value)).cast("B")
+        self._buffers.append(view)
+        return view
 
     def on_memory_pressure(self, callback, stall_ms=100, window_s=1.0, level="some"):
         """Call callback(PressureEvent) on a background thread whenever
@@ -355,9 +356,15 @@ class Workload:
 
     def close(self):
         if self._w:
+            for view in self._buffers:
+                try:
+                    view.release()
+                except BufferError:  # exported (e.g. to numpy): the caller's to drop
+                    warnings.warn("scx_phase: a checkpoint buffer is still in use at close",
+                                  RuntimeWarning)
+            self._buffers = []
             self._lib.scx_phase_workload_close(self._w)
             self._w = None
-            self._buffers = []
 
     def __enter__(self):
         return self

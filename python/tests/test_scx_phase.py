@@ -2,14 +2,20 @@
 which starts one (scx_phase --hint-service-only) and sets SCX_PHASE_SOCKET,
 SCX_PHASE_LIB, SCX_PHASE_BIN and SCX_PHASE_PIN_DIR."""
 
+import io
+import json
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
+import warnings
 
 import scx_phase
+import scx_phase.run as scx_run
 from scx_phase import Phase
 
 BIN = os.environ["SCX_PHASE_BIN"]
@@ -178,6 +184,153 @@ class WithoutTheScheduler(unittest.TestCase):
                    "print(len(w), t._refused)\n", user="65534")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("1 True", r.stdout)
+
+
+def workload_rows():
+    """The service's workloads of this process, once its 0.1 s refresh shows
+    the last change (up to 2 s)."""
+    out = subprocess.run([BIN, "--pin-dir", PIN_DIR, "--hint-socket", os.environ["SCX_PHASE_SOCKET"],
+                          "workloads", "--json"], capture_output=True, text=True, check=True).stdout
+    return [r for r in json.loads(out)["workloads"] if r["pid"] == os.getpid()]
+
+
+def rows_when(ok):
+    end = time.monotonic() + 2
+    while True:
+        rows = workload_rows()
+        if ok(rows) or time.monotonic() > end:
+            return rows
+        time.sleep(0.02)
+
+
+def locked_kb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmLck:"):
+                return int(line.split()[1])
+    return -1
+
+
+class Workloads(unittest.TestCase):
+    def test_bad_arguments_raise_before_asking_the_service(self):
+        for kwargs in ({"placement": "diagonal"}, {"node": "mars"}, {"node": -2},
+                       {"locked_memory": "lots"}, {"locked_memory": "-1MiB"}):
+            with self.assertRaises(ValueError, msg=kwargs):
+                scx_phase.Workload(**kwargs)
+
+    def test_a_claim_is_held_until_close(self):
+        with scx_phase.Workload(cpus=1) as w:
+            self.assertEqual(len(w.cpus), 1)
+            rows = rows_when(lambda r: r and r[0]["claims"])
+            self.assertEqual(len(rows), 1, rows)
+            self.assertEqual(rows[0]["claims"][0]["cpus"], w.cpus)
+            self.assertFalse(rows[0]["claims"][0]["exclusive"])
+        # The process stays a hint client; its claim is gone.
+        rows = rows_when(lambda r: all(not row["claims"] for row in r))
+        self.assertEqual([row["claims"] for row in rows], [[]] * len(rows))
+
+    def test_a_checkpoint_buffer_is_locked_then_released_with_its_workload(self):
+        # Room under our hard limit: the service raises the soft one by what
+        # it grants, and past the hard one only with CAP_SYS_RESOURCE.
+        soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if hard != resource.RLIM_INFINITY:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (max(hard - (2 << 20), 0), hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_MEMLOCK, (soft, hard))
+        limit_before = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+        before = locked_kb()
+        w = scx_phase.Workload(locked_memory="1MiB")
+        buf = w.checkpoint_buffer("1MiB")
+        self.assertEqual(len(buf), 1 << 20)
+        buf[:4] = b"ckpt"
+        self.assertEqual(bytes(buf[:4]), b"ckpt")
+        self.assertEqual(locked_kb() - before, 1024)
+        # More than it reserved is asked of the service: granted within the
+        # host's budget, refused past it with the numbers.
+        more = w.checkpoint_buffer("1MiB")
+        self.assertEqual(locked_kb() - before, 2048)
+        rows = rows_when(lambda r: r and r[0]["locked_bytes"] == 2 << 20)
+        self.assertEqual(rows[0]["locked_bytes"], 2 << 20, rows)
+        with self.assertRaises(OSError) as cm:
+            w.checkpoint_buffer("64TiB")
+        self.assertIn("of locked memory asked; the host's budget (--max-locked-mem", str(cm.exception))
+        w.close()
+        self.assertEqual(locked_kb(), before)
+        # The service lowers the limit back once it sees the connection close.
+        end = time.monotonic() + 2
+        while resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] != limit_before and time.monotonic() < end:
+            time.sleep(0.02)
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_MEMLOCK)[0], limit_before)
+        for view in (buf, more):  # the views went with it
+            with self.assertRaises(ValueError):
+                view[0]
+        w.close()  # twice is harmless
+
+
+def fake_save(obj, f):
+    """torch.save's shape: writes in pieces to a file object."""
+    for i in range(0, len(obj), 7):
+        f.write(obj[i:i + 7])
+
+
+class RunModule(unittest.TestCase):
+    def test_options_and_defaults(self):
+        o = scx_run.parse_args(["train.py", "--lr", "1"])
+        self.assertEqual((o.cpus_per_rank, o.node, o.exclusive, o.placement, o.locked_memory),
+                         (0, None, False, "pack", "0"))
+        self.assertEqual((o.script, o.args), ("train.py", ["--lr", "1"]))
+        o = scx_run.parse_args(["--cpus", "4", "--exclusive", "--placement", "spread", "t.py"])
+        self.assertEqual((o.cpus_per_rank, o.exclusive, o.placement), (4, True, "spread"))
+
+    def test_each_rank_finds_its_node(self):
+        o = scx_run.parse_args(["t.py"])
+        self.assertEqual(scx_run.rank_node(o, env={}), "any")
+        self.assertEqual(scx_run.rank_node(o, env={"LOCAL_RANK": "1"}), "gpu")
+        o = scx_run.parse_args(["--node", "1", "t.py"])
+        self.assertEqual(scx_run.rank_node(o, env={}), 1)
+        o = scx_run.parse_args(["--rank-nodes", "0, 1", "t.py"])
+        self.assertEqual(scx_run.rank_node(o, env={"LOCAL_RANK": "1"}), 1)
+        self.assertEqual(scx_run.rank_node(o, env={}), 0)
+        with self.assertRaises(SystemExit) as cm:
+            scx_run.rank_node(o, env={"LOCAL_RANK": "2"})
+        self.assertIn("local rank 2 has none", str(cm.exception))
+
+    def test_a_save_goes_through_the_buffer_to_the_file(self):
+        buf = memoryview(bytearray(64))
+        save = scx_run.save_through(buf, fake_save)
+        data = bytes(range(50))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "c.pt")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                save(data, path)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), data)
+        self.assertEqual(bytes(buf[:50]), data)
+        self.assertFalse(save.last_spilled)
+        out = io.BytesIO()
+        save(data[::-1], out)  # to a file object as well
+        self.assertEqual(out.getvalue(), data[::-1])
+        self.assertIs(save.original, fake_save)
+
+    def test_a_save_larger_than_the_buffer_spills_with_one_warning(self):
+        save = scx_run.save_through(memoryview(bytearray(64)), fake_save)
+        data = bytes(i % 251 for i in range(1000))
+        outs = [io.BytesIO(), io.BytesIO()]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for out in outs:
+                save(data, out)
+        self.assertTrue(save.last_spilled)
+        self.assertEqual([o.getvalue() for o in outs], [data, data])
+        self.assertEqual(len(caught), 1, [str(c.message) for c in caught])
+        self.assertIn("outgrew the 64-byte locked buffer", str(caught[0].message))
+
+    def test_run_with_a_bad_size_is_a_one_line_error(self):
+        r = run_py("import scx_phase.run as r; r.main(['--locked-memory', 'lots', 'x.py'])")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr.strip().splitlines(),
+                         ["scx_phase.run: --locked-memory: invalid size 'lots' "
+                          "(like 4GiB, 512M or a number of bytes)"])
 
 
 class Adapters(unittest.TestCase):
