@@ -31,7 +31,7 @@ static __always_inline s32 fair_queues_init(void)
 /*
  * The CPU whose queue @p joins: the one it is on, unless its affinity no
  * longer allows that (it changed while the task was queued or running) or
- * another workload claimed it exclusively; a CPU outside the mask would
+ * another workload claimed it; a CPU outside the mask would
  * never run it, and nobody could steal it. @allowed is where it may go.
  */
 static __always_inline s32 fair_queue_cpu(struct task_struct *p, const struct cpumask *allowed,
@@ -63,43 +63,51 @@ static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
 }
 
 /*
+ * The CPU of @wid's claim where @p's turn comes soonest, @cpu itself on a
+ * tie (it is warm); -1 if @wid claims none that @p may use.
+ */
+static __always_inline s32 claimed_queue_cpu(struct task_struct *p, u32 wid, s32 cpu, u64 now)
+{
+	struct workload_claim *wc = claim_cpus(wid);
+	s32 best = -1;
+	u64 best_at = 0, at;
+	u32 i, n;
+
+	if (!wc || !(n = wc->nr_cpus))
+		return -1;
+	if (claimant(cpu) == wid && bpf_cpumask_test_cpu(cpu, p->cpus_ptr)) {
+		best = cpu;
+		best_at = fair_turn_at(cpu, now);
+	}
+	bpf_for(i, 0, n) {
+		s32 mine = claimed_cpu(wc, i, wid, p);
+
+		if (mine < 0 || mine == best)
+			continue;
+		at = fair_turn_at(mine, now);
+		if (best < 0 || at < best_at) {
+			best_at = at;
+			best = mine;
+		}
+	}
+	return best;
+}
+
+/*
  * A woken fair task that found no idle CPU queues where its turn comes
  * soonest: on its own CPU, the waker's, or one of two more allowed CPUs
  * taken in turn (successive picks differ, so one is not its own CPU).
  * Sampling a few keeps the cost flat on big hosts, and waiting on its own
- * CPU only would double a wake-up's wait among hogs. A workload's task
- * with claimed CPUs queues on the one of them its turn comes soonest.
+ * CPU only would double a wake-up's wait among hogs.
  */
-static __always_inline s32 wakeup_queue_cpu(struct task_struct *p, struct task_ctx *tctx,
-					    const struct cpumask *allowed, s32 cpu, u64 now)
+static __always_inline s32 wakeup_queue_cpu(const struct cpumask *allowed, s32 cpu, u64 now)
 {
 	s32 cand[3] = { bpf_get_smp_processor_id(),
 			bpf_cpumask_any_distribute(allowed),
 			bpf_cpumask_any_distribute(allowed) };
-	struct workload_claim *wc = claim_cpus(tctx->wid);
 	u64 best_at = fair_turn_at(cpu, now), at;
-	u32 i, n;
+	u32 i;
 
-	if (wc && (n = wc->nr_cpus)) {
-		s32 best = -1;
-
-		bpf_for(i, 0, n) {
-			s32 mine;
-
-			if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
-				break;
-			mine = wc->cpus[i];
-			if (!bpf_cpumask_test_cpu(mine, p->cpus_ptr))
-				continue;
-			at = fair_turn_at(mine, now);
-			if (best < 0 || at < best_at) {
-				best_at = at;
-				best = mine;
-			}
-		}
-		if (best >= 0)
-			return best;
-	}
 	bpf_for(i, 0, 3) {
 		s32 other = cand[i < 3 ? i : 0];
 
@@ -141,16 +149,20 @@ static __always_inline bool take_lagging(s32 cpu, s32 peer, struct task_struct *
 		return false;
 	head = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(peer));
 	if (!head || !vtime_before(head->scx.dsq_vtime + slice_ns, mine->scx.dsq_vtime) ||
-	    !task_placeable_on(head, cpu) ||
+	    !task_movable(head, peer, cpu) ||
 	    !scx_bpf_dsq_move_to_local(FAIR_DSQ(peer), 0))
 		return false;
 	count_fair_move(false);
 	return true;
 }
 
-/* Nothing of its own to run: steal fair work, from @node's CPUs first. */
+/*
+ * Nothing of its own to run: steal fair work, from @node's CPUs first;
+ * that is also how a workload's tasks spill off its busy claimed CPUs.
+ */
 static __always_inline bool steal_fair(s32 cpu, s32 node)
 {
+	struct task_struct *head;
 	u32 i, pass, other;
 
 	for (pass = 0; pass < 2; pass++) {
@@ -158,8 +170,8 @@ static __always_inline bool steal_fair(s32 cpu, s32 node)
 			other = (cpu + i) % nr_cpus;
 			if ((node_of_cpu(other) == node) != (pass == 0))
 				continue;
-			if (scx_bpf_dsq_nr_queued(FAIR_DSQ(other)) &&
-			    head_placeable(FAIR_DSQ(other), cpu) &&
+			head = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(other));
+			if (head && task_placeable_on(head, cpu) &&
 			    scx_bpf_dsq_move_to_local(FAIR_DSQ(other), 0)) {
 				count_fair_move(true);
 				return true;

@@ -196,6 +196,47 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 	return cpu;
 }
 
+/*
+ * Whether @p, the last runnable task of @cpu, may simply run on there: not
+ * a loader off its node, not a workload's task off its claimed CPUs, not
+ * on a CPU another workload claimed.
+ */
+static __always_inline bool stays_on(struct task_struct *p, struct task_ctx *tctx, s32 cpu)
+{
+	struct workload_claim *wc = claim_cpus(tctx->wid);
+
+	if (is_loader(tctx) && !cpu_in_node(cpu, tctx->node))
+		return false;
+	if (wc && wc->nr_cpus && claimant(cpu) != tctx->wid)
+		return false;
+	return queueable(p, tctx->wid, cpu);
+}
+
+/*
+ * Get @cpu, where a task of workload @wid and class @cls was just queued,
+ * to look at its queues: at once if idle, or if it is the workload's and
+ * runs another's task of a class not above @cls; else an idle CPU of
+ * @allowed near it, to steal the task.
+ */
+static __always_inline void kick_for(const struct cpumask *allowed, s32 cpu, u32 wid, u32 cls)
+{
+	struct cpu_ctx *c;
+	s32 target;
+
+	if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		return;
+	}
+	if (wid && claimant(cpu) == wid && (c = cpu_ctx_of(cpu)) && c->cur_wid != wid &&
+	    c->cur_class != CLASS_NONE && c->cur_class <= cls) {
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		return;
+	}
+	target = idle_cpu_near(allowed, cpu);
+	if (target >= 0)
+		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
+}
+
 void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -216,16 +257,13 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags))
 		refresh(p, tctx);
 	note_queued(tctx, now);
-	allowed = placeable_mask(p, tctx);
 
 	/*
 	 * The last runnable task of a CPU whose slice ended: this CPU has
 	 * already looked for work and found none, so run it again right here
-	 * rather than queue it behind an idle CPU (unless it is a loader that
-	 * must move to its node, or another workload claimed the CPU).
+	 * rather than queue it behind an idle CPU.
 	 */
-	if ((enq_flags & SCX_ENQ_LAST) && placeable(p, tctx->wid, cpu) &&
-	    (!is_loader(tctx) || cpu_in_node(cpu, tctx->node))) {
+	if ((enq_flags & SCX_ENQ_LAST) && stays_on(p, tctx, cpu)) {
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		return;
 	}
@@ -233,7 +271,7 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	if (is_loader(tctx)) {
 		scx_bpf_dsq_insert_vtime(p, LOADER_DSQ(tctx->node), slice_ns,
 					 queue_vtime(tctx, LOADER_DSQ(tctx->node)), enq_flags);
-		target = idle_cpu_in_node(allowed, tctx->node);
+		target = idle_cpu_in_node(placeable_mask(p, tctx), tctx->node);
 		if (target >= 0)
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 		return;
@@ -242,12 +280,16 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	if (class_boosted(tctx->cls)) {
 		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns, queue_vtime(tctx, BOOST_DSQ),
 					 enq_flags);
-		target = idle_cpu_near(allowed, cpu);
+		target = claimed_idle_cpu(p, tctx->wid);
+		if (target < 0)
+			target = idle_cpu_near(placeable_mask(p, tctx), cpu);
 		if (target >= 0) {
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 			return;
 		}
-		target = preemption_victim(p, tctx->wid, tctx->cls, now);
+		target = claimed_cpu_to_take(p, tctx->wid, tctx->cls);
+		if (target < 0)
+			target = preemption_victim(p, tctx->wid, tctx->cls, now);
 		if (target >= 0) {
 			scx_bpf_kick_cpu(target, SCX_KICK_PREEMPT);
 			count_preemption(tctx->phase);
@@ -255,23 +297,46 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	cpu = fair_queue_cpu(p, allowed, cpu);
-	if (enq_flags & SCX_ENQ_WAKEUP)
-		cpu = wakeup_queue_cpu(p, tctx, allowed, cpu, now);
-	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(cpu), slice_ns,
-				 queue_vtime(tctx, FAIR_DSQ(cpu)), enq_flags);
-	/* Kick the queue's CPU if it is idle, else an idle one to steal it. */
-	target = scx_bpf_test_and_clear_cpu_idle(cpu) ? cpu : idle_cpu_near(allowed, cpu);
-	if (target >= 0)
-		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
+	/* A workload's task queues on its claimed CPUs, others off them. */
+	target = claimed_queue_cpu(p, tctx->wid, cpu, now);
+	if (target < 0) {
+		allowed = queue_mask(p, tctx);
+		target = fair_queue_cpu(p, allowed, cpu);
+		if (enq_flags & SCX_ENQ_WAKEUP)
+			target = wakeup_queue_cpu(allowed, target, now);
+	}
+	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(target), slice_ns,
+				 queue_vtime(tctx, FAIR_DSQ(target)), enq_flags);
+	kick_for(placeable_mask(p, tctx), target, tctx->wid, tctx->cls);
+}
+
+/*
+ * A task whose slice ended on a CPU its workload claims keeps it when
+ * nothing else of that CPU waits: stealing another's task would make it
+ * wait a tick for the CPU it claimed.
+ */
+static __always_inline bool keep_claimant(struct task_struct *prev, s32 cpu)
+{
+	struct task_ctx *tctx;
+
+	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED))
+		return false;
+	tctx = task_ctx(prev);
+	/* A boosted one keeps it only within budget (keep_boosted()). */
+	if (!tctx || !tctx->wid || claimant(cpu) != tctx->wid || class_boosted(tctx->cls))
+		return false;
+	scx_bpf_task_set_slice(prev, slice_ns);
+	return true;
 }
 
 /*
  * Fair work for @cpu of @node: another CPU's queue head that lags far
  * behind, else this CPU's fair queue or the node's loaders, whichever head
- * has used less, else fair work stolen from another CPU.
+ * has used less, else the claimant's task that ran here (if the CPU is
+ * claimed), else fair work stolen from another CPU.
  */
-static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c)
+static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c,
+					  struct task_struct *prev)
 {
 	struct task_struct *f = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(cpu));
 	struct task_struct *l = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(node));
@@ -289,14 +354,18 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c)
 		first = LOADER_DSQ(node);
 		second = FAIR_DSQ(cpu);
 	}
-	/* first is this CPU's queue only if f is there. */
-	if (take_lagging(cpu, balance_peer(cpu, c), first == FAIR_DSQ(cpu) ? f : l))
+	/*
+	 * first is this CPU's queue only if f is there. A claimed CPU serves
+	 * its own queue (its claimant's tasks) before anyone else's.
+	 */
+	if (!claimant(cpu) &&
+	    take_lagging(cpu, balance_peer(cpu, c), first == FAIR_DSQ(cpu) ? f : l))
 		return true;
 	if ((first == FAIR_DSQ(cpu) ? f : l) && scx_bpf_dsq_move_to_local(first, 0))
 		return true;
 	if ((second == FAIR_DSQ(cpu) ? f : l) && scx_bpf_dsq_move_to_local(second, 0))
 		return true;
-	return steal_fair(cpu, node);
+	return keep_claimant(prev, cpu) || steal_fair(cpu, node);
 }
 
 /*
@@ -337,7 +406,7 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 	if (boost_first && (keep_boosted(prev) ||
 			    (boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))))
 		return;
-	if (dispatch_fair(cpu, node, c))
+	if (dispatch_fair(cpu, node, c, prev))
 		return;
 	if (!boost_first && boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
 		return;
@@ -371,7 +440,8 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 /*
  * Every tick: charge the running task to the phase it is in now, re-read
  * its phase, and cut its slice short when the CPU should serve someone
- * else: a loader that is off its node, a boosted task on a CPU out of
+ * else: a task on a CPU another workload claimed (exclusively, or whose
+ * task waits there), a loader that is off its node, a boosted task on a CPU out of
  * budget while fair work waits, or a fair task while boosted work waits
  * on a CPU with budget.
  */
@@ -393,6 +463,8 @@ void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
 	c->cur_wid = tctx->wid;
 	if (!placeable(p, tctx->wid, cpu))
 		yield = true;	/* another workload claimed this CPU since */
+	else if (claimant_waits(p, tctx, cpu, FAIR_DSQ(cpu)))
+		yield = true;	/* lent to p while its claimant had nothing */
 	else if (is_loader(tctx))
 		yield = !cpu_in_node(cpu, tctx->node);
 	else if (class_boosted(tctx->cls))

@@ -2,29 +2,40 @@
 /*
  * CPU claims (the workload API), as placement:
  *   - a workload's threads run on its claimed CPUs first: an idle one on
- *     wake-up, else one running a task of a lower class than theirs that
- *     is not the workload's (taken at once), and they queue there;
- *   - a CPU claimed exclusively takes no task of anyone else, unless that
- *     task may run nowhere else (per-CPU kernel threads, tasks pinned to
- *     claimed CPUs): nothing starves. Others are placed with the claimed
- *     CPUs taken out of their mask, never by changing their affinity;
- *     those running there when the claim starts leave at their next tick.
- * The service writes the claims; the mask of exclusive CPUs is rebuilt
- * here whenever the service bumps claim_state.generation.
+ *     wake-up, else one running another's task of a class not above
+ *     theirs (taken at once); they queue there, and spill only to a CPU
+ *     that has nothing else to run (it steals them);
+ *   - others never queue on a claimed CPU, and one running there yields
+ *     at its next tick when the claimant's task waits: a CPU claimed
+ *     without exclusivity lends itself only while the claimant has
+ *     nothing to run there;
+ *   - a CPU claimed exclusively takes no task of anyone else at all.
+ * Tasks that may run only on claimed CPUs (per-CPU kernel threads, tasks
+ * pinned there) are exempt: nothing starves. Others are placed with the
+ * claimed CPUs taken out of their mask, never by changing their affinity.
+ * The service writes the claims; the masks of claimed and exclusive CPUs
+ * are rebuilt here whenever the service bumps claim_state.generation.
  */
 #ifndef __SCX_PHASE_PLACEMENT_BPF_H
 #define __SCX_PHASE_PLACEMENT_BPF_H
 
-/* CPUs claimed exclusively, in step with cpu_claims. */
+/* CPUs claimed at all, and exclusively, in step with cpu_claims. */
+private(CLAIMS) struct bpf_cpumask __kptr *claimed_mask;
 private(CLAIMS) struct bpf_cpumask __kptr *exclusive_mask;
-/* The claim_state generation the mask reflects, and whether it is empty. */
+/* The claim_state generation the masks reflect, and whether they are empty. */
 static u64 claims_applied;
-static bool any_exclusive;
+static bool any_claimed, any_exclusive;
 
 static __always_inline s32 placement_init(void)
 {
 	struct bpf_cpumask *m = bpf_cpumask_create();
 
+	if (!m)
+		return -ENOMEM;
+	m = bpf_kptr_xchg(&claimed_mask, m);
+	if (m)
+		bpf_cpumask_release(m);
+	m = bpf_cpumask_create();
 	if (!m)
 		return -ENOMEM;
 	m = bpf_kptr_xchg(&exclusive_mask, m);
@@ -38,6 +49,14 @@ static __always_inline struct cpu_claim *claim_of(s32 cpu)
 	u32 key = cpu;
 
 	return bpf_map_lookup_elem(&cpu_claims, &key);
+}
+
+/* The workload that claims @cpu, or 0. */
+static __always_inline u32 claimant(s32 cpu)
+{
+	struct cpu_claim *c = claim_of(cpu);
+
+	return c ? c->wid : 0;
 }
 
 /* The workload that claims @cpu exclusively, or 0. */
@@ -55,7 +74,7 @@ static __always_inline u32 exclusive_owner(s32 cpu)
  */
 __noinline int placement_sync(void)
 {
-	struct bpf_cpumask *mask;
+	struct bpf_cpumask *claimed, *excl;
 	struct claim_state *st;
 	u32 zero = 0, cpu;
 	u64 gen;
@@ -66,16 +85,24 @@ __noinline int placement_sync(void)
 	gen = st->generation;
 	if (gen == claims_applied)
 		return 0;
-	mask = exclusive_mask;
-	if (!mask)
+	claimed = claimed_mask;
+	excl = exclusive_mask;
+	if (!claimed || !excl)
 		return 0;
 	bpf_for(cpu, 0, nr_cpus) {
-		if (exclusive_owner(cpu))
-			bpf_cpumask_set_cpu(cpu, mask);
+		struct cpu_claim *c = claim_of(cpu);
+
+		if (c && c->wid)
+			bpf_cpumask_set_cpu(cpu, claimed);
 		else
-			bpf_cpumask_clear_cpu(cpu, mask);
+			bpf_cpumask_clear_cpu(cpu, claimed);
+		if (c && c->wid && c->exclusive)
+			bpf_cpumask_set_cpu(cpu, excl);
+		else
+			bpf_cpumask_clear_cpu(cpu, excl);
 	}
-	any_exclusive = !bpf_cpumask_empty(cast_mask(mask));
+	any_claimed = !bpf_cpumask_empty(cast_mask(claimed));
+	any_exclusive = !bpf_cpumask_empty(cast_mask(excl));
 	claims_applied = gen;
 	return 0;
 }
@@ -90,6 +117,16 @@ static __always_inline bool runs_elsewhere(const struct task_struct *p)
 	return !bpf_cpumask_subset(p->cpus_ptr, cast_mask(mask));
 }
 
+/* Whether @p may run on some CPU nobody claims. */
+static __always_inline bool runs_unclaimed(const struct task_struct *p)
+{
+	struct bpf_cpumask *mask = claimed_mask;
+
+	if (!any_claimed || !mask)
+		return true;
+	return !bpf_cpumask_subset(p->cpus_ptr, cast_mask(mask));
+}
+
 /* Whether @p, of workload @wid, may be placed on @cpu. */
 static __always_inline bool placeable(const struct task_struct *p, u32 wid, s32 cpu)
 {
@@ -98,9 +135,26 @@ static __always_inline bool placeable(const struct task_struct *p, u32 wid, s32 
 	return !owner || owner == wid || !runs_elsewhere(p);
 }
 
+/* Whether @p, of workload @wid, may queue on @cpu. */
+static __always_inline bool queueable(const struct task_struct *p, u32 wid, s32 cpu)
+{
+	u32 owner = claimant(cpu);
+
+	return !owner || owner == wid || !runs_unclaimed(p);
+}
+
+/* @p's CPUs less @less, in @tmp: p ^ (p & less). */
+static __always_inline const struct cpumask *
+cpus_less(const struct task_struct *p, struct bpf_cpumask *tmp, struct bpf_cpumask *less)
+{
+	bpf_cpumask_and(tmp, p->cpus_ptr, cast_mask(less));
+	bpf_cpumask_xor(tmp, p->cpus_ptr, cast_mask(tmp));
+	return cast_mask(tmp);
+}
+
 /*
- * The CPUs @p may be placed on: its own, less those others claim
- * exclusively (computed in @tctx's scratch mask).
+ * The CPUs @p may be placed on when idle: its own, less those others
+ * claim exclusively (computed in @tctx's scratch mask).
  */
 static __always_inline const struct cpumask *
 placeable_mask(const struct task_struct *p, struct task_ctx *tctx)
@@ -109,10 +163,24 @@ placeable_mask(const struct task_struct *p, struct task_ctx *tctx)
 
 	if (!any_exclusive || !mask || !tmp || !runs_elsewhere(p))
 		return p->cpus_ptr;
-	/* p's CPUs minus the exclusive ones: p ^ (p & exclusive). */
-	bpf_cpumask_and(tmp, p->cpus_ptr, cast_mask(mask));
-	bpf_cpumask_xor(tmp, p->cpus_ptr, cast_mask(tmp));
-	return cast_mask(tmp);
+	return cpus_less(p, tmp, mask);
+}
+
+/*
+ * The CPUs @p may queue on: its own, less all claimed ones (its
+ * workload's own are tried before, see claimed_queue_cpu()); where that
+ * leaves none, the placeable ones.
+ */
+static __always_inline const struct cpumask *
+queue_mask(const struct task_struct *p, struct task_ctx *tctx)
+{
+	struct bpf_cpumask *mask = claimed_mask, *tmp = tctx->tmp_mask;
+
+	if (!any_claimed || !mask || !tmp)
+		return p->cpus_ptr;
+	if (!runs_unclaimed(p))
+		return placeable_mask(p, tctx);
+	return cpus_less(p, tmp, mask);
 }
 
 static __always_inline struct workload_claim *claim_cpus(u32 wid)
@@ -120,25 +188,35 @@ static __always_inline struct workload_claim *claim_cpus(u32 wid)
 	return wid ? bpf_map_lookup_elem(&workload_claims, &wid) : NULL;
 }
 
+/*
+ * The @i-th CPU of claim @wc, if @wid still claims it and @p may run
+ * there; or -1. Callers loop over i in [0, wc->nr_cpus).
+ */
+static __always_inline s32 claimed_cpu(const struct workload_claim *wc, u32 i, u32 wid,
+				       const struct task_struct *p)
+{
+	s32 cpu;
+
+	if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
+		return -1;
+	cpu = wc->cpus[i];
+	if (claimant(cpu) != wid || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return -1;
+	return cpu;
+}
+
 /* An idle CPU of @wid's claim that @p may use, claimed; or -1. */
 static __always_inline s32 claimed_idle_cpu(const struct task_struct *p, u32 wid)
 {
 	struct workload_claim *wc = claim_cpus(wid);
-	struct cpu_claim *c;
-	u32 i, n;
+	u32 i;
 
 	if (!wc)
 		return -1;
-	n = wc->nr_cpus;
-	bpf_for(i, 0, n) {
-		s32 cpu;
+	bpf_for(i, 0, wc->nr_cpus) {
+		s32 cpu = claimed_cpu(wc, i, wid, p);
 
-		if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
-			break;
-		cpu = wc->cpus[i];
-		c = claim_of(cpu);
-		if (c && c->wid == wid && bpf_cpumask_test_cpu(cpu, p->cpus_ptr) &&
-		    scx_bpf_test_and_clear_cpu_idle(cpu))
+		if (cpu >= 0 && scx_bpf_test_and_clear_cpu_idle(cpu))
 			return cpu;
 	}
 	return -1;
@@ -152,20 +230,14 @@ static __always_inline s32 claimed_cpu_to_take(const struct task_struct *p, u32 
 {
 	struct workload_claim *wc = claim_cpus(wid);
 	struct cpu_ctx *c;
-	u32 i, n;
+	u32 i;
 
 	if (!wc)
 		return -1;
-	n = wc->nr_cpus;
-	bpf_for(i, 0, n) {
-		s32 cpu;
+	bpf_for(i, 0, wc->nr_cpus) {
+		s32 cpu = claimed_cpu(wc, i, wid, p);
 
-		if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
-			break;
-		cpu = wc->cpus[i];
-		c = cpu_ctx_of(cpu);
-		if (c && c->cur_wid != wid && c->cur_class <= cls &&
-		    bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		if (cpu >= 0 && (c = cpu_ctx_of(cpu)) && c->cur_wid != wid && c->cur_class <= cls)
 			return cpu;
 	}
 	return -1;
@@ -189,6 +261,38 @@ static __always_inline bool head_placeable(u64 dsq, s32 cpu)
 	struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(dsq);
 
 	return !head || task_placeable_on(head, cpu);
+}
+
+/*
+ * Whether busy @cpu may take queued task @t from @from's queue: not a task
+ * of the workload that claims @from to a CPU outside its claim.
+ */
+static __always_inline bool task_movable(struct task_struct *t, s32 from, s32 cpu)
+{
+	u32 owner = claimant(from);
+	struct task_ctx *tctx;
+
+	if (owner && owner != claimant(cpu) && (tctx = task_ctx(t)) && tctx->wid == owner)
+		return false;
+	return task_placeable_on(t, cpu);
+}
+
+/*
+ * Whether @p, running on @cpu, should give it to the workload that claims
+ * it: @p may run elsewhere, and a task of that workload of a class not
+ * below @p's waits in @cpu's queue.
+ */
+static __always_inline bool claimant_waits(struct task_struct *p, struct task_ctx *tctx,
+					   s32 cpu, u64 dsq)
+{
+	u32 owner = claimant(cpu);
+	struct task_struct *head;
+	struct task_ctx *hctx;
+
+	if (!owner || owner == tctx->wid || !runs_unclaimed(p))
+		return false;
+	head = __COMPAT_scx_bpf_dsq_peek(dsq);
+	return head && (hctx = task_ctx(head)) && hctx->wid == owner && hctx->cls >= tctx->cls;
 }
 
 /* Account @ns of run time in @phase to workload @wid. */
