@@ -174,8 +174,11 @@ mod copies {
         }
     }
 
+    /// A struct's name, its fields' offsets and its size.
+    type Layout<'a> = (&'a str, &'a [(&'a str, usize)], usize);
+
     /// "struct field offset" lines, then "struct size N" for each struct.
-    fn layout_lines(fields: &[(&str, &[(&str, usize)], usize)]) -> String {
+    fn layout_lines(fields: &[Layout]) -> String {
         let mut out = String::new();
         for (st, fs, size) in fields {
             for (f, off) in *fs {
