@@ -24,7 +24,13 @@ CONFIGS = {
     "g_eevdf": "self-contention, EEVDF",
     "g_phase": "self-contention, scx_phase",
     "g_spill": "self-contention, scx_phase --numa-spill-us 2000",
+    "h": "scx_phase + background, job claims node 1 exclusively",
+    "i": "scx_phase + background, job's preferred claim on node 1",
+    "j": "scx_phase + memory streamers",
+    "k": "scx_phase + memory streamers, job claims node 1 exclusively",
 }
+# Configurations whose job holds a CPU claim through the workload API.
+CLAIMING = {"h", "i", "k"}
 SHORT = {
     "a": "a EEVDF alone",
     "b": "b EEVDF+bg",
@@ -37,17 +43,22 @@ SHORT = {
     "g_eevdf": "g EEVDF",
     "g_phase": "g scx_phase",
     "g_spill": "g spill 2 ms",
+    "h": "h exclusive",
+    "i": "i preferred",
+    "j": "j streamers",
+    "k": "k streamers, exclusive",
 }
 FIELDS = [
     "steps", "step_ms_p50", "step_ms_p99", "step_ms_max", "samples_per_s",
     "data_stall_pct", "checkpoints", "checkpoint_ms_mean", "checkpoint_ms_max",
-    "hog_work_per_s", "cpus", "job_cpu_pct", "background_cpu_pct",
+    "hog_work_per_s", "stream_mib_per_s", "cpus", "job_cpu_pct", "background_cpu_pct",
     "hog_share_of_unused_pct", "loader_local_pct", "compute_speed_pct",
     "compute_on_cpu_pct", "barrier_pct", "set_phase_per_s", "wall_s",
 ]
 # Fields that are null by design without a background.
 NO_BACKGROUND_NULL = {"hog_share_of_unused_pct"}
-WITH_BACKGROUND = {"b", "c", "d", "e", "f_scx_bpfland", "f_scx_lavd", "f_scx_cosmos"}
+WITH_BACKGROUND = {"b", "c", "d", "e", "f_scx_bpfland", "f_scx_lavd", "f_scx_cosmos", "h", "i",
+                   "j", "k"}
 
 
 def spread(values):
@@ -92,6 +103,7 @@ def summarise(runs):
             "runs": len(rs),
             **{f: spread([r["result"].get(f) for r in rs]) for f in FIELDS},
             "stats": [r.get("stats") for r in rs],
+            "claimed_cpus": [r["result"].get("claimed_cpus") or [] for r in rs],
         }
     return summary, errors, {s: spread(v) for s, v in messaging.items()}
 
@@ -144,6 +156,17 @@ def targets(summary, messaging):
     add("(g) scx_phase, loaders may spill: p50 / EEVDF p50",
         ratio(p50("g_spill"), p50("g_eevdf")), "(extra)", lambda v: v <= 0.85,
         "p99: %s" % fmt_ratio(ratio(p99("g_spill"), p99("g_eevdf"))))
+    # Reported, not judged: on TCG there are no caches or memory bandwidth
+    # for a neighbour to take, so what exclusivity buys is only CPU time.
+    add("(h) exclusive claim p50 / (d) p50", ratio(p50("h"), p50("d")), "(extra)",
+        lambda v: v <= 1.0, "p99: %s" % fmt_ratio(ratio(p99("h"), p99("d"))))
+    add("(i) preferred claim p50 / (d) p50", ratio(p50("i"), p50("d")), "(extra)",
+        lambda v: v <= 1.0, "p99: %s" % fmt_ratio(ratio(p99("i"), p99("d"))))
+    speed = lambda n: fmt_num(med(summary, n, "compute_speed_pct"))
+    add("(k) exclusive claim among streamers p50 / (j) p50", ratio(p50("k"), p50("j")),
+        "(extra)", lambda v: v <= 1.0,
+        "p99: %s; compute speed %s%% vs %s%% of calibrated" % (
+            fmt_ratio(ratio(p99("k"), p99("j"))), speed("k"), speed("j")))
     add("(d) hogs' share of CPU the job left, %", med(summary, "d", "hog_share_of_unused_pct"),
         ">= 90", lambda v: v >= 90)
     add("(d) loader samples on their node, %", med(summary, "d", "loader_local_pct"),
@@ -197,6 +220,9 @@ def check(summary, errors, messaging, set_phase, quick):
     for name in ("d", "g_phase", "g_spill"):
         if name in summary and not any(summary[name]["stats"]):
             problems.append("%s: no scheduler stats captured" % name)
+    for name in CLAIMING:
+        if name in summary and not all(summary[name]["claimed_cpus"]):
+            problems.append("%s: a run held no claimed CPUs" % name)
     return problems
 
 

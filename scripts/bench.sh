@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark: phase-bench's training step under contention, side by side
 # on EEVDF, EEVDF with the job at nice -10, scx_phase (with and without
-# hints) and the general sched_ext schedulers scx_bpfland, scx_lavd and
-# scx_cosmos; plus the cost to un-hinted work (perf bench sched messaging)
-# and the cost of one set_phase call.
+# hints, with an exclusive or a preferred CPU claim, among CPU hogs or
+# memory streamers) and the general
+# sched_ext schedulers scx_bpfland, scx_lavd and scx_cosmos; plus the cost
+# to un-hinted work (perf bench sched messaging) and the cost of one
+# set_phase call.
 #
 #   scripts/bench.sh [--quick] [--reps N] [--duration SECS] [--cpus N]
 #                    [--nodes K] [--report]
@@ -85,7 +87,9 @@ sched_stop() {
 config_sched() {
     case "$1" in
         a|b|c|g_eevdf) echo eevdf ;;
-        d|e|g_phase) echo scx_phase ;;
+        d|e|g_phase|i|j) echo scx_phase ;;
+        # The loader node's 2 CPUs, all of them, to one job.
+        h|k) echo "scx_phase --max-exclusive-pct 100" ;;
         g_spill) echo "scx_phase --numa-spill-us 2000" ;;
         f_*) echo "${1#f_}" ;;
     esac
@@ -103,6 +107,15 @@ job_args() {
         b|d|f_*) echo "${job[*]} ${bg[*]}" ;;
         c) echo "${job[*]} ${bg[*]} --background-nice 0" ;;
         e) echo "${job[*]} ${bg[*]} --no-hints" ;;
+        # (d) with the job holding the loader node's CPUs through the
+        # workload API: all to itself, or first in line.
+        h) echo "${job[*]} ${bg[*]} --claim-cpus $(( $(nproc) / nodes )) --exclusive" ;;
+        i) echo "${job[*]} ${bg[*]} --claim-cpus $(( $(nproc) / nodes ))" ;;
+        # (d) and (h) with neighbours that stream memory in place of the
+        # hogs (as many, each sweeping 32 MiB): caches and memory
+        # bandwidth taken, not just CPU time.
+        j) echo "${job[*]} --streamers $hogs --io-writer" ;;
+        k) echo "${job[*]} --streamers $hogs --io-writer --claim-cpus $(( $(nproc) / nodes )) --exclusive" ;;
         # Self-contention: 4 compute threads and 6 loaders with 4x the
         # per-batch data work want more CPU than the VM has.
         g_*) echo "${job[*]} --helpers $(( $(nproc) - 1 )) --loaders 6 --batch 8 --sample-ms 3" ;;
@@ -179,7 +192,7 @@ run_messaging() {
 }
 
 inside() {
-    local out=$1 configs=(a b c d e g_eevdf g_phase g_spill) n rep i k
+    local out=$1 configs=(a b c d e g_eevdf g_phase g_spill h i j k) n rep i k
     [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
     [ "$quick" -eq 1 ] || configs+=("${peers[@]/#/f_}")
     : >"$out"

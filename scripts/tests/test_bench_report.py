@@ -32,6 +32,8 @@ def full_runs():
         sched = "eevdf" if c in ("a", "b", "c", "g_eevdf") else "scx_phase"
         got = "eevdf" if sched == "eevdf" else "scx_phase_0.1.0_x86_64"
         over = {} if c in br.WITH_BACKGROUND else {"hog_share_of_unused_pct": None}
+        if c in br.CLAIMING:
+            over["claimed_cpus"] = [2, 3]
         runs.append(run(c, sched, got, {"a": 38, "b": 160, "d": 44}.get(c, 50), **over))
     for s in ("eevdf", "scx_phase"):
         runs.append({"config": "messaging", "scheduler": s, "attached": s, "rep": 1,
@@ -71,6 +73,13 @@ class BenchReport(unittest.TestCase):
         self.assertIn("d: no loader_local_pct", text)
         self.assertIn("g_spill: no successful run", text)
         self.assertTrue(br.check(summary, errors, messaging, {}, True))
+
+    def test_a_claiming_run_without_its_claim_fails(self):
+        runs = full_runs()
+        next(r for r in runs if r["config"] == "h")["result"]["claimed_cpus"] = []
+        summary, errors, messaging = br.summarise(runs)
+        self.assertEqual(br.check(summary, errors, messaging, SET_PHASE, True),
+                         ["h: a run held no claimed CPUs"])
 
     def test_ratios_are_of_medians(self):
         runs = full_runs() + [run("d", "scx_phase", "scx_phase_0.1", 60),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use scx_phase::Phase;
+use scx_phase::hint::workload::{Node, Workload, WorkloadRequest};
 use serde::Serialize;
 
 /// A synthetic training job for comparing schedulers.
@@ -58,6 +59,10 @@ struct Opts {
     /// Un-hinted CPU hogs (H) [default: 0].
     #[arg(long, default_value_t = 0)]
     hogs: usize,
+    /// Un-hinted memory streamers, each sweeping 32 MiB a cache line at a
+    /// time [default: 0].
+    #[arg(long, default_value_t = 0)]
+    streamers: usize,
     /// Run an I/O writer that writes and fsyncs 1 MiB in a loop [default: off].
     #[arg(long)]
     io_writer: bool,
@@ -67,6 +72,14 @@ struct Opts {
     /// Write no hints at all [default: off].
     #[arg(long)]
     no_hints: bool,
+    /// Claim this many CPUs through the workload API, on --loader-node if
+    /// given, for the whole run [default: 0, none].
+    #[arg(long, default_value_t = 0)]
+    claim_cpus: u32,
+    /// Make the claim exclusive: nobody else is placed on those CPUs
+    /// [default: off].
+    #[arg(long, requires = "claim_cpus")]
+    exclusive: bool,
     /// Folder for checkpoint and I/O files.
     #[arg(long, default_value = "/tmp")]
     dir: PathBuf,
@@ -90,12 +103,13 @@ struct Opts {
 /// The background lives in its own process: a nice value or a cgroup given
 /// to the job must not reach its neighbours.
 fn spawn_background(opts: &Opts) -> Option<std::process::Child> {
-    if opts.hogs == 0 && !opts.io_writer {
+    if opts.hogs == 0 && opts.streamers == 0 && !opts.io_writer {
         return None;
     }
     let exe = std::env::current_exe().expect("own executable");
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["--background-only", "--hogs", &opts.hogs.to_string()])
+        .args(["--streamers", &opts.streamers.to_string()])
         .args(["--duration-s", &opts.duration_s.to_string()])
         .args(["--background-nice", &opts.background_nice.to_string()])
         .arg("--dir")
@@ -119,18 +133,25 @@ fn process_cpu_s() -> f64 {
 }
 
 /// The background process: run for the duration, print the hogs' spin
-/// iterations and the CPU seconds the process used.
+/// iterations, the CPU seconds the process used and the bytes streamed.
 fn background_only(opts: &Opts) {
     // SAFETY: setpriority on this thread; threads spawned after inherit it.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, opts.background_nice) };
     let stop = Arc::new(AtomicBool::new(false));
     let cpu0 = process_cpu_s();
-    let bg = background::Background::start(opts.hogs, opts.io_writer, &opts.dir, stop.clone());
+    let bg = background::Background::start(
+        opts.hogs,
+        opts.streamers,
+        opts.io_writer,
+        &opts.dir,
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_secs_f64(opts.duration_s.max(0.1)));
     stop.store(true, Ordering::Relaxed);
     let work = bg.hog_work.load(Ordering::Relaxed);
+    let streamed = bg.streamed.load(Ordering::Relaxed);
     bg.join();
-    println!("{work} {:.6}", process_cpu_s() - cpu0);
+    println!("{work} {:.6} {streamed}", process_cpu_s() - cpu0);
 }
 
 #[derive(Serialize)]
@@ -145,6 +166,8 @@ struct Results {
     checkpoint_ms_mean: f64,
     checkpoint_ms_max: f64,
     hog_work_per_s: f64,
+    /// What the memory streamers swept, in MiB/s.
+    stream_mib_per_s: f64,
     /// CPUs online, and the share of all of them the job and the
     /// background used.
     cpus: usize,
@@ -162,6 +185,30 @@ struct Results {
     barrier_pct: f64,
     set_phase_per_s: f64,
     wall_s: f64,
+    /// The CPUs the job held through the workload API.
+    claimed_cpus: Vec<u32>,
+    claim_exclusive: bool,
+}
+
+/// The workload the job runs as, with --claim-cpus; a refusal ends the
+/// run with the service's reason.
+fn claim(opts: &Opts) -> Option<Workload> {
+    if opts.claim_cpus == 0 {
+        return None;
+    }
+    let req = WorkloadRequest {
+        cpus: opts.claim_cpus,
+        node: opts.loader_node.map_or(Node::Any, Node::Id),
+        exclusive: opts.exclusive,
+        ..Default::default()
+    };
+    match Workload::open(&req) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("phase-bench: --claim-cpus {}: {e}", opts.claim_cpus);
+            std::process::exit(1);
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -184,12 +231,14 @@ fn node_of_cpu(cpu: i32) -> Option<u32> {
     })
 }
 
-/// The background's report: "<hog spin iterations> <CPU seconds>".
-fn parse_background(out: &str) -> (u64, f64) {
+/// The background's report: "<hog spin iterations> <CPU seconds> <bytes
+/// streamed>".
+fn parse_background(out: &str) -> (u64, f64, u64) {
     let mut it = out.split_whitespace();
     let work = it.next().and_then(|w| w.parse().ok()).unwrap_or(0);
     let cpu = it.next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
-    (work, cpu)
+    let streamed = it.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+    (work, cpu, streamed)
 }
 
 fn main() {
@@ -201,6 +250,9 @@ fn main() {
     if opts.no_hints {
         hints::disable();
     }
+    // Before any thread starts: a claim places the job's threads as they
+    // are created.
+    let workload = claim(&opts);
     let work = Arc::new(work::Work::calibrate());
     let stop = Arc::new(AtomicBool::new(false));
     let pipe = Arc::new(pipeline::Pipeline::new(opts.batch, opts.prefetch));
@@ -266,10 +318,10 @@ fn main() {
         let _ = l.join();
     }
     let has_background = background.is_some();
-    let (hog_work, bg_cpu) = background
+    let (hog_work, bg_cpu, streamed) = background
         .and_then(|child| child.wait_with_output().ok())
         .map(|out| parse_background(&String::from_utf8_lossy(&out.stdout)))
-        .unwrap_or((0, 0.0));
+        .unwrap_or((0, 0.0, 0));
     // SAFETY: sysconf has no memory arguments.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
     let capacity = cpus as f64 * wall;
@@ -298,6 +350,7 @@ fn main() {
         checkpoint_ms_max: ck.iter().copied().fold(0.0, f64::max),
         // In calibrated milliseconds of work per second.
         hog_work_per_s: hog_work as f64 / work.units_per_ms() as f64 / wall,
+        stream_mib_per_s: streamed as f64 / (1 << 20) as f64 / wall,
         cpus,
         job_cpu_pct: job_cpu * 100.0 / capacity,
         background_cpu_pct: bg_cpu * 100.0 / capacity,
@@ -312,7 +365,10 @@ fn main() {
         barrier_pct: out.barrier.as_secs_f64() * 100.0 / wall,
         set_phase_per_s: hints::calls() as f64 / wall,
         wall_s: wall,
+        claimed_cpus: workload.as_ref().map(Workload::cpus).unwrap_or_default(),
+        claim_exclusive: opts.exclusive,
     };
+    drop(workload);
     if !opts.json {
         println!(
             "steps {}  step p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
@@ -330,8 +386,8 @@ fn main() {
             .loader_local_pct
             .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
         println!(
-            "hog work {:.0} ms/s  loader samples on their node {local}  set_phase {:.0}/s",
-            r.hog_work_per_s, r.set_phase_per_s
+            "hog work {:.0} ms/s  streamed {:.0} MiB/s  loader samples on their node {local}  set_phase {:.0}/s",
+            r.hog_work_per_s, r.stream_mib_per_s, r.set_phase_per_s
         );
         let share = r
             .hog_share_of_unused_pct
@@ -344,6 +400,14 @@ fn main() {
             "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; trainer at barriers {:.1}%",
             r.compute_speed_pct, r.compute_on_cpu_pct, r.barrier_pct
         );
+        if !r.claimed_cpus.is_empty() {
+            let kind = if r.claim_exclusive {
+                "exclusive"
+            } else {
+                "preferred"
+            };
+            println!("claimed CPUs ({kind}): {:?}", r.claimed_cpus);
+        }
     }
     match serde_json::to_string(&r) {
         Ok(line) => println!("{line}"),
@@ -357,9 +421,9 @@ mod tests {
 
     #[test]
     fn background_report_parses_and_tolerates_garbage() {
-        assert_eq!(parse_background("1200 3.500000\n"), (1200, 3.5));
-        assert_eq!(parse_background("77"), (77, 0.0));
-        assert_eq!(parse_background(""), (0, 0.0));
+        assert_eq!(parse_background("1200 3.500000 4096\n"), (1200, 3.5, 4096));
+        assert_eq!(parse_background("77"), (77, 0.0, 0));
+        assert_eq!(parse_background(""), (0, 0.0, 0));
     }
 
     #[test]
