@@ -32,16 +32,17 @@ kernel=$(cat .cache/vm/kernel/version)
 
 # Two vCPUs, as the policy tests' shares assume; two nodes so that the
 # topology and per-node idle tracking are exercised everywhere.
-# The suite is split in two VMs by test name: the NUMA tests need 4 vCPUs,
-# the policy tests' shares assume 2. `--skip numa::` in the first run and
-# the `numa::` filter in the second cover every test exactly once.
+# The suite is split in two VMs by test name: the NUMA and claim tests need
+# 4 vCPUs in 2 nodes, the policy tests' shares assume 2. `--skip numa::
+# --skip claims::` in the first run and the `numa:: claims::` filters in
+# the second cover every test exactly once.
 # Both VM runs go ahead even if the first fails, so one log shows all.
 failed=0
 step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes)"
-scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --skip numa:: || failed=1
+scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --skip numa:: --skip claims:: || failed=1
 
-step "VM NUMA tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes)"
-scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture numa:: || failed=1
+step "VM NUMA and claim tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes)"
+scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture numa:: claims:: || failed=1
 
 # The benchmark in --quick mode (one short run of every configuration but
 # the peers, plus the set_phase cost), so that it cannot rot. It fails if

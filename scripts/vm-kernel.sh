@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Fetch the newest Debian trixie-backports kernel that has sched_ext and
-# cache it, with its config and the 9p modules, in .cache/vm/kernel/.
-# Prints the cache folder. Needs the suites added by scripts/setup.sh.
+# cache it, with its config and the modules the VM loads at boot, in
+# .cache/vm/kernel/. Prints the cache folder. Needs the suites added by
+# scripts/setup.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache="$root/.cache/vm/kernel"
 
-if [ -f "$cache/ok" ]; then
+# Load order matters: each module needs the ones before it. 9p mounts the
+# host; zram gives the memory tests swap, so that reclaim can take
+# anonymous memory the way it does on a real host.
+modules="fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p lib/lz4/lz4hc_compress drivers/block/zram/zram"
+
+# The cache is good if it was made for this module list.
+if [ -f "$cache/ok" ] && [ "$(cat "$cache/ok")" = "$modules" ]; then
     echo "$cache"
     exit 0
 fi
@@ -29,8 +36,12 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/x"
 for deb in "$tmp"/linux-binary-*.deb "$tmp"/linux-base-*.deb; do dpkg-deb -x "$deb" "$tmp/x"; done
 # The modules package is ~100 MB; unpack only what the VM loads.
+# A module built in is not in the package: tar's complaint about it is
+# ignored, and the loop below checks every module.
+pats=()
+for m in $modules; do pats+=("*/$m.ko*"); done
 dpkg-deb --fsys-tarfile "$tmp"/linux-modules-*.deb |
-    tar -x -C "$tmp/x" --wildcards '*/fs/netfs/*' '*/net/9p/*' '*/fs/9p/*'
+    tar -x -C "$tmp/x" --wildcards "${pats[@]}" 2>/dev/null || true
 
 kdir=$(echo "$tmp"/x/usr/lib/modules/*)
 kver=$(basename "$kdir")
@@ -43,9 +54,8 @@ rm -rf "$cache"
 mkdir -p "$cache/modules"
 cp "$kdir/vmlinuz" "$kdir/config" "$cache/"
 echo "$kver" >"$cache/version"
-# Load order matters: each module needs the one before it.
 n=0
-for m in fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+for m in $modules; do
     n=$((n + 1))
     src="$kdir/kernel/$m.ko.xz"
     if [ -f "$src" ]; then
@@ -54,5 +64,5 @@ for m in fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
         die "kernel $kver: module $m is neither built in nor shipped"
     fi
 done
-touch "$cache/ok"
+echo "$modules" >"$cache/ok"
 echo "$cache"

@@ -24,7 +24,13 @@ pub fn bin_dir() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        for prog in ["hint_spin", "hint_soak"] {
+        for prog in [
+            "hint_spin",
+            "hint_soak",
+            "workload_spin",
+            "checkpoint",
+            "memhog",
+        ] {
             build_c(&format!("{prog}.c"), &dir.join(prog), "-O2");
         }
         dir

@@ -5,11 +5,13 @@
 mod common;
 
 mod access;
+mod claims;
 mod clients;
 mod containers;
 mod fair;
 mod hints;
 mod lifecycle;
+mod memory;
 mod numa;
 mod policy;
 mod service;
