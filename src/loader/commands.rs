@@ -369,8 +369,9 @@ fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
             .collect();
         println!(
             "{:>8} {:>6}  {:<12} {:<5} {:>9}  {:<14} {:>7}  {:<34}  {}",
-            r["pid"],
-            r["uid"],
+            // Numbers, not JSON values: only they take the padding.
+            r["pid"].as_u64().unwrap_or(0),
+            r["uid"].as_u64().unwrap_or(0),
             if cpus.is_empty() {
                 "-".into()
             } else {
@@ -389,7 +390,7 @@ fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
             } else {
                 watches.join(",")
             },
-            r["threads_bound"],
+            r["threads_bound"].as_u64().unwrap_or(0),
             secs.join(" "),
             r["cgroup"].as_str().unwrap_or("-"),
         );
