@@ -105,5 +105,5 @@ fn bench_report_unit_tests() {
         Command::new("/usr/bin/python3"),
         &root.join("scripts/tests"),
     );
-    assert!(report.contains("Ran 5 tests"), "{report}");
+    assert!(report.contains("Ran 6 tests"), "{report}");
 }
