@@ -94,6 +94,30 @@ fn loading_needs_sched_ext_then_bpffs() {
 }
 
 #[test]
+fn status_without_a_scheduler_says_why_and_fails_the_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hint.sock");
+    let o = scx_phase(&["--hint-socket", &pin(&sock), "status"]);
+    assert_one_line_error(&o, 1, "scx_phase is not attached");
+    let out = stdout(&o);
+    if !Path::new("/sys/kernel/sched_ext").exists() {
+        assert!(
+            out.starts_with("attached: no (this kernel has no sched_ext)"),
+            "{out}"
+        );
+    }
+    assert!(out.contains("loader: no record"), "{out}");
+    assert!(
+        out.contains("workloads: unknown (scx_phase is not running"),
+        "{out}"
+    );
+    let o = scx_phase(&["--hint-socket", &pin(&sock), "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+    assert_eq!(v["attached"], false, "{v}");
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
 fn topology_works_on_any_host() {
     let o = scx_phase(&["topology"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -185,6 +185,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One screen for an operator: attached or not (exit 0 only if this
+    /// scheduler is), since when, version, flags, restarts, the last exit
+    /// reason, and the workloads (root).
+    Status {
+        /// Print JSON instead of text [default: off].
+        #[arg(long)]
+        json: bool,
+    },
     /// List the registered workloads: pid, uid, cgroup, claimed CPUs,
     /// exclusivity, locked memory, pressure watches, CPU time per phase
     /// (root).

@@ -118,6 +118,7 @@ pub fn run(cmd: &Command, pin_dir: &Path, socket: &Path) -> Result<()> {
         }
         Command::Dump { json } => dump(pin_dir, *json),
         Command::Workloads { json } => workloads(pin_dir, socket, *json),
+        Command::Status { json } => crate::loader::status::status(pin_dir, socket, *json),
         Command::Topology => unreachable!("handled by main"),
     }
 }

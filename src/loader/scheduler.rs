@@ -21,6 +21,7 @@ use crate::loader::bpf_skel::*;
 use crate::loader::classify::{self, Rule};
 use crate::loader::cli::RunOpts;
 use crate::loader::output::{full_report, print_report};
+use crate::loader::status::Recorder;
 use crate::loader::topology::HostTopology;
 use crate::service::Service;
 use crate::service::bpf::ServiceBpf;
@@ -163,6 +164,27 @@ impl<'a> Scheduler<'a> {
         self.link.take();
         uei_report!(&self.skel, uei)
     }
+
+    /// The kernel's exit reason, as `uei_report!` prints it.
+    fn exit_reason(&self) -> String {
+        let Some(data) = self.skel.maps.data_data.as_ref() else {
+            return "unknown".into();
+        };
+        let text = |chars: &[i8]| {
+            let bytes: Vec<u8> = chars
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let (reason, msg) = (text(&data.uei.reason), text(&data.uei.msg));
+        match (reason.is_empty(), msg.is_empty()) {
+            (true, _) => "unknown".into(),
+            (false, true) => format!("EXIT: {reason}"),
+            (false, false) => format!("EXIT: {reason} ({msg})"),
+        }
+    }
 }
 
 impl Drop for Scheduler<'_> {
@@ -259,6 +281,7 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
         return Ok(());
     }
     let mut open_object = MaybeUninit::uninit();
+    let mut record = Recorder::new(socket);
     loop {
         // Again on each restart: a hotplug restart means the CPUs changed.
         let topo = HostTopology::discover()?;
@@ -271,8 +294,13 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
             socket,
             &mut open_object,
         )?;
-        let uei = sched.run(opts, &shutdown)?;
-        if uei.should_restart() && !shutdown.load(Ordering::Relaxed) {
+        record.attached();
+        let uei = sched.run(opts, &shutdown);
+        let restart =
+            uei.as_ref().is_ok_and(|u| u.should_restart()) && !shutdown.load(Ordering::Relaxed);
+        record.exited(&sched.exit_reason(), restart);
+        uei?;
+        if restart {
             info!("the kernel asked for a restart; reloading");
             continue;
         }

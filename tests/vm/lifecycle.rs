@@ -159,3 +159,71 @@ fn wait_for_reattach(loader: &Loader) -> Duration {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// `scx_phase status`: its text and exit code.
+fn status() -> (Option<i32>, String) {
+    let out = scx_phase(&["status"]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn status_says_what_runs_since_when_and_why_it_last_stopped() {
+    let mut loader = Loader::start(&["--boost-budget-pct", "70"]);
+    let (code, text) = status();
+    assert_eq!(code, Some(0), "attached, yet: {text}");
+    assert!(text.starts_with("attached: yes (scx_phase"), "{text}");
+    assert!(
+        text.contains(&format!("loader: pid {} (running)", loader.pid())),
+        "{text}"
+    );
+    assert!(text.contains("flags: --boost-budget-pct 70"), "{text}");
+    assert!(text.contains("attached since: "), "{text}");
+    assert!(text.contains("last exit: none"), "{text}");
+
+    // A hotplug restart is counted, with the kernel's reason.
+    let cpu1 = "/sys/devices/system/cpu/cpu1/online";
+    std::fs::write(cpu1, "0").expect("offline CPU 1");
+    let t0 = std::time::Instant::now();
+    let mut restarted = String::new();
+    while t0.elapsed() < Duration::from_secs(30) {
+        let (code, text) = status();
+        if code == Some(0) && text.contains("restarts: 1") {
+            restarted = text;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(cpu1, "1").expect("online CPU 1");
+    assert!(
+        !restarted.is_empty(),
+        "no restart in status: {}",
+        status().1
+    );
+    assert!(restarted.contains("last exit: "), "{restarted}");
+    assert!(!restarted.contains("last exit: none"), "{restarted}");
+    // Let the onlining's own restart finish before stopping.
+    std::thread::sleep(Duration::from_secs(3));
+
+    loader.signal(libc::SIGINT);
+    assert_eq!(loader.wait(Duration::from_secs(5)).code(), Some(0));
+    let (code, text) = status();
+    println!("MEASURED scx_phase status after SIGINT (exit {code:?}):\n{restarted}---\n{text}");
+    assert_eq!(code, Some(1), "not attached, yet exit 0: {text}");
+    assert!(
+        text.starts_with("attached: no (sched_ext disabled)"),
+        "{text}"
+    );
+    assert!(text.contains("(gone)"), "{text}");
+    assert!(text.contains("last attached: "), "{text}");
+    assert!(
+        text.contains("workloads: none (the loader is gone)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("EXIT: unregistered from user space"),
+        "{text}"
+    );
+}
