@@ -25,6 +25,26 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* All of [p, p + len) to fd: a write may be short (9p under memory
+ * pressure returns part of a large one). 0, or -1 with errno. */
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
 /* Percent of [p, p + len) resident, by mincore(). */
 static double resident_pct(void *p, size_t len)
 {
@@ -106,7 +126,7 @@ int main(int argc, char **argv)
 			memcpy(dst, state, size);
 			t1 = now_ms();
 			fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-			if (fd < 0 || write(fd, dst, size) != (ssize_t)size || fsync(fd)) {
+			if (fd < 0 || write_all(fd, dst, size) || fsync(fd)) {
 				printf("{\"error\": %d, \"message\": \"write %s: %s\"}\n", -errno, path,
 				       strerror(errno));
 				return 1;
