@@ -469,9 +469,22 @@ fn claims_by_pid() -> std::collections::HashMap<u64, Value> {
         .collect()
 }
 
-/// A rank's JSON line, behind torchrun's "[default0]:" prefix.
+/// A rank's JSON line, behind torchrun's "[default0]:" prefix. Whatever
+/// follows the object is left: torchrun's tee can glue a second prefix to
+/// a line it read before its newline was written.
 fn json_after_prefix(line: &str) -> Option<Value> {
-    serde_json::from_str(&line[line.find('{')?..]).ok()
+    let rest = &line[line.find('{')?..];
+    serde_json::Deserializer::from_str(rest)
+        .into_iter::<Value>()
+        .next()?
+        .ok()
+}
+
+#[test]
+fn a_rank_line_is_read_past_a_glued_prefix() {
+    let v = json_after_prefix(r#"[default0]:{"rank": 0}[default0]:"#);
+    assert_eq!(v, Some(serde_json::json!({"rank": 0})));
+    assert_eq!(json_after_prefix("[default1]:no json"), None);
 }
 
 #[test]
@@ -523,7 +536,7 @@ fn each_torchrun_rank_claims_on_its_node_and_both_are_released() {
         });
         rx
     };
-    let deadline = Instant::now() + Duration::from_secs(480);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut next_json = |what: &str| -> Value {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -13,11 +13,20 @@ import torch.distributed as dist
 
 import scx_phase.run
 
+
+def report(obj):
+    """One line in one write(): print() writes the text and its newline
+    apart, and torchrun's --tee copies a line it finds half-written as a
+    line of its own, prefix and all, which splits the JSON."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 w = scx_phase.run.workload()
-print(json.dumps({"rank": rank, "local_rank": int(os.environ["LOCAL_RANK"]), "pid": os.getpid(),
-                  "cpus": w.cpus, "node": w.node}), flush=True)
+report({"rank": rank, "local_rank": int(os.environ["LOCAL_RANK"]), "pid": os.getpid(),
+        "cpus": w.cpus, "node": w.node})
 
 torch.manual_seed(0)
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(32, 4))
@@ -36,7 +45,7 @@ if rank == 0:
     torch.save(model.module.state_dict(), path)
     back = torch.load(path)
     same = all(torch.equal(back[k], v) for k, v in model.module.state_dict().items())
-    print(json.dumps({"saved": path, "loads_back": same, "through_buffer": torch.save.saves,
-                      "spilled": torch.save.last_spilled}), flush=True)
+    report({"saved": path, "loads_back": same, "through_buffer": torch.save.saves,
+            "spilled": torch.save.last_spilled})
 dist.barrier()
 dist.destroy_process_group()
