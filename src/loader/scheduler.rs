@@ -20,6 +20,7 @@ use crate::loader::access;
 use crate::loader::bpf_skel::*;
 use crate::loader::classify::{self, Rule};
 use crate::loader::cli::RunOpts;
+use crate::loader::notify;
 use crate::loader::output::{full_report, print_report};
 use crate::loader::status::Recorder;
 use crate::loader::topology::HostTopology;
@@ -265,6 +266,14 @@ fn start_service<'a>(
     Ok((service, running))
 }
 
+/// Tell systemd (Type=notify) where we are; a manager that does not listen
+/// costs a warning, never the scheduler.
+fn tell_manager(state: &str) {
+    if let Err(e) = notify::notify(state) {
+        warn!("cannot notify the service manager ($NOTIFY_SOCKET): {e}");
+    }
+}
+
 /// Load, attach and run until stopped; restart when the kernel asks (CPU
 /// hotplug). The hint service runs throughout, across restarts.
 pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBool>) -> Result<()> {
@@ -275,6 +284,7 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
         info!(
             "running the hint service only (--hint-service-only): nothing schedules by the hints"
         );
+        tell_manager("READY=1\nSTATUS=hint service only");
         while !shutdown.load(Ordering::Relaxed) {
             std::thread::sleep(POLL);
         }
@@ -295,9 +305,13 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
             &mut open_object,
         )?;
         record.attached();
+        tell_manager("READY=1\nSTATUS=attached");
         let uei = sched.run(opts, &shutdown);
         let restart =
             uei.as_ref().is_ok_and(|u| u.should_restart()) && !shutdown.load(Ordering::Relaxed);
+        if !restart {
+            tell_manager("STOPPING=1");
+        }
         record.exited(&sched.exit_reason(), restart);
         uei?;
         if restart {
