@@ -11,7 +11,8 @@ PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config libhwloc-dev libudev-dev
       busybox-static cpio xz-utils zstd stress-ng linux-perf python3 jq
       gnuplot-nox
       python3-torch
-      podman crun conmon golang-github-containers-common)
+      podman crun conmon golang-github-containers-common
+      systemd)
 # From bookworm-backports: bpftool 7.5 (BTF-typed dumps) and a QEMU that
 # matches the image's qemu-utils, which already comes from there.
 BACKPORTS=(bpftool qemu-system-x86)

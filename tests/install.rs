@@ -27,7 +27,13 @@ fn install(args: &[&str]) -> Output {
 fn a_c_program_builds_and_runs_from_pkg_config_alone() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("usr");
-    let o = install(&["--prefix", prefix.to_str().unwrap()]);
+    let etc = dir.path().join("etc");
+    let o = install(&[
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--sysconfdir",
+        etc.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in [
         "bin/scx_phase",
@@ -111,6 +117,58 @@ fn a_staged_install_names_its_prefix_not_the_stage() {
 }
 
 #[test]
+fn the_unit_names_the_installed_binary_and_keeps_the_operators_flags() {
+    let stage = tempfile::tempdir().unwrap();
+    let args = [
+        "--prefix",
+        "/opt/scx_phase",
+        "--destdir",
+        stage.path().to_str().unwrap(),
+    ];
+    let o = install(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unit_path = stage
+        .path()
+        .join("opt/scx_phase/lib/systemd/system/scx_phase.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("the unit");
+    let lines: Vec<&str> = unit.lines().collect();
+    for want in [
+        "ExecStart=/opt/scx_phase/bin/scx_phase $SCX_PHASE_FLAGS",
+        "EnvironmentFile=-/etc/default/scx_phase",
+        "ConditionPathIsDirectory=/sys/kernel/sched_ext",
+        "Restart=on-failure",
+        "RuntimeDirectory=scx_phase",
+        "Type=notify",
+    ] {
+        assert!(lines.contains(&want), "no {want:?} in\n{unit}");
+    }
+    assert!(!unit.contains("@bindir@"), "a placeholder left: {unit}");
+    let env_file = stage.path().join("etc/default/scx_phase");
+    assert!(
+        std::fs::read_to_string(&env_file)
+            .unwrap()
+            .contains("SCX_PHASE_FLAGS=")
+    );
+    // An operator's flags survive a reinstall.
+    std::fs::write(&env_file, "SCX_PHASE_FLAGS=\"--hint-group 4242\"\n").unwrap();
+    let o = install(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        "SCX_PHASE_FLAGS=\"--hint-group 4242\"\n"
+    );
+
+    let o = install(&[&args[..], &["--unit-dir", "/etc/systemd/system"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stage
+            .path()
+            .join("etc/systemd/system/scx_phase.service")
+            .exists()
+    );
+}
+
+#[test]
 fn bad_options_are_one_line_errors() {
     for (args, want) in [
         (
@@ -119,6 +177,10 @@ fn bad_options_are_one_line_errors() {
         ),
         (&["--frobnicate"][..], "unknown option --frobnicate"),
         (&["--prefix"][..], "--prefix needs a folder"),
+        (
+            &["--unit-dir", "lib/systemd"][..],
+            "must be absolute paths, not lib/systemd",
+        ),
     ] {
         let o = install(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
