@@ -32,17 +32,27 @@ kernel=$(cat .cache/vm/kernel/version)
 
 # Two vCPUs, as the policy tests' shares assume; two nodes so that the
 # topology and per-node idle tracking are exercised everywhere.
-# The suite is split in two VMs by test name: the NUMA and claim tests need
-# 4 vCPUs in 2 nodes, the policy tests' shares assume 2. `--skip numa::
-# --skip claims::` in the first run and the `numa:: claims::` filters in
-# the second cover every test exactly once.
-# Both VM runs go ahead even if the first fails, so one log shows all.
+# The suite is split in three VMs by test name: the NUMA and claim tests
+# need 4 vCPUs in 2 nodes, the policy tests' shares assume 2, and the
+# systemd tests need a VM that systemd boots. The filters must cover every
+# test exactly once: checked here, before any VM starts.
+first=(--skip numa:: --skip claims:: --skip systemd::)
+second=(numa:: claims::)
+third=(systemd::)
+count() { "$vm_tests" --list "$@" | grep -c ': test$' || true; }
+all=$(count) n1=$(count "${first[@]}") n2=$(count "${second[@]}") n3=$(count "${third[@]}")
+[ $((n1 + n2 + n3)) -eq "$all" ] ||
+    { echo "test.sh: the VM runs cover $n1 + $n2 + $n3 tests of $all: fix their filters" >&2; exit 1; }
+# All VM runs go ahead even if one fails, so one log shows all.
 failed=0
-step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes)"
-scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --skip numa:: --skip claims:: || failed=1
+step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes): $n1 tests"
+scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${first[@]}" || failed=1
 
-step "VM NUMA and claim tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes)"
-scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture numa:: claims:: || failed=1
+step "VM NUMA and claim tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes): $n2 tests"
+scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${second[@]}" || failed=1
+
+step "VM systemd tests (sched_ext kernel $kernel, systemd as init, 2 vCPUs): $n3 tests"
+scripts/vm.sh --systemd --cpus 2 -- "$vm_tests" --test-threads=1 --nocapture "${third[@]}" || failed=1
 
 # The benchmark in --quick mode (one short run of every configuration but
 # the peers, plus the set_phase cost), so that it cannot rot. It fails if

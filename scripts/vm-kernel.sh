@@ -10,8 +10,9 @@ cache="$root/.cache/vm/kernel"
 
 # Load order matters: each module needs the ones before it. 9p mounts the
 # host; zram gives the memory tests swap, so that reclaim can take
-# anonymous memory the way it does on a real host.
-modules="fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p lib/lz4/lz4hc_compress drivers/block/zram/zram"
+# anonymous memory the way it does on a real host; overlay gives
+# vm.sh --systemd a writable root.
+modules="fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p lib/lz4/lz4hc_compress drivers/block/zram/zram fs/overlayfs/overlay"
 
 # The cache is good if it was made for this module list.
 if [ -f "$cache/ok" ] && [ "$(cat "$cache/ok")" = "$modules" ]; then

@@ -2,7 +2,7 @@
 # Run a command inside a VM with a sched_ext kernel and return its exit code.
 #
 #   scripts/vm.sh [--cpus N] [--nodes K] [--mem MiB] [--timeout SECS]
-#                 [--boot-timeout SECS] -- COMMAND...
+#                 [--boot-timeout SECS] [--systemd] -- COMMAND...
 #
 # The VM sees the host's root read-only and this project read-write at the
 # same path, so COMMAND can be any host binary (tests, bpftool, python3).
@@ -11,13 +11,15 @@
 # default 30 s; a normal boot takes 5-10 s), or boots with a vCPU that runs
 # nothing (vm-init checks each), is retried, up to 3 boots in all, and
 # says so. Multi-threaded TCG hangs in early boot now and then,
-# more often with more vCPUs than host cores.
+# more often with more vCPUs than host cores. With --systemd the host's
+# systemd boots the VM (over a tmpfs overlay of the host's root) and
+# COMMAND runs as a unit after basic.target (default: a plain init).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cpus=2 nodes=1 mem=2048 timeout=1200 boot_timeout=30 attempts=3
+cpus=2 nodes=1 mem=2048 timeout=1200 boot_timeout=30 attempts=3 init_args=""
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "vm: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
         --mem) mem=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
         --boot-timeout) boot_timeout=$2; shift 2 ;;
+        --systemd) init_args=" scx_vm.systemd=1"; shift ;;
         --) shift; break ;;
         -h|--help) usage ;;
         *) die "unknown option $1 (try --help)" ;;
@@ -89,7 +92,7 @@ boot() {
     qemu-system-x86_64 \
         -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${mem}M" "${numa[@]}" \
         -kernel "$kernel/vmlinuz" -initrd "$initrd" \
-        -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off" \
+        -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off$init_args" \
         -nodefaults -display none -no-reboot \
         -chardev stdio,id=con,signal=on -serial chardev:con \
         -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \

@@ -18,5 +18,6 @@ mod service;
 mod shim;
 mod smoke;
 mod support;
+mod systemd;
 mod topology;
 mod workload;
