@@ -36,6 +36,17 @@ pub struct PhaseCounters {
     pub fair_steals: u64,
     pub fair_rebalances: u64,
     pub threads: i64,
+    pub wait_hist: [u64; WAIT_BUCKETS],
+}
+
+/// Buckets of `PhaseCounters::wait_hist`.
+pub const WAIT_BUCKETS: usize =
+    crate::bpf_intf::scx_phase_wait_hist_SCX_PHASE_WAIT_BUCKETS as usize;
+
+/// The upper bound of wait_hist bucket `i`, in seconds (the last: none).
+pub fn wait_bucket_le(i: usize) -> Option<f64> {
+    const BOUNDS: [f64; WAIT_BUCKETS - 1] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+    BOUNDS.get(i).copied()
 }
 
 impl PhaseCounters {
@@ -59,6 +70,9 @@ impl PhaseCounters {
         self.fair_steals += c.fair_steals;
         self.fair_rebalances += c.fair_rebalances;
         self.threads = self.threads.wrapping_add(c.threads);
+        for (t, n) in self.wait_hist.iter_mut().zip(c.wait_hist) {
+            *t += n;
+        }
     }
 }
 

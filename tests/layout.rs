@@ -42,6 +42,7 @@ fn phase_counters_match_bpf() {
         invalid_hints,
         refused_hints,
         process_ns,
+        wait_hist,
         fair_steals,
         fair_rebalances,
         threads

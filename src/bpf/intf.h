@@ -142,6 +142,14 @@ struct hint_dump {
  * Per-phase counters: one slot per phase plus SCX_PHASE_NONE, per CPU
  * (the pinned phase_stats map). Userspace sums the CPUs.
  */
+/*
+ * The wait histogram of struct phase_counters: bucket i counts waits of up
+ * to 10^(i+1) microseconds (10 us, 100 us, ... 1 s); the last, longer ones.
+ */
+enum scx_phase_wait_hist {
+	SCX_PHASE_WAIT_BUCKETS = 7,
+};
+
 struct phase_counters {
 	u64 enqueues;		/* times a task of this phase was queued to run */
 	u64 runtime_ns;		/* CPU time used */
@@ -162,6 +170,7 @@ struct phase_counters {
 	u64 fair_rebalances;	/* SCX_PHASE_NONE slot: lagging queue heads a
 				 * busy CPU took from another CPU */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
+	u64 wait_hist[SCX_PHASE_WAIT_BUCKETS];	/* waits, by length */
 };
 
 /*

@@ -40,13 +40,28 @@ static __always_inline void count_runtime(u32 phase, u64 ns, bool from_process)
 		c->process_ns += ns;
 }
 
+/* The wait_hist bucket of a wait of ns: decades from 10 us. */
+static __always_inline u32 wait_bucket(u64 ns)
+{
+	u64 bound = 10000;	/* 10 us */
+	u32 i;
+
+	for (i = 0; i < SCX_PHASE_WAIT_BUCKETS - 1; i++, bound *= 10)
+		if (ns <= bound)
+			return i;
+	return SCX_PHASE_WAIT_BUCKETS - 1;
+}
+
 static __always_inline void count_wait(u32 phase, u64 ns, u32 tid)
 {
 	struct phase_counters *c = stats_of(phase);
+	u32 b = wait_bucket(ns);
 
 	if (!c)
 		return;
 	c->wait_ns += ns;
+	if (b < SCX_PHASE_WAIT_BUCKETS)
+		c->wait_hist[b]++;
 	if (ns > c->max_wait_ns) {
 		c->max_wait_ns = ns;
 		c->max_wait_tid = tid;
