@@ -122,6 +122,17 @@ pub struct RunOpts {
     #[arg(long)]
     pub hint_service_only: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (OpenMetrics text,
+    /// or Prometheus text to clients that do not ask for it), like
+    /// 127.0.0.1:9464 [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Workloads that --metrics lists one by one (pid, uid and cgroup
+    /// labels), the busiest first; the rest are summed under pid "other".
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub metrics_max_workloads: usize,
+
     /// Print the per-phase table every SECS seconds while running
     /// [default: off].
     #[arg(long, value_name = "SECS")]

@@ -9,6 +9,7 @@ pub mod bpf_skel;
 pub mod classify;
 pub mod cli;
 pub mod commands;
+pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod preflight;

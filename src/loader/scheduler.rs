@@ -20,6 +20,7 @@ use crate::loader::access;
 use crate::loader::bpf_skel::*;
 use crate::loader::classify::{self, Rule};
 use crate::loader::cli::RunOpts;
+use crate::loader::metrics;
 use crate::loader::notify;
 use crate::loader::output::{full_report, print_report};
 use crate::loader::status::Recorder;
@@ -280,6 +281,9 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
     let rules = classify::load(opts.classify_rules.as_deref(), opts.no_classify)?;
     let mut service_object = MaybeUninit::uninit();
     let (service, _running) = start_service(opts, pin_dir, socket, &rules, &mut service_object)?;
+    if let Some(addr) = opts.metrics {
+        metrics::start(addr, pin_dir, socket, opts.metrics_max_workloads)?;
+    }
     if opts.hint_service_only {
         info!(
             "running the hint service only (--hint-service-only): nothing schedules by the hints"
