@@ -12,6 +12,7 @@ mod fair;
 mod hints;
 mod lifecycle;
 mod memory;
+mod metrics;
 mod numa;
 mod policy;
 mod service;
