@@ -207,6 +207,11 @@ impl HintService {
     /// Start (again), and wait until the socket answers.
     pub fn restart(&mut self) {
         self.stop();
+        // The socket accepts connections once bound, before the service has
+        // adopted the pinned workloads; it logs "listening" after. Wait
+        // for that line, so a test reads the log of a ready service.
+        let ready = |log: &str| log.matches("hint service listening on").count();
+        let started_before = ready(&self.log());
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -234,6 +239,14 @@ impl HintService {
                 self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        while ready(&self.log()) == started_before {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "the hint service did not log that it listens within 20 s: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
