@@ -40,29 +40,43 @@ fn unittest(mut cmd: Command, dir: &Path) -> String {
 }
 
 #[test]
-fn pip_install_bundles_the_library() {
+fn a_wheel_bundles_the_library_and_pip_installs_it() {
     let svc = HintService::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = Path::new(env!("CARGO_BIN_EXE_scx_phase"))
-        .parent()
-        .unwrap()
-        .join("libscx_phase.so");
     let site = tempfile::tempdir().unwrap();
-    let build = tempfile::tempdir().unwrap();
-    // A copy of the package, so the build leaves the checkout clean.
-    let src = build.path().join("python");
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(root.join("python"))
-        .arg(&src)
-        .status()
+    let wheels = tempfile::tempdir().unwrap();
+    // scripts/wheel.sh takes target/release, what this cargo run built.
+    let out = Command::new(root.join("scripts/wheel.sh"))
+        .args(["--no-build", "--out"])
+        .arg(wheels.path())
+        .output()
+        .expect("scripts/wheel.sh");
+    assert!(
+        out.status.success(),
+        "wheel.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whl = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // A platform wheel (it carries a shared library), for any Python 3.
+    assert!(
+        whl.ends_with(&format!(
+            "scx_phase-{}-py3-none-linux_x86_64.whl",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{whl}"
+    );
+    let listing = Command::new("/usr/bin/python3")
+        .args(["-m", "zipfile", "-l", &whl])
+        .output()
         .unwrap();
-    assert!(st.success());
-    let out = Command::new("python3")
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("scx_phase/libscx_phase.so"),
+        "library not in the wheel"
+    );
+    let out = Command::new("/usr/bin/python3")
         .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
         .arg(site.path())
-        .arg(&src)
-        .env("SCX_PHASE_LIB", &lib)
+        .arg(&whl)
         .output()
         .expect("python3 -m pip");
     assert!(
@@ -72,7 +86,7 @@ fn pip_install_bundles_the_library() {
     );
     assert!(
         site.path().join("scx_phase/libscx_phase.so").exists(),
-        "library not bundled"
+        "library not installed"
     );
 
     // The installed package finds its own library: no SCX_PHASE_LIB.
