@@ -27,9 +27,88 @@ pub fn require_root() -> Result<()> {
 pub fn require_sched_ext() -> Result<()> {
     if !Path::new(SCHED_EXT).exists() {
         bail!(
-            "this kernel ({}) has no sched_ext: scx_phase needs Linux 6.12 or newer built with \
+            "this kernel ({}) has no sched_ext: scx_phase needs Linux 6.19 or newer built with \
              CONFIG_SCHED_CLASS_EXT=y (scripts/vm.sh runs one in a VM)",
             kernel_release()
+        );
+    }
+    Ok(())
+}
+
+/// The kernel functions the scheduler calls with no fallback. Newer ones
+/// (scx_bpf_now, scx_bpf_select_cpu_and, scx_bpf_dsq_peek, ...) go through
+/// the compat wrappers of scx's headers and need no check here.
+const REQUIRED_KFUNCS: &[&str] = &[
+    "scx_bpf_create_dsq",
+    "scx_bpf_dsq_insert",
+    "scx_bpf_dsq_insert_vtime",
+    "scx_bpf_dsq_move_to_local",
+    "scx_bpf_dsq_nr_queued",
+    "scx_bpf_kick_cpu",
+    "scx_bpf_pick_any_cpu",
+    "scx_bpf_pick_idle_cpu",
+    "scx_bpf_select_cpu_dfl",
+    "scx_bpf_task_cpu",
+    "scx_bpf_task_set_slice",
+    "scx_bpf_test_and_clear_cpu_idle",
+    "bpf_iter_scx_dsq_new",
+];
+
+/// Which of REQUIRED_KFUNCS `has` says are missing.
+fn missing_kfuncs(has: impl Fn(&str) -> bool) -> Vec<&'static str> {
+    REQUIRED_KFUNCS
+        .iter()
+        .copied()
+        .filter(|f| !has(f))
+        .collect()
+}
+
+/// The running kernel's BTF, to ask which functions it has.
+struct KernelBtf(*mut libbpf_rs::libbpf_sys::btf);
+
+impl KernelBtf {
+    /// None if the BTF cannot be read.
+    fn load() -> Option<KernelBtf> {
+        // SAFETY: no arguments; NULL (errno set) on failure.
+        let raw = unsafe { libbpf_rs::libbpf_sys::btf__load_vmlinux_btf() };
+        (!raw.is_null()).then_some(KernelBtf(raw))
+    }
+
+    fn has_func(&self, name: &str) -> bool {
+        let Ok(c) = std::ffi::CString::new(name) else {
+            return false;
+        };
+        // SAFETY: a live BTF object and a C string.
+        unsafe {
+            libbpf_rs::libbpf_sys::btf__find_by_name_kind(
+                self.0,
+                c.as_ptr(),
+                libbpf_rs::libbpf_sys::BTF_KIND_FUNC,
+            ) >= 0
+        }
+    }
+}
+
+impl Drop for KernelBtf {
+    fn drop(&mut self) {
+        // SAFETY: the pointer libbpf gave us, freed once.
+        unsafe { libbpf_rs::libbpf_sys::btf__free(self.0) };
+    }
+}
+
+/// A sched_ext too old for this scheduler, named in one line rather than
+/// left to a verifier log.
+pub fn require_kfuncs() -> Result<()> {
+    let Some(btf) = KernelBtf::load() else {
+        // No BTF to ask: loading will say what it lacks.
+        return Ok(());
+    };
+    let missing = missing_kfuncs(|f| btf.has_func(f));
+    if !missing.is_empty() {
+        bail!(
+            "this kernel ({})'s sched_ext lacks {}, which scx_phase calls: it needs Linux 6.19 or newer",
+            kernel_release(),
+            missing.join(", ")
         );
     }
     Ok(())
@@ -81,6 +160,33 @@ pub fn check_for_service(pin_dir: &Path) -> Result<()> {
 pub fn check_for_loading(pin_dir: &Path) -> Result<()> {
     require_root()?;
     require_sched_ext()?;
+    require_kfuncs()?;
     require_no_other_scheduler()?;
     require_bpffs(pin_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_some_kfuncs_gets_them_named() {
+        let old = |f: &str| f != "scx_bpf_task_set_slice" && f != "scx_bpf_dsq_insert_vtime";
+        assert_eq!(
+            missing_kfuncs(old),
+            ["scx_bpf_dsq_insert_vtime", "scx_bpf_task_set_slice"]
+        );
+        assert!(missing_kfuncs(|_| true).is_empty());
+    }
+
+    #[test]
+    fn this_hosts_btf_is_read() {
+        // Every kernel with BPF has the bpf_task_acquire kfunc; without
+        // sched_ext (as on the build hosts) it has none of sched_ext's.
+        let btf = KernelBtf::load().expect("the kernel's BTF");
+        assert!(btf.has_func("bpf_task_acquire"));
+        assert!(!btf.has_func("no_such_function_anywhere"));
+        let sched_ext = std::path::Path::new(SCHED_EXT).exists();
+        assert_eq!(btf.has_func("scx_bpf_kick_cpu"), sched_ext);
+    }
 }
