@@ -54,6 +54,24 @@ scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${
 step "VM systemd tests (sched_ext kernel $kernel, systemd as init, 2 vCPUs): $n3 tests"
 scripts/vm.sh --systemd --cpus 2 -- "$vm_tests" --test-threads=1 --nocapture "${third[@]}" || failed=1
 
+# The oldest sched_ext kernel of trixie-backports, where fleets lag: a
+# smoke set, by exact name (attach, a hint, a boost, a NUMA-local loader,
+# the fair queues on the DSQ-iterator path that stands in for
+# scx_bpf_dsq_peek before 7.1, a container hinting itself, stress, detach).
+smoke=(lifecycle::attaches_under_its_own_name
+       hints::the_scheduler_accounts_cpu_to_the_hinted_phase
+       policy::backward_gets_a_cpu_among_hogs_and_hogs_still_run
+       numa::data_loaders_hinted_node_1_run_only_on_node_1
+       fair::an_odd_number_of_hogs_shares_the_cpus_evenly
+       containers::containers_hint_themselves_under_their_default_seccomp_profile
+       smoke::stress_ng_45s_with_affinity_churn_no_stall
+       lifecycle::sigint_detaches_within_a_second_and_exits_0)
+oldest=$(cat "$(scripts/vm-kernel.sh oldest)/version")
+[ "$(count --exact "${smoke[@]}")" -eq ${#smoke[@]} ] ||
+    { echo "test.sh: a smoke test name matches no test" >&2; exit 1; }
+step "VM smoke set on the oldest sched_ext kernel ($oldest, 2 vCPUs in 2 NUMA nodes): ${#smoke[@]} tests"
+scripts/vm.sh --kernel oldest --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --exact "${smoke[@]}" || failed=1
+
 # The benchmark in --quick mode (one short run of every configuration but
 # the peers, plus the set_phase cost), so that it cannot rot. It fails if
 # any configuration did not run or a field is missing; it judges no timing.

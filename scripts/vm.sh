@@ -2,7 +2,7 @@
 # Run a command inside a VM with a sched_ext kernel and return its exit code.
 #
 #   scripts/vm.sh [--cpus N] [--nodes K] [--mem MiB] [--timeout SECS]
-#                 [--boot-timeout SECS] [--systemd] -- COMMAND...
+#                 [--boot-timeout SECS] [--systemd] [--kernel WHICH] -- COMMAND...
 #
 # The VM sees the host's root read-only and this project read-write at the
 # same path, so COMMAND can be any host binary (tests, bpftool, python3).
@@ -14,12 +14,14 @@
 # more often with more vCPUs than host cores. With --systemd the host's
 # systemd boots the VM (over a tmpfs overlay of the host's root) and
 # COMMAND runs as a unit after basic.target (default: a plain init).
+# --kernel newest (default), oldest, or a version of trixie-backports'
+# kernels (scripts/vm-kernel.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cpus=2 nodes=1 mem=2048 timeout=1200 boot_timeout=30 attempts=3 init_args=""
+cpus=2 nodes=1 mem=2048 timeout=1200 boot_timeout=30 attempts=3 init_args="" which=newest
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "vm: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
         --timeout) timeout=$2; shift 2 ;;
         --boot-timeout) boot_timeout=$2; shift 2 ;;
         --systemd) init_args=" scx_vm.systemd=1"; shift ;;
+        --kernel) which=$2; shift 2 ;;
         --) shift; break ;;
         -h|--help) usage ;;
         *) die "unknown option $1 (try --help)" ;;
@@ -41,10 +44,10 @@ done
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (run scripts/setup.sh)"
 [ -x /bin/busybox ] || die "busybox missing (run scripts/setup.sh)"
 
-kernel=$("$root/scripts/vm-kernel.sh")
+kernel=$("$root/scripts/vm-kernel.sh" "$which")
 
 # The initramfs: static busybox, the 9p modules, the kernel config, our init.
-initrd="$root/.cache/vm/initramfs.cpio.gz"
+initrd="$kernel/initramfs.cpio.gz"
 if [ ! -f "$initrd" ] || [ "$root/scripts/vm-init" -nt "$initrd" ] || [ "$kernel/ok" -nt "$initrd" ]; then
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,proc,sys,dev,newroot,modules}
