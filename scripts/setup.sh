@@ -12,7 +12,7 @@ PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config libhwloc-dev libudev-dev
       gnuplot-nox
       python3-torch
       podman crun conmon golang-github-containers-common
-      systemd prometheus)
+      systemd prometheus python3-setuptools python3-wheel curl)
 # From bookworm-backports: bpftool 7.5 (BTF-typed dumps) and a QEMU that
 # matches the image's qemu-utils, which already comes from there.
 BACKPORTS=(bpftool qemu-system-x86)
