@@ -393,6 +393,25 @@ static __always_inline bool keep_boosted(struct task_struct *prev)
 	return true;
 }
 
+/*
+ * Nothing else for @cpu: the task whose slice ended there runs on with a
+ * new slice, when it may stay (stays_on()), instead of a round trip
+ * through enqueue(SCX_ENQ_LAST). On 6.19 that round trip left the CPU
+ * idle with the task in its local queue for about 100 ms.
+ */
+static __always_inline bool keep_last(struct task_struct *prev, s32 cpu)
+{
+	struct task_ctx *tctx;
+
+	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED))
+		return false;
+	tctx = task_ctx(prev);
+	if (!tctx || !stays_on(prev, tctx, cpu))
+		return false;
+	scx_bpf_task_set_slice(prev, slice_ns);
+	return true;
+}
+
 void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = this_cpu_ctx();
@@ -409,6 +428,8 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 	if (dispatch_fair(cpu, node, c, prev))
 		return;
 	if (!boost_first && boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
+		return;
+	if (keep_last(prev, cpu))
 		return;
 	spill_loader(cpu, node, now);
 }
