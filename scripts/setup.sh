@@ -12,7 +12,10 @@ PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config libhwloc-dev libudev-dev
       gnuplot-nox
       python3-torch
       podman crun conmon golang-github-containers-common
-      systemd prometheus python3-setuptools python3-wheel curl)
+      systemd prometheus python3-setuptools python3-wheel python3-venv curl)
+# Python tools from PyPI, pinned, in a virtualenv of this checkout
+# (.cache/py): the offline schema check of deploy/kubernetes/.
+PYPI=(kubernetes-validate==1.37.0)
 # From bookworm-backports: bpftool 7.5 (BTF-typed dumps) and a QEMU that
 # matches the image's qemu-utils, which already comes from there.
 BACKPORTS=(bpftool qemu-system-x86)
@@ -68,4 +71,21 @@ main() {
     fi
 }
 
+# The virtualenv is made, or remade when the pins change; by whoever runs
+# setup (root is not needed for it).
+python_tools() {
+    local root venv
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    venv="$root/.cache/py"
+    if [ "$(cat "$venv/pins" 2>/dev/null)" = "${PYPI[*]}" ]; then
+        return 0
+    fi
+    echo "setup: installing ${PYPI[*]} into .cache/py"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PYPI[@]}"
+    echo "${PYPI[*]}" >"$venv/pins"
+}
+
 main "$@"
+python_tools
