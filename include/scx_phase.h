@@ -64,6 +64,23 @@ const char *scx_phase_strerror(int err);
 const char *scx_phase_last_error(void);
 
 /*
+ * What the scheduler counted for this process since it registered with the
+ * hint service, one entry per phase slot: the six phases in order, then
+ * threads without a phase (SCX_PHASE_NR_SLOTS in all). Fills up to max
+ * entries of out; returns how many slots there are, or a negative errno.
+ */
+#define SCX_PHASE_NR_SLOTS 7
+
+struct scx_phase_stats {
+	unsigned long long runtime_ns;	/* CPU time of its threads */
+	unsigned long long boosted_ns;	/* of which the scheduler boosted */
+	unsigned long long wait_ns;	/* time runnable, waiting for a CPU */
+	unsigned long long waits;	/* how many times they waited */
+};
+
+int scx_phase_stats(struct scx_phase_stats *out, int max);
+
+/*
  * The workload API: what a job asks of the host at start, held until
  * scx_phase_workload_close() or the end of the process, whichever comes
  * first (the service releases it when the connection closes).

@@ -17,3 +17,17 @@ unsafe impl plain::Plain for phase_hint {}
 unsafe impl plain::Plain for cpu_claim {}
 unsafe impl plain::Plain for workload_claim {}
 unsafe impl plain::Plain for claim_state {}
+unsafe impl plain::Plain for workload_phase_stats {}
+
+// bindgen generates the struct, so the derive cannot go on it.
+#[allow(clippy::derivable_impls)]
+impl Default for workload_phase_stats {
+    fn default() -> Self {
+        workload_phase_stats {
+            runtime_ns: 0,
+            boosted_ns: 0,
+            wait_ns: 0,
+            waits: 0,
+        }
+    }
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bpf_intf::{
     hint_dump, hint_workload, scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS, service_counters,
+    workload_phase_stats,
 };
 use crate::sys;
 
@@ -18,19 +19,21 @@ pub const WORKLOADS_MAP: &str = "hint_workloads";
 pub const MEMORY_MAP: &str = "hint_memory";
 pub const TASKS_MAP: &str = "hint_tasks";
 pub const SERVICE_STATS: &str = "service_stats";
-pub const RUNTIME_MAP: &str = "workload_runtime";
+pub const WORKLOAD_STATS_MAP: &str = "workload_stats";
 
-/// Run time per phase slot (the phases, then un-hinted) of workload `wid`,
-/// in ns, from the pinned map in `pin_dir`.
-pub fn read_workload_runtime(
+/// Workload `wid`'s figures per phase slot (the phases, then un-hinted),
+/// from the pinned map in `pin_dir`.
+pub fn read_workload_stats(
     pin_dir: &Path,
     wid: u32,
-) -> io::Result<[u64; crate::stats::NR_SLOTS]> {
-    let map = sys::obj_get(&pin_dir.join(RUNTIME_MAP))?;
-    let mut out = [0u64; crate::stats::NR_SLOTS];
+) -> io::Result<[workload_phase_stats; crate::stats::NR_SLOTS]> {
+    let map = sys::obj_get(&pin_dir.join(WORKLOAD_STATS_MAP))?;
+    let mut out = [workload_phase_stats::default(); crate::stats::NR_SLOTS];
     for (slot, v) in out.iter_mut().enumerate() {
         let key = wid * crate::stats::NR_SLOTS as u32 + slot as u32;
-        *v = sys::map_lookup::<u32, u64>(map.as_fd(), &key)?.unwrap_or(0);
+        if let Some(got) = sys::map_lookup::<u32, workload_phase_stats>(map.as_fd(), &key)? {
+            *v = got;
+        }
     }
     Ok(out)
 }

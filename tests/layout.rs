@@ -192,7 +192,9 @@ mod copies {
 
     #[test]
     fn the_workload_structs_lay_out_alike_in_c_rust_and_python() {
-        use scx_phase::hint::capi::{scx_phase_pressure as P, scx_phase_workload_req as R};
+        use scx_phase::hint::capi::{
+            scx_phase_pressure as P, scx_phase_stats as S, scx_phase_workload_req as R,
+        };
         use std::mem::{offset_of, size_of};
         let req: &[(&str, usize)] = &[
             ("cpus", offset_of!(R, cpus)),
@@ -209,9 +211,16 @@ mod copies {
             ("full_avg10", offset_of!(P, full_avg10)),
             ("figures", offset_of!(P, figures)),
         ];
+        let stats: &[(&str, usize)] = &[
+            ("runtime_ns", offset_of!(S, runtime_ns)),
+            ("boosted_ns", offset_of!(S, boosted_ns)),
+            ("wait_ns", offset_of!(S, wait_ns)),
+            ("waits", offset_of!(S, waits)),
+        ];
         let want = layout_lines(&[
             ("scx_phase_workload_req", req, size_of::<R>()),
             ("scx_phase_pressure", pressure, size_of::<P>()),
+            ("scx_phase_stats", stats, size_of::<S>()),
         ]);
 
         // The C header, as a compiler lays it out.
@@ -223,6 +232,7 @@ mod copies {
         for (st, pyname, fs) in [
             ("scx_phase_workload_req", "_WorkloadReq", req),
             ("scx_phase_pressure", "_Pressure", pressure),
+            ("scx_phase_stats", "_Stats", stats),
         ] {
             for (f, _) in fs {
                 c.push_str(&format!(
@@ -274,6 +284,23 @@ mod copies {
         assert!(h.contains("#define SCX_PHASE_NODE_GPU (-2)"));
         let py = read("python/scx_phase/__init__.py");
         assert!(py.contains("NODE_ANY, NODE_GPU = -1, -2"));
+        // The figures' slots: the phases, then un-hinted.
+        let nr = scx_phase::stats::NR_SLOTS;
+        assert!(h.contains(&format!("#define SCX_PHASE_NR_SLOTS {nr}")));
+        assert_eq!(
+            size_of::<S>(),
+            size_of::<scx_phase::bpf_intf::workload_phase_stats>()
+        );
+        let slots = std::process::Command::new("python3")
+            .args(["-c", "import scx_phase as s; print(' '.join(s.SLOTS))"])
+            .env("PYTHONPATH", root.join("python"))
+            .output()
+            .expect("python3");
+        let want: Vec<&str> = (0..nr).map(scx_phase::stats::slot_name).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&slots.stdout).trim(),
+            want.join(" ")
+        );
     }
 
     #[test]
@@ -306,6 +333,8 @@ mod copies {
                 protocol::Op::WatchPressure as u16
             )
         );
+        assert_eq!(value("OP_STATS"), (protocol::Op::Stats as u16).to_string());
+        assert_eq!(value("NR_SLOTS"), scx_phase::stats::NR_SLOTS.to_string());
         assert_eq!(
             value("CLAIM_EXCLUSIVE, CLAIM_SPREAD"),
             format!("{}, {}", protocol::CLAIM_EXCLUSIVE, protocol::CLAIM_SPREAD)

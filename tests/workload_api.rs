@@ -63,6 +63,14 @@ impl Client {
         self.child.id()
     }
 
+    /// A line on its stdin.
+    fn poke(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
     fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -394,5 +402,75 @@ sys.stdin.read()
     println!(
         "MEASURED host: a 150 ms / 2 s watch listed on {}; other requests: {res:?}",
         watches[0]["path"]
+    );
+}
+
+#[test]
+fn a_process_reads_its_own_figures_and_nobody_elses() {
+    use scx_phase::bpf_intf::workload_phase_stats;
+    let svc = HintService::start();
+    let mut a = Client::raw(&svc, &["stats"]);
+    let early = a.line();
+    let m = early["message"].as_str().unwrap_or("");
+    assert!(
+        early["status"] == -libc::EPERM && m.starts_with("refused") && m.contains("Hello"),
+        "figures before registering: {early}"
+    );
+    assert_eq!(a.line()["registered"], true);
+    let mut b = Client::raw(&svc, &["stats"]);
+    b.line();
+    assert_eq!(b.line()["registered"], true);
+
+    // What the scheduler would have counted for A in backward.
+    let f = workload_phase_stats {
+        runtime_ns: 2_500_000_000,
+        boosted_ns: 2_000_000_000,
+        wait_ns: 250_000_000,
+        waits: 10,
+    };
+    svc.write_figures(a.pid(), 3, f);
+    a.poke();
+    let got = a.line();
+    let zero = Value::from("0 0 0 0");
+    let slots = got["slots"].as_array().cloned().unwrap_or_default();
+    assert_eq!(slots.len(), 7, "{got}");
+    for (i, s) in slots.iter().enumerate() {
+        let want = if i == 3 {
+            Value::from("2500000000 2000000000 250000000 10")
+        } else {
+            zero.clone()
+        };
+        assert_eq!(*s, want, "slot {i}: {got}");
+    }
+    for (case, r) in got["lies"].as_object().unwrap() {
+        let m = r["message"].as_str().unwrap_or("");
+        assert!(
+            r["status"].as_i64().unwrap_or(0) < 0 && !m.is_empty() && !m.contains('\n'),
+            "{case}: {r}"
+        );
+    }
+    // B, registered beside A, sees its own nothing.
+    b.poke();
+    let theirs = b.line();
+    assert!(
+        theirs["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| *s == zero),
+        "{theirs}"
+    );
+    println!(
+        "MEASURED host: Stats before Hello: {}; A's backward slot after the scheduler's figures: {}; B's slots: {}; lies: {}",
+        early["message"],
+        got["slots"][3],
+        theirs["slots"],
+        got["lies"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v["message"]))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
 }

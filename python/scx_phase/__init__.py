@@ -29,7 +29,8 @@ import warnings
 __all__ = [
     "Phase", "ScxPhaseError", "set_phase", "clear_phase", "phase", "current_phase",
     "set_process_phase", "clear_process_phase", "set_thread_phase",
-    "clear_thread_phase", "socket_path", "Workload", "PressureEvent",
+    "clear_thread_phase", "socket_path", "Workload", "PressureEvent", "process_stats",
+    "SLOTS",
 ]
 
 
@@ -87,6 +88,13 @@ class _Pressure(ctypes.Structure):
                 ("figures", ctypes.c_char_p)]
 
 
+class _Stats(ctypes.Structure):
+    _fields_ = [("runtime_ns", ctypes.c_ulonglong), ("boosted_ns", ctypes.c_ulonglong),
+                ("wait_ns", ctypes.c_ulonglong), ("waits", ctypes.c_ulonglong)]
+
+
+# The scheduler's phase slots: the phases, then threads without one.
+SLOTS = tuple(p.name.lower() for p in Phase) + ("unhinted",)
 _PRESSURE_FN = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Pressure), ctypes.c_void_p)
 NODE_ANY, NODE_GPU = -1, -2
 
@@ -135,6 +143,8 @@ def _load():
             lib.scx_phase_workload_on_memory_pressure.argtypes = [
                 p_wl, ctypes.c_uint, ctypes.c_uint, ctypes.c_int, _PRESSURE_FN, ctypes.c_void_p]
             lib.scx_phase_workload_on_memory_pressure.restype = ctypes.c_int
+            lib.scx_phase_stats.argtypes = [ctypes.POINTER(_Stats), ctypes.c_int]
+            lib.scx_phase_stats.restype = ctypes.c_int
             lib.scx_phase_workload_close.argtypes = [p_wl]
             lib.scx_phase_workload_close.restype = None
             _lib = lib
@@ -243,6 +253,21 @@ def phase(p, node=None):
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
+
+
+def process_stats():
+    """What the scheduler counted for this process since it registered with
+    the hint service: {slot: {"runtime_ns", "boosted_ns", "wait_ns",
+    "waits"}} for each of SLOTS. None (with one warning) if scx_phase is
+    not running. A process sees its own figures only."""
+    lib = _load()
+    out = (_Stats * len(SLOTS))()
+    ret = lib.scx_phase_stats(out, len(SLOTS))
+    if ret < 0:
+        _check(ret)
+        return None
+    return {name: {f: getattr(out[i], f) for f, _ in _Stats._fields_}
+            for i, name in enumerate(SLOTS[:ret])}
 
 
 def parse_size(size):

@@ -7,7 +7,9 @@ a workload of the host (the workload API) if asked:
 Each process (each torchrun rank) holds its own workload for as long as
 it runs. With --locked-memory, torch.save() serializes into the locked
 checkpoint buffer, then writes the file: a save under memory pressure
-needs no new memory for the serialized bytes.
+needs no new memory for the serialized bytes. With --mlflow, the process's
+per-phase CPU time, waits and boosted share go to an MLflow run
+(scx_phase.mlflow), which the script's own mlflow.start_run() resumes.
 """
 
 import argparse
@@ -56,6 +58,11 @@ def parse_args(argv):
                    help="a locked checkpoint buffer for torch.save, e.g. 4GiB (default: 0, none)")
     p.add_argument("--no-hooks", action="store_true",
                    help="leave PyTorch's phase hooks off (default: on)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log scx_phase's figures to an MLflow run: $MLFLOW_RUN_ID, or a new "
+                        "one, which the script's mlflow.start_run() resumes (default: off)")
+    p.add_argument("--mlflow-every", type=float, default=30.0, metavar="SECONDS",
+                   help="how often --mlflow logs, besides at the end (default: 30)")
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     return p.parse_args(argv)
@@ -139,12 +146,32 @@ def save_through(buf, torch_save):
     return save
 
 
+def start_mlflow(opts):
+    """The MLflow run this process logs to, and its logger: (logger,
+    run id if this created the run)."""
+    if opts.mlflow_every <= 0:
+        raise SystemExit(f"scx_phase.run: --mlflow-every: {opts.mlflow_every} is not above 0")
+    try:
+        from . import mlflow as scx_mlflow
+        run_id, created = scx_mlflow.run_for(opts.script)
+        logger = scx_mlflow.Logger(every=opts.mlflow_every, run_id=run_id)
+    except ImportError as e:
+        raise SystemExit(f"scx_phase.run: --mlflow needs MLflow ({e}); "
+                         "pip install mlflow-skinny")
+    except Exception as e:  # noqa: BLE001 - MLflow's errors vary by store
+        raise SystemExit(f"scx_phase.run: --mlflow: {e}")
+    # The script's mlflow.start_run() resumes this run rather than failing.
+    os.environ["MLFLOW_RUN_ID"] = run_id
+    return logger.start(), run_id if created else None
+
+
 def main(argv=None):
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         locked = parse_size(opts.locked_memory)
     except ValueError as e:
         raise SystemExit(f"scx_phase.run: --locked-memory: {e}")
+    logger, created_run = start_mlflow(opts) if opts.mlflow else (None, None)
     workload = None
     if opts.cpus_per_rank or locked:
         try:
@@ -166,9 +193,19 @@ def main(argv=None):
     sys.argv = [opts.script] + opts.args
     pkg = sys.modules[__package__]
     pkg._run_workload = workload
+    ok = False
     try:
         runpy.run_path(opts.script, run_name="__main__")
+        ok = True
+    except SystemExit as e:
+        ok = e.code in (None, 0)
+        raise
     finally:
+        if logger is not None:
+            logger.stop()
+            if created_run:
+                from . import mlflow as scx_mlflow
+                scx_mlflow.end_run(created_run, ok)
         # The buffer goes with the workload: no save may use it after.
         if torch is not None:
             torch.save = torch.save.original

@@ -333,6 +333,74 @@ class RunModule(unittest.TestCase):
                           "(like 4GiB, 512M or a number of bytes)"])
 
 
+class Figures(unittest.TestCase):
+    def test_a_registered_process_reads_its_own_figures(self):
+        stats = scx_phase.process_stats()
+        self.assertEqual(tuple(stats), scx_phase.SLOTS)
+        self.assertEqual(stats["backward"],
+                         {"runtime_ns": 0, "boosted_ns": 0, "wait_ns": 0, "waits": 0})
+
+    def test_without_the_service_there_are_none_and_one_warning(self):
+        r = run_py("import warnings, scx_phase\n"
+                   "with warnings.catch_warnings(record=True) as w:\n"
+                   "    warnings.simplefilter('always')\n"
+                   "    print(scx_phase.process_stats(), scx_phase.process_stats(), len(w))\n",
+                   env={"SCX_PHASE_SOCKET": "/nothing-here/hint.sock"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "None None 1")
+
+
+class MlflowMetrics(unittest.TestCase):
+    """The metric names and values (MLflow itself: tests/python.rs)."""
+
+    def figures(self, **slots):
+        zero = {"runtime_ns": 0, "boosted_ns": 0, "wait_ns": 0, "waits": 0}
+        return {s: dict(zero, **slots.get(s, {})) for s in scx_phase.SLOTS}
+
+    def test_slots_that_ran_or_waited_and_the_boosted_share(self):
+        from scx_phase.mlflow import metrics
+        m = metrics(self.figures(
+            backward={"runtime_ns": 3_000_000_000, "boosted_ns": 3_000_000_000,
+                      "wait_ns": 2_000_000, "waits": 4},
+            unhinted={"runtime_ns": 1_000_000_000},
+            idle={"waits": 1, "wait_ns": 5}))
+        self.assertEqual(m, {
+            "scx_phase.cpu_seconds.backward": 3.0, "scx_phase.wait_seconds.backward": 0.002,
+            "scx_phase.waits.backward": 4.0,
+            "scx_phase.cpu_seconds.unhinted": 1.0, "scx_phase.wait_seconds.unhinted": 0.0,
+            "scx_phase.waits.unhinted": 0.0,
+            "scx_phase.cpu_seconds.idle": 0.0, "scx_phase.wait_seconds.idle": 5e-9,
+            "scx_phase.waits.idle": 1.0,
+            "scx_phase.boosted_share": 0.75})
+        self.assertEqual(metrics(self.figures()), {})
+
+    def test_ranks_that_share_a_run_get_their_own_names(self):
+        from scx_phase.mlflow import _suffix
+        self.assertEqual(_suffix({"RANK": "3", "WORLD_SIZE": "4"}), ".rank3")
+        self.assertEqual(_suffix({"RANK": "0", "WORLD_SIZE": "1"}), "")
+        self.assertEqual(_suffix({"WORLD_SIZE": "x"}), "")
+        self.assertEqual(_suffix({}), "")
+
+    def test_run_options(self):
+        o = scx_run.parse_args(["t.py"])
+        self.assertEqual((o.mlflow, o.mlflow_every), (False, 30.0))
+        o = scx_run.parse_args(["--mlflow", "--mlflow-every", "2.5", "t.py"])
+        self.assertEqual((o.mlflow, o.mlflow_every), (True, 2.5))
+
+    def test_bad_mlflow_options_are_one_line_errors(self):
+        r = run_py("import scx_phase.run as r; r.main(['--mlflow', '--mlflow-every', '0', 'x.py'])")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr.strip().splitlines(),
+                         ["scx_phase.run: --mlflow-every: 0.0 is not above 0"])
+        # Without MLflow (None in sys.modules makes its import fail).
+        r = run_py("import sys; sys.modules['mlflow'] = None\n"
+                   "import scx_phase.run as r; r.main(['--mlflow', 'x.py'])")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("--mlflow needs MLflow", r.stderr)
+        self.assertIn("pip install mlflow-skinny", r.stderr)
+
+
 class Adapters(unittest.TestCase):
     def test_adapters_need_their_libraries(self):
         # Neither Lightning nor transformers is installed here.

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The workload API's maps: CPU claims, and each workload's run time per
- * phase. The hint service's object creates and pins them, the service
- * writes the claims, the scheduler reads them (placement.bpf.h) and adds
- * up the run time.
+ * The workload API's maps: CPU claims, and each workload's run time and
+ * waits per phase. The hint service's object creates and pins them, the
+ * service writes the claims, the scheduler reads them (placement.bpf.h)
+ * and adds up the figures.
  */
 #ifndef __SCX_PHASE_CLAIMS_BPF_H
 #define __SCX_PHASE_CLAIMS_BPF_H
@@ -29,12 +29,12 @@ struct {
 	__type(value, struct claim_state);
 } claim_state SEC(".maps");
 
-/* Run time per workload and phase slot: index wid * SCX_PHASE_NR_SLOTS + slot. */
+/* Figures per workload and phase slot: index wid * SCX_PHASE_NR_SLOTS + slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SCX_PHASE_MAX_WORKLOADS * SCX_PHASE_NR_SLOTS);
 	__type(key, u32);
-	__type(value, u64);
-} workload_runtime SEC(".maps");
+	__type(value, struct workload_phase_stats);
+} workload_stats SEC(".maps");
 
 #endif /* __SCX_PHASE_CLAIMS_BPF_H */

@@ -199,6 +199,18 @@ struct claim_state {
 };
 
 /*
+ * What the scheduler counted for one workload in one phase slot since it
+ * registered (the workload_stats array, index wid * SCX_PHASE_NR_SLOTS +
+ * slot), so that a job can read its own figures through the hint service.
+ */
+struct workload_phase_stats {
+	u64 runtime_ns;		/* CPU time of its threads */
+	u64 boosted_ns;		/* of which in a boosted class */
+	u64 wait_ns;		/* time runnable, waiting for a CPU */
+	u64 waits;		/* how many times it waited */
+};
+
+/*
  * The hint service's counters (the pinned service_stats array, one entry),
  * written by the daemon, so that --monitor and bpftool can read them.
  */

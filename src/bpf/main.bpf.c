@@ -120,7 +120,7 @@ static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 	tctx->running_since = now;
 	fair_charge(p, tctx, used);
 	count_runtime(tctx->phase, used, tctx->source == SCX_PHASE_SRC_PROCESS);
-	count_workload_runtime(tctx->wid, tctx->phase, used);
+	count_workload_runtime(tctx->wid, tctx->phase, used, class_boosted(tctx->cls));
 	if (is_loader(tctx))
 		count_locality(tctx->phase,
 			       cpu_in_node(bpf_get_smp_processor_id(), tctx->node), used);
@@ -444,6 +444,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 		return;
 	if (tctx->enqueued_at) {
 		count_wait(tctx->phase, now - tctx->enqueued_at, p->pid);
+		count_workload_wait(tctx->wid, tctx->phase, now - tctx->enqueued_at);
 		tctx->enqueued_at = 0;
 	}
 	tctx->running_since = now;

@@ -295,17 +295,35 @@ static __always_inline bool claimant_waits(struct task_struct *p, struct task_ct
 	return head && (hctx = task_ctx(head)) && hctx->wid == owner && hctx->cls >= tctx->cls;
 }
 
-/* Account @ns of run time in @phase to workload @wid. */
-static __always_inline void count_workload_runtime(u32 wid, u32 phase, u64 ns)
+/* Workload @wid's figures for @phase, or NULL for no workload. */
+static __always_inline struct workload_phase_stats *workload_stats_of(u32 wid, u32 phase)
 {
 	u32 key = wid * SCX_PHASE_NR_SLOTS + (phase < SCX_PHASE_NR_SLOTS ? phase : SCX_PHASE_NONE);
-	u64 *v;
 
-	if (!wid)
+	return wid ? bpf_map_lookup_elem(&workload_stats, &key) : NULL;
+}
+
+/* Account @ns of run time in @phase (@boosted or not) to workload @wid. */
+static __always_inline void count_workload_runtime(u32 wid, u32 phase, u64 ns, bool boosted)
+{
+	struct workload_phase_stats *w = workload_stats_of(wid, phase);
+
+	if (!w)
 		return;
-	v = bpf_map_lookup_elem(&workload_runtime, &key);
-	if (v)
-		__sync_fetch_and_add(v, ns);
+	__sync_fetch_and_add(&w->runtime_ns, ns);
+	if (boosted)
+		__sync_fetch_and_add(&w->boosted_ns, ns);
+}
+
+/* Account a wait of @ns for a CPU in @phase to workload @wid. */
+static __always_inline void count_workload_wait(u32 wid, u32 phase, u64 ns)
+{
+	struct workload_phase_stats *w = workload_stats_of(wid, phase);
+
+	if (!w)
+		return;
+	__sync_fetch_and_add(&w->wait_ns, ns);
+	__sync_fetch_and_add(&w->waits, 1);
 }
 
 #endif /* __SCX_PHASE_PLACEMENT_BPF_H */

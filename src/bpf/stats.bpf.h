@@ -55,11 +55,12 @@ static __always_inline u32 wait_bucket(u64 ns)
 static __always_inline void count_wait(u32 phase, u64 ns, u32 tid)
 {
 	struct phase_counters *c = stats_of(phase);
-	u32 b = wait_bucket(ns);
+	u32 b;
 
 	if (!c)
 		return;
 	c->wait_ns += ns;
+	b = wait_bucket(ns);
 	if (b < SCX_PHASE_WAIT_BUCKETS)
 		c->wait_hist[b]++;
 	if (ns > c->max_wait_ns) {

@@ -110,6 +110,54 @@ pub extern "C" fn scx_phase_clear_process() -> c_int {
     guarded(|| ret(hint::clear_process_phase()))
 }
 
+/// `struct scx_phase_stats` of the header: the scheduler's figures for one
+/// phase slot (`intf.h`'s `struct workload_phase_stats`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Default)]
+pub struct scx_phase_stats {
+    pub runtime_ns: u64,
+    pub boosted_ns: u64,
+    pub wait_ns: u64,
+    pub waits: u64,
+}
+
+/// This process's figures: up to `max` slots into `out`; returns how many
+/// slots there are.
+///
+/// # Safety
+/// `out` must point to `max` writable entries (or be null with `max` 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scx_phase_stats(out: *mut scx_phase_stats, max: c_int) -> c_int {
+    guarded(|| {
+        let max = match usize::try_from(max) {
+            Ok(m) if m == 0 || !out.is_null() => m,
+            _ => {
+                return ret(Err(hint::Error::Refused {
+                    errno: libc::EINVAL,
+                    message: "invalid buffer: a null out or a negative max".into(),
+                }));
+            }
+        };
+        match hint::process_stats() {
+            Ok(all) => {
+                for (i, f) in all.iter().take(max).enumerate() {
+                    let v = scx_phase_stats {
+                        runtime_ns: f.runtime_ns,
+                        boosted_ns: f.boosted_ns,
+                        wait_ns: f.wait_ns,
+                        waits: f.waits,
+                    };
+                    // SAFETY: the caller gave `max` entries; i < max.
+                    unsafe { out.add(i).write(v) };
+                }
+                all.len() as c_int
+            }
+            Err(e) => ret(Err(e)),
+        }
+    })
+}
+
 /// The one-line reason for the calling thread's last failed call ("" if
 /// none). Valid until the thread's next failing call.
 #[unsafe(no_mangle)]

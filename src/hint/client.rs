@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::protocol::{MAX_REPLY_LEN, Op, Reply, Request};
-use crate::bpf_intf;
+use super::protocol::{MAX_REPLY_LEN, Op, Reply, Request, decode_stats};
+use crate::bpf_intf::{self, workload_phase_stats};
 use crate::phase::Phase;
+use crate::stats::NR_SLOTS;
 use crate::sys::{self, Mapping};
 
 /// A slot word holding no hint: SCX_PHASE_HINT_UNSET, node any.
@@ -349,6 +350,22 @@ pub fn process_slot(path: &Path) -> Result<Slot, Error> {
 /// What the service granted this process, in its words.
 pub fn grant(path: &Path) -> Result<String, Error> {
     with_session(path, |s| Ok(s.grant.clone()))
+}
+
+/// What the scheduler counted for this process, per phase slot (the
+/// phases, then un-hinted), since it registered.
+pub fn process_stats(path: &Path) -> Result<[workload_phase_stats; NR_SLOTS], Error> {
+    with_session(path, |s| {
+        let mut out = [workload_phase_stats::default(); NR_SLOTS];
+        for (slot, f) in out.iter_mut().enumerate() {
+            let (reply, _) = call(&s.sock, Request::stats(slot as u32), None)?;
+            *f = decode_stats(&reply.message).ok_or(Error::Os {
+                op: "read the hint service's figures",
+                errno: libc::EPROTO,
+            })?;
+        }
+        Ok(out)
+    })
 }
 
 /// A one-shot request about thread `tid` (numbered in our PID namespace).

@@ -229,6 +229,20 @@ pub fn clear_process_phase() -> Result<()> {
     }
 }
 
+/// What the scheduler counted for this process since it registered with
+/// the hint service, per phase slot: the six phases, then un-hinted
+/// threads ([`crate::stats::slot_name`]). Registers the process if it has
+/// not yet. A process reads its own figures only.
+pub fn process_stats() -> Result<[crate::bpf_intf::workload_phase_stats; crate::stats::NR_SLOTS]> {
+    let Backend::Service(path) = backend() else {
+        return Err(Error::Refused {
+            errno: libc::EOPNOTSUPP,
+            message: "a process's figures need the hint service (unset SCX_PHASE_MAP)".into(),
+        });
+    };
+    client::process_stats(path)
+}
+
 /// Hint another thread's phase (`tid` as numbered in this process's PID
 /// namespace) until it exits. The service checks that this process could
 /// signal it; it fails with [`Error::NoSuchThread`] if it is not alive.

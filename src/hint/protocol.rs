@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::bpf_intf::workload_phase_stats;
+
 /// Where the service listens unless told otherwise (`--hint-socket`).
 pub const DEFAULT_SOCKET: &str = "/run/scx_phase/hint.sock";
 /// Environment variable naming the socket for the library.
@@ -48,6 +50,10 @@ pub enum Op {
     /// Watch memory pressure (PSI) of the caller's cgroup: an event when
     /// `a` µs of stall (`c` level: 0 some, 1 full) build up within `b` µs.
     WatchPressure = 7,
+    /// What the scheduler counted for the caller's process in phase slot
+    /// `a` (the phases, then un-hinted) since it registered. The reply's
+    /// `message`: `runtime_ns boosted_ns wait_ns waits`, in decimal.
+    Stats = 8,
 }
 
 /// Claim flags.
@@ -69,6 +75,7 @@ impl Op {
             5 => Op::Claim,
             6 => Op::LockMemory,
             7 => Op::WatchPressure,
+            8 => Op::Stats,
             _ => return None,
         })
     }
@@ -80,7 +87,10 @@ impl Op {
 
     /// Whether the reserved word must be zero (it carries data otherwise).
     fn plain(self) -> bool {
-        matches!(self, Op::Hello | Op::Thread | Op::Set | Op::Clear)
+        matches!(
+            self,
+            Op::Hello | Op::Thread | Op::Set | Op::Clear | Op::Stats
+        )
     }
 }
 
@@ -155,6 +165,15 @@ impl Request {
             a: stall_us,
             b: window_us as i32,
             c: u32::from(full),
+        }
+    }
+
+    pub fn stats(slot: u32) -> Request {
+        Request {
+            op: Op::Stats,
+            a: slot,
+            b: -1,
+            c: 0,
         }
     }
 
@@ -282,6 +301,26 @@ impl Reply {
     }
 }
 
+/// A Stats reply's message, from the scheduler's figures.
+pub fn encode_stats(f: &workload_phase_stats) -> String {
+    format!(
+        "{} {} {} {}",
+        f.runtime_ns, f.boosted_ns, f.wait_ns, f.waits
+    )
+}
+
+/// The figures in a Stats reply's message; None if it is not four numbers.
+pub fn decode_stats(message: &str) -> Option<workload_phase_stats> {
+    let mut n = message.split(' ').map(|w| w.parse::<u64>().ok());
+    let f = workload_phase_stats {
+        runtime_ns: n.next()??,
+        boosted_ns: n.next()??,
+        wait_ns: n.next()??,
+        waits: n.next()??,
+    };
+    n.next().is_none().then_some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +337,28 @@ mod tests {
         assert_eq!(Request::decode(&m.encode()).unwrap().bytes(), 5 << 32 | 7);
         let w = Request::watch_pressure(150_000, 1_000_000, true);
         assert_eq!(Request::decode(&w.encode()), Ok(w));
+        let s = Request::stats(6);
+        assert_eq!(Request::decode(&s.encode()), Ok(s));
+    }
+
+    #[test]
+    fn stats_round_trip_and_garbage_is_refused() {
+        let f = workload_phase_stats {
+            runtime_ns: u64::MAX,
+            boosted_ns: 7,
+            wait_ns: 0,
+            waits: 12,
+        };
+        let msg = encode_stats(&f);
+        assert!(msg.len() <= MAX_MESSAGE);
+        let back = decode_stats(&msg).unwrap();
+        assert_eq!(
+            (back.runtime_ns, back.boosted_ns, back.wait_ns, back.waits),
+            (u64::MAX, 7, 0, 12)
+        );
+        for bad in ["", "1 2 3", "1 2 3 4 5", "1 2 x 4", "-1 2 3 4"] {
+            assert!(decode_stats(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

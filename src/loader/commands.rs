@@ -313,12 +313,12 @@ pub fn read_workloads(pin_dir: &Path, socket: &Path) -> Result<serde_json::Value
     if let Some(rows) = v["workloads"].as_array_mut() {
         for row in rows {
             let wid = row["wid"].as_u64().unwrap_or(0) as u32;
-            let times = inspect::read_workload_runtime(pin_dir, wid).unwrap_or_default();
+            let figures = inspect::read_workload_stats(pin_dir, wid).unwrap_or_default();
             let mut ms = serde_json::Map::new();
-            for (i, t) in times.iter().enumerate() {
+            for (i, f) in figures.iter().enumerate() {
                 ms.insert(
                     scx_phase::stats::slot_name(i).into(),
-                    (*t / 1_000_000).into(),
+                    (f.runtime_ns / 1_000_000).into(),
                 );
             }
             row["cpu_ms"] = serde_json::Value::Object(ms);

@@ -103,7 +103,7 @@ impl<'a> Scheduler<'a> {
         skel.maps.cpu_claims.reuse_fd(shared.cpu_claims)?;
         skel.maps.workload_claims.reuse_fd(shared.workload_claims)?;
         skel.maps.claim_state.reuse_fd(shared.claim_state)?;
-        skel.maps.workload_runtime.reuse_fd(shared.runtime)?;
+        skel.maps.workload_stats.reuse_fd(shared.workload_stats)?;
 
         let mut skel = scx_ops_load!(skel, phase_ops, uei)?;
 

@@ -14,7 +14,7 @@ use libbpf_rs::{AsRawLibbpf, Link, OpenMapMut, OpenObject};
 use log::info;
 use scx_phase::hint::tid_map::{self, PhaseMap};
 use scx_phase::inspect::{
-    HINTS_ITER, MEMORY_MAP, RUNTIME_MAP, SERVICE_STATS, TASKS_MAP, WORKLOADS_MAP,
+    HINTS_ITER, MEMORY_MAP, SERVICE_STATS, TASKS_MAP, WORKLOAD_STATS_MAP, WORKLOADS_MAP,
 };
 use scx_phase::sys;
 
@@ -36,7 +36,7 @@ pub struct SharedMaps<'a> {
     pub cpu_claims: BorrowedFd<'a>,
     pub workload_claims: BorrowedFd<'a>,
     pub claim_state: BorrowedFd<'a>,
-    pub runtime: BorrowedFd<'a>,
+    pub workload_stats: BorrowedFd<'a>,
 }
 
 /// The loaded service object; its maps stay pinned when it goes.
@@ -188,10 +188,10 @@ impl<'a> ServiceBpf<'a> {
             &pin_dir.join(TASKS_MAP),
             TASKS_MAP,
         )?;
-        let runtime_pinned = reuse_pinned(
-            &mut open.maps.workload_runtime,
-            &pin_dir.join(RUNTIME_MAP),
-            RUNTIME_MAP,
+        let stats_pinned = reuse_pinned(
+            &mut open.maps.workload_stats,
+            &pin_dir.join(WORKLOAD_STATS_MAP),
+            WORKLOAD_STATS_MAP,
         )?;
 
         let mut skel = open
@@ -214,8 +214,8 @@ impl<'a> ServiceBpf<'a> {
         if !tasks_pinned {
             pin(&mut skel.maps.hint_tasks, TASKS_MAP)?;
         }
-        if !runtime_pinned {
-            pin(&mut skel.maps.workload_runtime, RUNTIME_MAP)?;
+        if !stats_pinned {
+            pin(&mut skel.maps.workload_stats, WORKLOAD_STATS_MAP)?;
         }
         // The counters start afresh with each run.
         let _ = fs::remove_file(pin_dir.join(SERVICE_STATS));
@@ -255,7 +255,7 @@ impl<'a> ServiceBpf<'a> {
             cpu_claims: m.cpu_claims.as_fd(),
             workload_claims: m.workload_claims.as_fd(),
             claim_state: m.claim_state.as_fd(),
-            runtime: m.workload_runtime.as_fd(),
+            workload_stats: m.workload_stats.as_fd(),
         }
     }
 
@@ -293,7 +293,7 @@ impl<'a> ServiceBpf<'a> {
             cpu_claims: dup(m.cpu_claims.as_fd())?,
             workload_claims: dup(m.workload_claims.as_fd())?,
             claim_state: dup(m.claim_state.as_fd())?,
-            runtime: dup(m.workload_runtime.as_fd())?,
+            workload_stats: dup(m.workload_stats.as_fd())?,
             btf: dup(btf)?,
             key_type,
             value_type,

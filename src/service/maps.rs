@@ -11,6 +11,7 @@ use scx_phase::bpf_intf::{
     claim_state, cpu_claim, hint_dump, hint_ref, hint_task, hint_workload, phase_hint,
     scx_phase_claim_limits_SCX_PHASE_CLAIM_MAX_CPUS as CLAIM_MAX_CPUS,
     scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS, service_counters, workload_claim,
+    workload_phase_stats,
 };
 use scx_phase::inspect;
 use scx_phase::stats::NR_SLOTS;
@@ -28,7 +29,7 @@ pub struct HintMaps {
     pub cpu_claims: OwnedFd,
     pub workload_claims: OwnedFd,
     pub claim_state: OwnedFd,
-    pub runtime: OwnedFd,
+    pub workload_stats: OwnedFd,
     pub btf: OwnedFd,
     pub key_type: u32,
     pub value_type: u32,
@@ -171,12 +172,23 @@ impl HintMaps {
         sys::map_update(self.stats.as_fd(), &0u32, c)
     }
 
-    /// Zero workload `wid`'s run time (a new id starts from nothing).
-    pub fn reset_runtime(&self, wid: u32) -> io::Result<()> {
+    /// Zero workload `wid`'s figures (a new id starts from nothing).
+    pub fn reset_workload_stats(&self, wid: u32) -> io::Result<()> {
+        let zero = workload_phase_stats::default();
         for slot in 0..NR_SLOTS as u32 {
-            sys::map_update(self.runtime.as_fd(), &(wid * NR_SLOTS as u32 + slot), &0u64)?;
+            sys::map_update(
+                self.workload_stats.as_fd(),
+                &(wid * NR_SLOTS as u32 + slot),
+                &zero,
+            )?;
         }
         Ok(())
+    }
+
+    /// Workload `wid`'s figures in phase slot `slot`.
+    pub fn workload_stats(&self, wid: u32, slot: u32) -> io::Result<workload_phase_stats> {
+        let key = wid * NR_SLOTS as u32 + slot;
+        Ok(sys::map_lookup(self.workload_stats.as_fd(), &key)?.unwrap_or_default())
     }
 
     /// Publish the claims: each CPU's claimant in `cpus` (every CPU in

@@ -18,7 +18,8 @@ use scx_phase::bpf_intf::{
     phase_hint, scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS,
     scx_phase_hint_limits_SCX_PHASE_PROCESS_SLOT as PROCESS_SLOT, service_counters,
 };
-use scx_phase::hint::protocol::{Op, REQUEST_LEN, Reply, Request};
+use scx_phase::hint::protocol::{Op, REQUEST_LEN, Reply, Request, encode_stats};
+use scx_phase::stats::NR_SLOTS;
 use scx_phase::sys;
 
 use super::identity::{Peer, Target};
@@ -481,6 +482,7 @@ impl Server {
             (Op::Claim, None) => self.claim(index, req),
             (Op::LockMemory, None) => self.lock_memory(index, req),
             (Op::WatchPressure, None) => self.watch(index, req),
+            (Op::Stats, None) => self.stats(index, req),
             _ => Reply::error(libc::EINVAL, "refused: missing pidfd"),
         };
         match -reply.status {
@@ -550,6 +552,30 @@ impl Server {
         (reply, Some(fd))
     }
 
+    /// What the scheduler counted for the caller's own process in one
+    /// phase slot: a process reads its own figures and nobody else's.
+    fn stats(&self, index: usize, req: Request) -> Reply {
+        let Some(wid) = self.workload_of(index) else {
+            return refusal(
+                "refused: register the process (Hello) before asking for its figures".into(),
+            );
+        };
+        let slot = req.a as usize;
+        if slot >= NR_SLOTS {
+            return Reply::error(
+                libc::EINVAL,
+                format!("refused: phase slot {slot}; slots are 0-{}", NR_SLOTS - 1),
+            );
+        }
+        match self.maps.workload_stats(wid, slot as u32) {
+            Ok(f) => Reply {
+                message: encode_stats(&f),
+                ..Reply::ok()
+            },
+            Err(e) => Reply::error(libc::EIO, format!("cannot read the figures: {e}")),
+        }
+    }
+
     fn create_workload(&mut self, index: usize) -> Result<u32, Reply> {
         let c = self.clients[index]
             .as_ref()
@@ -592,7 +618,7 @@ impl Server {
                 format!("refused: cannot bind your process: {e}"),
             ));
         }
-        let _ = self.maps.reset_runtime(wid);
+        let _ = self.maps.reset_workload_stats(wid);
         self.api.dirty = true;
         Ok(wid)
     }

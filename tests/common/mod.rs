@@ -293,6 +293,32 @@ impl HintService {
             .any(|e| e["tid"] == serde_json::json!(tid))
     }
 
+    /// Write `f` as the scheduler would, as process `pid`'s figures for
+    /// phase slot `slot`, once it has registered (waiting up to 5 s).
+    pub fn write_figures(&self, pid: u32, slot: u32, f: scx_phase::bpf_intf::workload_phase_stats) {
+        use std::os::fd::AsFd;
+        let t0 = std::time::Instant::now();
+        let wid = loop {
+            let found = scx_phase::inspect::read_workloads(&self.pin_dir())
+                .expect("hint_workloads")
+                .into_iter()
+                .find(|(_, w)| w.pid == pid);
+            if let Some((wid, _)) = found {
+                break wid;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "process {pid} never registered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let map =
+            scx_phase::sys::obj_get(&self.pin_dir().join(scx_phase::inspect::WORKLOAD_STATS_MAP))
+                .expect("workload_stats pinned");
+        let key = wid * scx_phase::stats::NR_SLOTS as u32 + slot;
+        scx_phase::sys::map_update(map.as_fd(), &key, &f).expect("write the figures");
+    }
+
     pub fn counters(&self) -> scx_phase::bpf_intf::service_counters {
         // The service publishes every 100 ms.
         std::thread::sleep(std::time::Duration::from_millis(250));

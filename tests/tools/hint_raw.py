@@ -16,6 +16,9 @@ lies, garbage and floods. Used by the host and VM tests.
                                             send a claim and exit at once,
                                             without reading the reply
     hint_raw.py workload-garbage            send lying workload requests
+    hint_raw.py stats                       ask for figures before Hello,
+                                            then for every slot (and two
+                                            lies) at each line on stdin
 
 Each prints one JSON object per line; those that hold something hold it
 until stdin closes. The constants below repeat
@@ -34,6 +37,8 @@ import time
 VERSION = 1
 OP_HELLO, OP_THREAD, OP_SET, OP_CLEAR = 1, 2, 3, 4
 OP_CLAIM, OP_LOCK_MEMORY, OP_WATCH_PRESSURE = 5, 6, 7
+OP_STATS = 8
+NR_SLOTS = 7
 CLAIM_EXCLUSIVE, CLAIM_SPREAD = 1, 2
 REQUEST = "<HHIiI"
 REPLY_HEADER = "<HHiIIIII"
@@ -268,11 +273,27 @@ def cmd_connect(args):
     hold()
 
 
+def cmd_stats(_):
+    s = connect()
+    r, _ = call(s, workload_request(OP_STATS, 3, -1, 0))
+    out(case="before hello", **r)
+    hello(s)
+    out(pid=os.getpid(), registered=True)
+    while sys.stdin.readline():
+        slots = [call(s, workload_request(OP_STATS, i, -1, 0))[0]["message"]
+                 for i in range(NR_SLOTS)]
+        lies = {name: call(s, data)[0] for name, data in (
+            ("slot 7", workload_request(OP_STATS, NR_SLOTS, -1, 0)),
+            ("slot 2^32-1", workload_request(OP_STATS, 2**32 - 1, -1, 0)),
+            ("reserved", workload_request(OP_STATS, 3, -1, 1)))}
+        out(slots=slots, lies=lies)
+
+
 COMMANDS = {
     "hello": cmd_hello, "scribble": cmd_scribble, "own": cmd_own,
     "garbage": cmd_garbage, "flood": cmd_flood, "set-fd": cmd_set_fd,
     "connect": cmd_connect, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,
-    "workload-garbage": cmd_workload_garbage,
+    "workload-garbage": cmd_workload_garbage, "stats": cmd_stats,
 }
 
 if __name__ == "__main__":
