@@ -14,8 +14,11 @@ PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config libhwloc-dev libudev-dev
       podman crun conmon golang-github-containers-common
       systemd prometheus python3-setuptools python3-wheel python3-venv curl)
 # Python tools from PyPI, pinned, in a virtualenv of this checkout
-# (.cache/py): the offline schema check of deploy/kubernetes/.
-PYPI=(kubernetes-validate==1.37.0)
+# (.cache/py): the offline schema check of deploy/kubernetes/, and MLflow
+# for scx_phase.mlflow's tests. It sees the system's packages too, so that
+# its python runs Debian's torch beside MLflow.
+PYPI=(kubernetes-validate==1.37.0 mlflow-skinny==3.18.0)
+VENV_PINS="system-site-packages ${PYPI[*]}"
 # From bookworm-backports: bpftool 7.5 (BTF-typed dumps) and a QEMU that
 # matches the image's qemu-utils, which already comes from there.
 BACKPORTS=(bpftool qemu-system-x86)
@@ -77,14 +80,14 @@ python_tools() {
     local root venv
     root=$(cd "$(dirname "$0")/.." && pwd)
     venv="$root/.cache/py"
-    if [ "$(cat "$venv/pins" 2>/dev/null)" = "${PYPI[*]}" ]; then
+    if [ "$(cat "$venv/pins" 2>/dev/null)" = "$VENV_PINS" ]; then
         return 0
     fi
     echo "setup: installing ${PYPI[*]} into .cache/py"
     rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "${PYPI[@]}"
-    echo "${PYPI[*]}" >"$venv/pins"
+    echo "$VENV_PINS" >"$venv/pins"
 }
 
 main "$@"

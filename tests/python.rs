@@ -121,3 +121,165 @@ fn bench_report_unit_tests() {
     );
     assert!(report.contains("Ran 6 tests"), "{report}");
 }
+
+/// The pinned virtualenv's python (scripts/setup.sh): MLflow beside the
+/// system's torch.
+fn venv_python(root: &Path) -> std::path::PathBuf {
+    let py = root.join(".cache/py/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup.sh",
+        py.display()
+    );
+    py
+}
+
+/// What the store at `uri` holds of run `id` (tests/tools/mlflow_run.py).
+fn mlflow_run(root: &Path, uri: &str, id: &str) -> serde_json::Value {
+    let out = Command::new(venv_python(root))
+        .arg(root.join("tests/tools/mlflow_run.py"))
+        .arg(id)
+        .env("MLFLOW_TRACKING_URI", uri)
+        .env("MLFLOW_ALLOW_FILE_STORE", "true")
+        .output()
+        .expect("mlflow_run.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// `python -m scx_phase.run --mlflow train_mlflow.py ARGS` with `env`,
+/// stdin and stdout piped: the child, its stdout past the run id it
+/// printed, and that id.
+fn mlflow_script(
+    root: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(venv_python(root))
+        .args(["-m", "scx_phase.run", "--mlflow", "--mlflow-every", "0.3"])
+        .arg(root.join("tests/vm/assets/train_mlflow.py"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the virtualenv's python");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    let id = line
+        .strip_prefix("started ")
+        .unwrap_or_else(|| panic!("the script printed {line:?}"))
+        .trim()
+        .to_string();
+    (child, out, id)
+}
+
+/// MLflow itself (mlflow-skinny, a local file store) against a real hint
+/// service on the host. Without sched_ext nothing counts, so the test
+/// writes the scheduler's figures for the process into the pinned map,
+/// and the run must show exactly those; tests/vm/mlflow.rs shows the
+/// scheduler's own.
+#[test]
+fn mlflow_logs_the_figures_to_the_scripts_own_run() {
+    use scx_phase::bpf_intf::workload_phase_stats;
+    use std::io::{Read, Write};
+    let svc = HintService::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", store.path().join("mlruns").display());
+    let mut env = client_env(&svc);
+    env.push(("MLFLOW_TRACKING_URI".into(), uri.clone()));
+    env.push(("MLFLOW_ALLOW_FILE_STORE".into(), "true".into()));
+
+    let (mut child, mut out, id) = mlflow_script(root, &env, &["--hold", "--seconds", "0.2"]);
+    let f = workload_phase_stats {
+        runtime_ns: 2_500_000_000,
+        boosted_ns: 2_000_000_000,
+        wait_ns: 250_000_000,
+        waits: 10,
+    };
+    svc.write_figures(child.id(), 3, f);
+    // Two periodic logs see them, then the script trains and ends.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut trained = String::new();
+    out.read_to_string(&mut trained).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(trained.starts_with("trained "), "{trained}");
+
+    let run = mlflow_run(root, &uri, &id);
+    let m = &run["metrics"];
+    assert_eq!(run["runs"], serde_json::json!([id]), "one run: {run}");
+    assert_eq!(run["status"], "FINISHED", "{run}");
+    assert_eq!(run["name"], "train_mlflow.py", "{run}");
+    assert!(m["loss"].is_number(), "the script's own metric: {run}");
+    assert_eq!(m["scx_phase.cpu_seconds.backward"], 2.5, "{run}");
+    assert_eq!(m["scx_phase.wait_seconds.backward"], 0.25, "{run}");
+    assert_eq!(m["scx_phase.waits.backward"], 10.0, "{run}");
+    assert_eq!(m["scx_phase.boosted_share"], 0.8, "{run}");
+    let h = run["history"]["scx_phase.cpu_seconds.backward"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(h.len() >= 3, "periodic logs and the last: {run}");
+    let steps: Vec<f64> = h.iter().map(|p| p[0].as_f64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+
+    // Without the scheduler, a failing script: the run says FAILED, holds
+    // no scx_phase figures, and the one warning says why.
+    let gone = tempfile::tempdir().unwrap();
+    for (k, v) in env.iter_mut() {
+        if k == "SCX_PHASE_SOCKET" {
+            *v = gone.path().join("hint.sock").display().to_string();
+        }
+    }
+    let (mut child, mut out, failed) = mlflow_script(root, &env, &["--fail", "--seconds", "0.5"]);
+    out.read_to_string(&mut String::new()).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("failed on purpose"), "{err}");
+    assert_eq!(err.matches("scx_phase is not running").count(), 1, "{err}");
+    let run2 = mlflow_run(root, &uri, &failed);
+    assert_eq!(run2["status"], "FAILED", "{run2}");
+    let ours = run2["metrics"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("scx_phase."))
+        .count();
+    assert_eq!(ours, 0, "{run2}");
+    println!(
+        "MEASURED host: mlflow-skinny file store, run {id} ({}): {} (cpu_seconds.backward logged {} times); without the scheduler, a failing script's run: {}, {}",
+        run["status"],
+        serde_json::to_string(m).unwrap(),
+        h.len(),
+        run2["status"],
+        serde_json::to_string(&run2["metrics"]).unwrap()
+    );
+}

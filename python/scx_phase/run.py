@@ -20,7 +20,7 @@ import sys
 import threading
 import warnings
 
-from . import Workload, parse_size
+from . import Workload, clear_phase, clear_process_phase, parse_size
 
 USAGE_EPILOG = """\
 node: a node id, "any", or "gpu" (the node of the GPU of this rank, from
@@ -146,6 +146,15 @@ def save_through(buf, torch_save):
     return save
 
 
+def end_hints():
+    """Drop this thread's and the process's phase, quietly."""
+    try:
+        clear_phase()
+        clear_process_phase()
+    except OSError:
+        pass
+
+
 def start_mlflow(opts):
     """The MLflow run this process logs to, and its logger: (logger,
     run id if this created the run)."""
@@ -202,6 +211,10 @@ def main(argv=None):
         raise
     finally:
         if logger is not None:
+            # The script's phases are over: what the process does from here
+            # (MLflow, interpreter exit) is not training.
+            if not opts.no_hooks:
+                end_hints()
             logger.stop()
             if created_run:
                 from . import mlflow as scx_mlflow

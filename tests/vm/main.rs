@@ -13,6 +13,7 @@ mod hints;
 mod lifecycle;
 mod memory;
 mod metrics;
+mod mlflow;
 mod numa;
 mod policy;
 mod service;
