@@ -119,7 +119,7 @@ impl Drop for Client {
     }
 }
 
-fn find_host_tid(tag: &str, ns_tid: u64) -> Option<u32> {
+pub fn find_host_tid(tag: &str, ns_tid: u64) -> Option<u32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -197,36 +197,52 @@ pub struct Podman {
     rootfs: PathBuf,
 }
 
+/// The root of a container "image" at `dir`: the folders a runtime mounts
+/// on, the host's user and library configuration, and `/bin`, `/lib`...
+/// as links into `/usr`, which the caller provides.
+pub fn image_root(dir: &Path) {
+    for d in ["usr", "etc", "proc", "sys", "dev", "tmp", "run", "opt"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    for d in ["bin", "lib", "lib64", "sbin"] {
+        let _ = std::os::unix::fs::symlink(format!("usr/{d}"), dir.join(d));
+    }
+    for f in ["passwd", "group", "ld.so.cache", "nsswitch.conf"] {
+        std::fs::copy(Path::new("/etc").join(f), dir.join("etc").join(f)).unwrap();
+    }
+    // Debian reaches BLAS (PyTorch's) through these symlinks.
+    let st = Command::new("cp")
+        .args(["-a", "/etc/alternatives"])
+        .arg(dir.join("etc"))
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "copy /etc/alternatives into {}",
+        dir.display()
+    );
+}
+
 impl Podman {
     pub fn get() -> &'static Podman {
         static P: OnceLock<Podman> = OnceLock::new();
         P.get_or_init(|| {
             let rootfs = PathBuf::from("/tmp/ctr-rootfs");
-            for d in ["usr", "etc", "proc", "sys", "dev", "tmp", "run", "opt"] {
-                std::fs::create_dir_all(rootfs.join(d)).unwrap();
-            }
+            image_root(&rootfs);
             let st = Command::new("mount")
                 .args(["--bind", "-o", "ro", "/usr"])
                 .arg(rootfs.join("usr"))
                 .status()
                 .unwrap();
             assert!(st.success(), "bind /usr into the container root");
-            for d in ["bin", "lib", "lib64", "sbin"] {
-                let _ = std::os::unix::fs::symlink(format!("usr/{d}"), rootfs.join(d));
-            }
-            for f in ["passwd", "group", "ld.so.cache", "nsswitch.conf"] {
-                std::fs::copy(Path::new("/etc").join(f), rootfs.join("etc").join(f)).unwrap();
-            }
             std::fs::create_dir_all("/run/scx_phase").unwrap();
             Podman { rootfs }
         })
     }
 
-    /// `podman run` of `cmd` as `user` (uid:gid), with `groups` added.
-    pub fn run(&self, user: &str, groups: &[&str], cmd: &[String], tag: &str) -> Client {
-        let project = root().display().to_string();
-        let bins = bin_dir().display().to_string();
-        let mut argv: Vec<String> = [
+    /// `podman` and its options before the subcommand, for these VMs.
+    pub fn command() -> Vec<String> {
+        [
             "podman",
             "--root",
             "/tmp/podman-storage",
@@ -238,17 +254,22 @@ impl Podman {
             "cgroupfs",
             "--events-backend",
             "none",
-            "run",
-            "--rm",
-            "-i",
-            "--network",
-            "none",
-            "--user",
-            user,
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
+        .collect()
+    }
+
+    /// `podman run` of `cmd` as `user` (uid:gid), with `groups` added.
+    pub fn run(&self, user: &str, groups: &[&str], cmd: &[String], tag: &str) -> Client {
+        let project = root().display().to_string();
+        let bins = bin_dir().display().to_string();
+        let mut argv = Podman::command();
+        argv.extend(
+            ["run", "--rm", "-i", "--network", "none", "--user", user]
+                .iter()
+                .map(|s| s.to_string()),
+        );
         for g in groups {
             argv.extend(["--group-add".into(), g.to_string()]);
         }

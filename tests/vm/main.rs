@@ -10,6 +10,7 @@ mod clients;
 mod containers;
 mod fair;
 mod hints;
+mod kubernetes;
 mod lifecycle;
 mod memory;
 mod metrics;
