@@ -185,6 +185,20 @@ fn mlflow_script(
     (child, out, id)
 }
 
+/// The rest of a child's stdout, its exit status and its stderr.
+fn finish(
+    mut child: std::process::Child,
+    mut out: std::io::BufReader<std::process::ChildStdout>,
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    out.read_to_string(&mut stdout).unwrap();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr).unwrap();
+    }
+    (child.wait().unwrap(), stdout, stderr)
+}
+
 /// MLflow itself (mlflow-skinny, a local file store) against a real hint
 /// service on the host. Without sched_ext nothing counts, so the test
 /// writes the scheduler's figures for the process into the pinned map,
@@ -192,8 +206,7 @@ fn mlflow_script(
 /// scheduler's own.
 #[test]
 fn mlflow_logs_the_figures_to_the_scripts_own_run() {
-    use scx_phase::bpf_intf::workload_phase_stats;
-    use std::io::{Read, Write};
+    use std::io::Write;
     let svc = HintService::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let store = tempfile::tempdir().unwrap();
@@ -202,27 +215,12 @@ fn mlflow_logs_the_figures_to_the_scripts_own_run() {
     env.push(("MLFLOW_TRACKING_URI".into(), uri.clone()));
     env.push(("MLFLOW_ALLOW_FILE_STORE".into(), "true".into()));
 
-    let (mut child, mut out, id) = mlflow_script(root, &env, &["--hold", "--seconds", "0.2"]);
-    let f = workload_phase_stats {
-        runtime_ns: 2_500_000_000,
-        boosted_ns: 2_000_000_000,
-        wait_ns: 250_000_000,
-        waits: 10,
-    };
-    svc.write_figures(child.id(), 3, f);
+    let (mut child, out, id) = mlflow_script(root, &env, &["--hold", "--seconds", "0.2"]);
+    svc.write_figures(child.id(), 3, common::BACKWARD_FIGURES);
     // Two periodic logs see them, then the script trains and ends.
     std::thread::sleep(std::time::Duration::from_millis(900));
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut trained = String::new();
-    out.read_to_string(&mut trained).unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, trained, err) = finish(child, out);
     assert!(status.success(), "{err}");
     assert!(trained.starts_with("trained "), "{trained}");
 
@@ -252,16 +250,8 @@ fn mlflow_logs_the_figures_to_the_scripts_own_run() {
             *v = gone.path().join("hint.sock").display().to_string();
         }
     }
-    let (mut child, mut out, failed) = mlflow_script(root, &env, &["--fail", "--seconds", "0.5"]);
-    out.read_to_string(&mut String::new()).unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (child, out, failed) = mlflow_script(root, &env, &["--fail", "--seconds", "0.5"]);
+    let (status, _, err) = finish(child, out);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("failed on purpose"), "{err}");
     assert_eq!(err.matches("scx_phase is not running").count(), 1, "{err}");

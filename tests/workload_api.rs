@@ -407,7 +407,6 @@ sys.stdin.read()
 
 #[test]
 fn a_process_reads_its_own_figures_and_nobody_elses() {
-    use scx_phase::bpf_intf::workload_phase_stats;
     let svc = HintService::start();
     let mut a = Client::raw(&svc, &["stats"]);
     let early = a.line();
@@ -422,13 +421,7 @@ fn a_process_reads_its_own_figures_and_nobody_elses() {
     assert_eq!(b.line()["registered"], true);
 
     // What the scheduler would have counted for A in backward.
-    let f = workload_phase_stats {
-        runtime_ns: 2_500_000_000,
-        boosted_ns: 2_000_000_000,
-        wait_ns: 250_000_000,
-        waits: 10,
-    };
-    svc.write_figures(a.pid(), 3, f);
+    svc.write_figures(a.pid(), 3, common::BACKWARD_FIGURES);
     a.poke();
     let got = a.line();
     let zero = Value::from("0 0 0 0");

@@ -332,6 +332,16 @@ impl Drop for HintService {
     }
 }
 
+/// Figures the tests write as the scheduler's for a process's backward
+/// slot: 2.5 s of CPU, 2 s of it boosted, 0.25 s waiting in 10 waits.
+pub const BACKWARD_FIGURES: scx_phase::bpf_intf::workload_phase_stats =
+    scx_phase::bpf_intf::workload_phase_stats {
+        runtime_ns: 2_500_000_000,
+        boosted_ns: 2_000_000_000,
+        wait_ns: 250_000_000,
+        waits: 10,
+    };
+
 /// Environment for a client process of `svc`: the socket, and the library
 /// and package of this build.
 pub fn client_env(svc: &HintService) -> Vec<(String, String)> {
