@@ -4,11 +4,65 @@
 # the benchmark in its quick mode.
 # Needs root (apt, bpffs mounts in the host tests). A VM that cannot boot
 # fails the suite.
+#
+#   scripts/test.sh                     the whole suite
+#   scripts/test.sh --repeat N NAME...  only the VM tests NAME (exact names),
+#                                       each N times in one boot of the VM
+#                                       shape the suite gives it: finds a
+#                                       flake before CI does
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 step() { printf '\n== %s\n' "$*"; }
+
+repeat=0
+if [ "${1:-}" = --repeat ]; then
+    repeat=${2:-}
+    shift 2 || true
+    [[ "$repeat" =~ ^[1-9][0-9]*$ ]] && [ $# -gt 0 ] ||
+        { echo "test.sh: --repeat takes a count and one or more test names (e.g. --repeat 10 claims::NAME)" >&2; exit 2; }
+fi
+
+# The VM each test runs in, by name: the NUMA and claim tests need 4 vCPUs
+# in 2 nodes, the systemd tests a VM that systemd boots, the rest (whose
+# policy shares assume 2 vCPUs) 2 vCPUs in 2 nodes.
+vm_shape() {
+    case "$1" in
+        numa::*|claims::*) echo "--cpus 4 --nodes 2" ;;
+        systemd::*) echo "--systemd --cpus 2" ;;
+        *) echo "--cpus 2 --nodes 2" ;;
+    esac
+}
+
+vm_test_binary() {
+    cargo test --release --test vm --no-run --message-format=json |
+        jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm" and .executable != null) | .executable'
+}
+
+if [ "$repeat" -gt 0 ]; then
+    scripts/setup.sh >/dev/null
+    scripts/vm-kernel.sh >/dev/null
+    cargo build --release
+    vm_tests=$(vm_test_binary)
+    [ -x "$vm_tests" ] || { echo "test.sh: VM test binary not built" >&2; exit 1; }
+    for name in "$@"; do
+        [ "$("$vm_tests" --list --exact "$name" | grep -c ': test$' || true)" -eq 1 ] ||
+            { echo "test.sh: no VM test is named $name (see $vm_tests --list)" >&2; exit 2; }
+    done
+    # One boot per shape; in it, each test N times, each run a process of
+    # its own (as in the suite, where each test starts its own loader).
+    failed=0
+    for shape in $(for n in "$@"; do vm_shape "$n" | tr ' ' '_'; done | sort -u); do
+        names=()
+        for n in "$@"; do [ "$(vm_shape "$n" | tr ' ' '_')" = "$shape" ] && names+=("$n"); done
+        step "VM: ${names[*]}, $repeat times each (${shape//_/ })"
+        # shellcheck disable=SC2046
+        scripts/vm.sh $(echo "${shape//_/ }") --timeout $((600 + 300 * repeat * ${#names[@]})) -- \
+            scripts/vm-repeat "$vm_tests" "$repeat" "${names[@]}" || failed=1
+    done
+    exit $failed
+fi
 
 step "set-up"
 scripts/setup.sh
@@ -25,8 +79,7 @@ step "host tests"
 cargo build --release
 cargo test --release
 
-vm_tests=$(cargo test --release --test vm --no-run --message-format=json |
-           jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm" and .executable != null) | .executable')
+vm_tests=$(vm_test_binary)
 [ -x "$vm_tests" ] || { echo "test.sh: VM test binary not built" >&2; exit 1; }
 kernel=$(cat .cache/vm/kernel/version)
 

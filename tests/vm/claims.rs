@@ -395,7 +395,8 @@ impl Drop for Offline {
 
 #[test]
 fn a_claimed_cpu_that_goes_offline_is_replaced_on_its_node() {
-    let _loader = Loader::start(&[]);
+    let loader = Loader::start(&[]);
+    loader.renice(-10);
     let node1 = node_cpus(1);
     let hogs = Hogs::start(2 * nr_cpus());
     let mut w = Claimant::start(1, 1, true, 1);
@@ -406,6 +407,15 @@ fn a_claimed_cpu_that_goes_offline_is_replaced_on_its_node() {
         .find(|&&c| c as u32 != first)
         .expect("node 1 has a second CPU") as u32;
     let pid = w.child.id() as u64;
+    let mut threads = w.threads();
+    for _ in 0..250 {
+        if threads.len() == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        threads = w.threads();
+    }
+    assert_eq!(threads.len(), 1, "the workload's spinning thread");
 
     let t0 = Instant::now();
     let offline = Offline::take(first);
@@ -432,24 +442,98 @@ fn a_claimed_cpu_that_goes_offline_is_replaced_on_its_node() {
     assert_eq!(seen, [other], "what the library says after the rehoming");
 
     // The scheduler restarts on hotplug, then places by the new claim.
-    let settled = settle(&hogs.tids(), &[other as usize], Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("hogs still on CPU {other} 20 s after CPU {first} went offline"));
+    // Under TCG, among the hogs, a restart takes 9-20 s even at nice -10.
+    let mut reattached = None;
+    while t0.elapsed() < Duration::from_secs(60) {
+        if loader.attaches() >= 2 && state() == "enabled" {
+            reattached = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reattached = reattached
+        .unwrap_or_else(|| panic!("not re-attached 60 s after the hotplug: {}", loader.log()));
+    // Once it is back, the workload's thread runs on its new CPU within
+    // ARRIVAL.
+    const ARRIVAL: Duration = Duration::from_secs(5);
+    let t1 = Instant::now();
+    let mut arrived = None;
+    let mut ran = cpu_ns(threads[0]);
+    while t1.elapsed() < ARRIVAL + Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = cpu_ns(threads[0]);
+        // On it, and it ran since the last look: it runs there now.
+        if cpu_of(threads[0]) == Some(other) && now > ran {
+            arrived = Some(t1.elapsed());
+            break;
+        }
+        ran = now;
+    }
+    let settled = settle(&hogs.tids(), &[other as usize], Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "hogs still on CPU {other} 20 s after the scheduler re-attached ({reattached:?} after the hotplug): {:?}",
+            hogs.tids()
+                .iter()
+                .filter(|&&t| cpu_of(t) == Some(other))
+                .map(|&t| (t, task_state(t)))
+                .collect::<Vec<_>>()
+        )
+    });
     let hog_share = on_cpus(&hogs.tids(), &[other as usize], 100);
-    let mine = on_cpus(&w.threads(), &[other as usize], 40);
+    let mine = on_cpus(&threads, &[other as usize], 40);
+    let attached = state() == "enabled" && ops().starts_with("scx_phase");
+    if arrived.is_none() || mine < 90.0 {
+        // Where it is: running elsewhere (placed as if it claimed nothing)
+        // or waiting (queued where no CPU takes it).
+        let before = cpu_ns(threads[0]);
+        std::thread::sleep(Duration::from_secs(1));
+        eprintln!(
+            "the workload's thread {} ran {:.0}% of the next second, last on CPU {:?}, state {}; claims: {}",
+            threads[0],
+            (cpu_ns(threads[0]) - before) as f64 / 1e7,
+            cpu_of(threads[0]),
+            task_state(threads[0]),
+            claims_by_pid().get(&pid).cloned().unwrap_or(Value::Null)
+        );
+    }
     drop(offline);
     println!(
-        "MEASURED exclusive claim of CPU {first} (node 1) among {} hogs; CPU {first} taken offline: the service moved the claim to CPU {other} in {:.0} ms, the library saw it {:.0} ms after the offlining; hogs off CPU {other} {:.1} s after that, then {hog_share:.2}% of 100 hog samples there; the workload's thread {mine:.1}% on it",
+        "MEASURED exclusive claim of CPU {first} (node 1) among {} hogs; CPU {first} taken offline: the service moved the claim to CPU {other} in {:.0} ms, the library saw it {:.0} ms after the offlining, the scheduler re-attached after {:.0} ms; the workload's thread on CPU {other} {} after that; hogs off it {:.1} s after that, then {hog_share:.2}% of 100 hog samples there; the workload's thread {mine:.1}% on it",
         hogs.tids().len(),
-        rehomed.as_secs_f64() * 1e3,
-        told.as_secs_f64() * 1e3,
+        ms(rehomed),
+        ms(told),
+        ms(reattached),
+        arrived.map_or("never".into(), |d| format!("{:.0} ms", ms(d))),
         settled.as_secs_f64()
+    );
+    assert!(attached, "scx_phase is not attached after the hotplug");
+    let arrived = arrived.unwrap_or_else(|| {
+        panic!(
+            "the workload's thread never ran on its new CPU {other} after the restart (last on {:?}, state {})",
+            cpu_of(threads[0]),
+            task_state(threads[0])
+        )
+    });
+    assert!(
+        arrived <= ARRIVAL,
+        "the workload's thread reached its new CPU {arrived:?} after the restart"
     );
     assert!(hog_share <= 1.0, "hogs on the rehomed CPU: {hog_share:.2}%");
     assert!(
         mine >= 90.0,
-        "the workload's thread on its new CPU: {mine:.1}%"
+        "the workload's thread on its new CPU: {mine:.1}% (last on {:?}, state {})",
+        cpu_of(threads[0]),
+        task_state(threads[0])
     );
     assert!(rehomed < Duration::from_secs(3), "{rehomed:?}");
+}
+
+/// A thread's state letter (R runnable or running, S sleeping, ...).
+fn task_state(tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()))
+        .unwrap_or_else(|| "gone".into())
 }
 
 fn claims_by_pid() -> std::collections::HashMap<u64, Value> {

@@ -102,6 +102,22 @@ impl Loader {
         }
     }
 
+    /// Give every thread of the loader nice `n`, as the systemd unit runs
+    /// it (Nice=-10): a restart then does not wait behind the load.
+    pub fn renice(&self, n: i32) {
+        for t in std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("loader threads") {
+            let tid: u32 = t.unwrap().file_name().to_str().unwrap().parse().unwrap();
+            // SAFETY: setpriority on a thread id; no memory is passed.
+            let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, n) };
+            assert_eq!(r, 0, "renice {tid}: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// How many times the scheduler attached since the loader started.
+    pub fn attaches(&self) -> usize {
+        self.log().matches("scx_phase attached").count()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
