@@ -30,6 +30,7 @@ fi
 vm_shape() {
     case "$1" in
         numa::*|claims::*) echo "--cpus 4 --nodes 2" ;;
+        overload::*) echo "--cpus 4 --mem 10240" ;;
         systemd::*) echo "--systemd --cpus 2" ;;
         *) echo "--cpus 2 --nodes 2" ;;
     esac
@@ -85,17 +86,20 @@ kernel=$(cat .cache/vm/kernel/version)
 
 # Two vCPUs, as the policy tests' shares assume; two nodes so that the
 # topology and per-node idle tracking are exercised everywhere.
-# The suite is split in three VMs by test name: the NUMA and claim tests
+# The suite is split in four VMs by test name: the NUMA and claim tests
 # need 4 vCPUs in 2 nodes, the policy tests' shares assume 2, and the
 # systemd tests need a VM that systemd boots. The filters must cover every
 # test exactly once: checked here, before any VM starts.
-first=(--skip numa:: --skip claims:: --skip systemd::)
+# The overload test needs 4 vCPUs and the memory of 2,560 processes.
+first=(--skip numa:: --skip claims:: --skip systemd:: --skip overload::)
 second=(numa:: claims::)
 third=(systemd::)
+fourth=(overload::)
 count() { "$vm_tests" --list "$@" | grep -c ': test$' || true; }
 all=$(count) n1=$(count "${first[@]}") n2=$(count "${second[@]}") n3=$(count "${third[@]}")
-[ $((n1 + n2 + n3)) -eq "$all" ] ||
-    { echo "test.sh: the VM runs cover $n1 + $n2 + $n3 tests of $all: fix their filters" >&2; exit 1; }
+n4=$(count "${fourth[@]}")
+[ $((n1 + n2 + n3 + n4)) -eq "$all" ] ||
+    { echo "test.sh: the VM runs cover $n1 + $n2 + $n3 + $n4 tests of $all: fix their filters" >&2; exit 1; }
 # All VM runs go ahead even if one fails, so one log shows all.
 failed=0
 step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes): $n1 tests"
@@ -106,6 +110,9 @@ scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${
 
 step "VM systemd tests (sched_ext kernel $kernel, systemd as init, 2 vCPUs): $n3 tests"
 scripts/vm.sh --systemd --cpus 2 -- "$vm_tests" --test-threads=1 --nocapture "${third[@]}" || failed=1
+
+step "VM overload test (sched_ext kernel $kernel, 4 vCPUs, 10 GiB): $n4 tests"
+scripts/vm.sh --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "${fourth[@]}" || failed=1
 
 # The oldest sched_ext kernel of trixie-backports, where fleets lag: a
 # smoke set, by exact name (attach, a hint, a boost, a NUMA-local loader,

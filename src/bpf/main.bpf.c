@@ -250,13 +250,29 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 		 * order: a FIFO insert into a vtime-ordered queue is an error.
 		 */
 		scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(fair_queue_cpu(p, p->cpus_ptr, cpu)),
-					 slice_ns, vtime_now[DOMAIN_FAIR], enq_flags);
+					 slice_ns, clock_read(DOMAIN_FAIR, now), enq_flags);
 		return;
 	}
 	/* select_cpu() has just read the hint; otherwise read it now. */
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags))
 		refresh(p, tctx);
 	note_queued(tctx, now);
+
+	/*
+	 * A kernel thread that wakes keeps the kernel going (RCU's
+	 * grace-period kthread, ksoftirqd, kworkers): it runs next on the CPU
+	 * the kernel woke it on, behind only the running task's slice, never
+	 * behind user work however deep the queues. Under 2,560 messaging
+	 * tasks on 4 CPUs, rcu_preempt waited 21 s in a fair queue, no grace
+	 * period ended, and the kernel ejected the scheduler for an RCU stall.
+	 * One that used its slice and still runs queues like anyone else, so
+	 * a busy kthread (kswapd) gets its share, not a CPU.
+	 */
+	if ((p->flags & PF_KTHREAD) && (enq_flags & SCX_ENQ_WAKEUP) &&
+	    (p->nr_cpus_allowed == 1 || placeable(p, tctx->wid, cpu))) {
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		return;
+	}
 
 	/*
 	 * The last runnable task of a CPU whose slice ended: this CPU has
@@ -270,7 +286,8 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (is_loader(tctx)) {
 		scx_bpf_dsq_insert_vtime(p, LOADER_DSQ(tctx->node), slice_ns,
-					 queue_vtime(tctx, LOADER_DSQ(tctx->node)), enq_flags);
+					 queue_vtime(tctx, LOADER_DSQ(tctx->node), enq_flags, now),
+					 enq_flags);
 		target = idle_cpu_in_node(placeable_mask(p, tctx), tctx->node);
 		if (target >= 0)
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
@@ -278,8 +295,8 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	if (class_boosted(tctx->cls)) {
-		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns, queue_vtime(tctx, BOOST_DSQ),
-					 enq_flags);
+		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns,
+					 queue_vtime(tctx, BOOST_DSQ, enq_flags, now), enq_flags);
 		target = claimed_idle_cpu(p, tctx->wid);
 		if (target < 0)
 			target = idle_cpu_near(placeable_mask(p, tctx), cpu);
@@ -306,7 +323,7 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 			target = wakeup_queue_cpu(allowed, target, now);
 	}
 	scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(target), slice_ns,
-				 queue_vtime(tctx, FAIR_DSQ(target)), enq_flags);
+				 queue_vtime(tctx, FAIR_DSQ(target), enq_flags, now), enq_flags);
 	kick_for(placeable_mask(p, tctx), target, tctx->wid, tctx->cls);
 }
 
@@ -434,10 +451,20 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 	spill_loader(cpu, node, now);
 }
 
+/* Whether tasks of @tctx's kind still wait for @cpu as it starts one. */
+static __always_inline bool company_waits(struct task_ctx *tctx, s32 cpu)
+{
+	if (class_boosted(tctx->cls))
+		return scx_bpf_dsq_nr_queued(BOOST_DSQ) > 0;
+	return scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu)) > 0 ||
+	       scx_bpf_dsq_nr_queued(LOADER_DSQ(node_of_cpu(cpu))) > 0;
+}
+
 void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	struct cpu_ctx *c = this_cpu_ctx();
+	s32 cpu = bpf_get_smp_processor_id();
 	u64 now = scx_bpf_now();
 
 	if (!tctx)
@@ -448,7 +475,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 		tctx->enqueued_at = 0;
 	}
 	tctx->running_since = now;
-	fair_running(tctx);
+	fair_running(tctx, company_waits(tctx, cpu), now);
 	if (!c)
 		return;
 	c->cur_class = tctx->cls;
@@ -456,6 +483,8 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	/* End the slice where the budget ends, not a tick or more after. */
 	if (class_boosted(tctx->cls))
 		scx_bpf_task_set_slice(p, budget_slice(c, now, slice_ns));
+	else
+		scx_bpf_task_set_slice(p, fair_slice(scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu))));
 	c->slice_end = now + p->scx.slice;
 }
 
@@ -518,7 +547,7 @@ void BPF_STRUCT_OPS(phase_enable, struct task_struct *p)
 	struct task_ctx *tctx = task_ctx(p);
 
 	if (tctx)
-		fair_enable(tctx);
+		fair_enable(tctx, scx_bpf_now());
 }
 
 s32 BPF_STRUCT_OPS(phase_init_task, struct task_struct *p,
@@ -549,6 +578,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 	s32 err;
 	u32 n;
 
+	fair_init();
 	if ((err = scx_bpf_create_dsq(BOOST_DSQ, -1)) || (err = fair_queues_init()) ||
 	    (err = placement_init()))
 		return err;
@@ -582,4 +612,14 @@ SCX_OPS_DEFINE(phase_ops,
 	        * phase change goes unseen for as long as the task keeps running.
 	        */
 	       .flags		= SCX_OPS_ENQ_LAST,
+	       /*
+	        * The watchdog ejects us when a runnable task waits this long.
+	        * Above the waits the policy bounds (fair.bpf.h: about 1 s plus
+	        * one turn of a queue; 2-3 s measured under 2,560 tasks on 4
+	        * CPUs, EEVDF's own worst), below the RCU stall timeout (21 s),
+	        * so that a bug of ours is named as a stall of ours rather than
+	        * as an RCU stall. Peers use 5 s (bpfland, cosmos, flash): too
+	        * close to what EEVDF itself makes a task wait under overload.
+	        */
+	       .timeout_ms	= 10000,
 	       .name		= "scx_phase");

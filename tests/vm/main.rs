@@ -16,6 +16,7 @@ mod memory;
 mod metrics;
 mod mlflow;
 mod numa;
+mod overload;
 mod policy;
 mod service;
 mod shim;
