@@ -238,7 +238,11 @@ fn the_unit_starts_restarts_after_a_kill_and_stops_cleanly() {
     );
     assert!(before >= 85.0, "hinted before the kill: {before:.1}%");
     assert!(plain_before < 60.0, "un-hinted: {plain_before:.1}%");
-    assert!(restarted <= Duration::from_secs(5), "{restarted:?}");
+    // Most of it is loading and verifying the BPF program under TCG, with
+    // 2 hogs on 2 vCPUs: 2.7-3.9 s before the overload policy (f3bbeb5),
+    // 6.4 s in its first suite run (the new process was up at 0.7 s).
+    // The bound says systemd brought it back, not how fast TCG verifies.
+    assert!(restarted <= Duration::from_secs(10), "{restarted:?}");
     assert!(after >= 85.0, "the hint after the restart: {after:.1}%");
     assert_eq!(restarts, "1");
     let detached = detached.expect("still attached 10 s after systemctl stop");
