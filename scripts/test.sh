@@ -25,8 +25,9 @@ if [ "${1:-}" = --repeat ]; then
 fi
 
 # The VM each test runs in, by name: the NUMA and claim tests need 4 vCPUs
-# in 2 nodes, the systemd tests a VM that systemd boots, the rest (whose
-# policy shares assume 2 vCPUs) 2 vCPUs in 2 nodes.
+# in 2 nodes, the overload test 4 vCPUs and the memory of 2,560 processes,
+# the systemd tests a VM that systemd boots, the rest (whose policy shares
+# assume 2 vCPUs) 2 vCPUs in 2 nodes.
 vm_shape() {
     case "$1" in
         numa::*|claims::*) echo "--cpus 4 --nodes 2" ;;
