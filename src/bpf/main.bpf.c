@@ -615,8 +615,9 @@ SCX_OPS_DEFINE(phase_ops,
 	       /*
 	        * The watchdog ejects us when a runnable task waits this long.
 	        * Above the waits the policy bounds (fair.bpf.h: about 1 s plus
-	        * one turn of a queue; 2-3 s measured under 2,560 tasks on 4
-	        * CPUs, EEVDF's own worst), below the RCU stall timeout (21 s),
+	        * one turn of a queue; worst 4.2 s measured under 2,560 tasks on
+	        * 4 vCPUs under TCG, where EEVDF's was 22-31 s), below the RCU
+	        * stall timeout (21 s),
 	        * so that a bug of ours is named as a stall of ours rather than
 	        * as an RCU stall. Peers use 5 s (bpfland, cosmos, flash): too
 	        * close to what EEVDF itself makes a task wait under overload.
