@@ -35,6 +35,7 @@ pub struct PhaseCounters {
     pub process_ns: u64,
     pub fair_steals: u64,
     pub fair_rebalances: u64,
+    pub claim_passes: u64,
     pub threads: i64,
     pub wait_hist: [u64; WAIT_BUCKETS],
 }
@@ -69,6 +70,7 @@ impl PhaseCounters {
         self.process_ns += c.process_ns;
         self.fair_steals += c.fair_steals;
         self.fair_rebalances += c.fair_rebalances;
+        self.claim_passes += c.claim_passes;
         self.threads = self.threads.wrapping_add(c.threads);
         for (t, n) in self.wait_hist.iter_mut().zip(c.wait_hist) {
             *t += n;
@@ -111,6 +113,10 @@ impl Snapshot {
 
     pub fn fair_rebalances(&self) -> u64 {
         self.total(|c| c.fair_rebalances)
+    }
+
+    pub fn claim_passes(&self) -> u64 {
+        self.total(|c| c.claim_passes)
     }
 }
 
@@ -227,6 +233,9 @@ pub struct Report {
     /// head by a busy one.
     pub fair_steals: u64,
     pub fair_rebalances: u64,
+    /// Claimants' tasks that an exclusively claimed CPU ran from behind
+    /// others' tasks queued there before the claim, since start.
+    pub claim_passes: u64,
     /// The longest single wait of any phase since start, and who waited.
     pub longest_wait: Option<LongestWait>,
     /// The hint service's counters, when it could be read.
@@ -341,6 +350,7 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         refused_hints: cur.refused_hints(),
         fair_steals: cur.fair_steals(),
         fair_rebalances: cur.fair_rebalances(),
+        claim_passes: cur.claim_passes(),
         longest_wait: longest_wait(cur),
         service: None,
         workloads: None,
@@ -412,8 +422,8 @@ impl Report {
             );
         }
         s += &format!(
-            "fair queues: {} stolen by idle CPUs, {} rebalanced\n",
-            self.fair_steals, self.fair_rebalances
+            "fair queues: {} stolen by idle CPUs, {} rebalanced; {} claimants' tasks run past others' on their CPUs\n",
+            self.fair_steals, self.fair_rebalances, self.claim_passes
         );
         if let Some(w) = &self.longest_wait {
             s += &format!(

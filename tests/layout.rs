@@ -45,6 +45,7 @@ fn phase_counters_match_bpf() {
         wait_hist,
         fair_steals,
         fair_rebalances,
+        claim_passes,
         threads
     );
 }

@@ -156,6 +156,35 @@ static __always_inline bool take_lagging(s32 cpu, s32 peer, struct task_struct *
 	return true;
 }
 
+/* How far into its own queue a CPU claimed exclusively looks (take_placeable()). */
+#define PLACEABLE_SCAN 8
+
+/*
+ * @cpu, claimed exclusively, has others' tasks at the head of its queue:
+ * queued before the claim was made or seen. Run the first task behind them
+ * that it may take (its claimant's), among the first PLACEABLE_SCAN. Never
+ * waiting for the others' tasks to be stolen keeps the claim: busy CPUs
+ * take them only once they lag a slice, and under a restart after hotplug
+ * the claimant's thread sat behind them while the CPU idled. A global
+ * function: the verifier checks the loop once, not in every dispatch path.
+ */
+__noinline bool take_placeable(s32 cpu)
+{
+	struct task_struct *p;
+	u32 seen = 0;
+
+	bpf_for_each(scx_dsq, p, FAIR_DSQ(cpu), 0) {
+		if (++seen > PLACEABLE_SCAN)
+			break;
+		if (task_placeable_on(p, cpu) &&
+		    scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
+			count_claim_pass();
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
  * Nothing of its own to run: steal fair work, from @node's CPUs first;
  * that is also how a workload's tasks spill off its busy claimed CPUs.

@@ -169,6 +169,9 @@ struct phase_counters {
 				 * took from another CPU's queue */
 	u64 fair_rebalances;	/* SCX_PHASE_NONE slot: lagging queue heads a
 				 * busy CPU took from another CPU */
+	u64 claim_passes;	/* SCX_PHASE_NONE slot: claimants' tasks a CPU
+				 * claimed exclusively ran from behind others'
+				 * tasks queued there before the claim */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
 	u64 wait_hist[SCX_PHASE_WAIT_BUCKETS];	/* waits, by length */
 };

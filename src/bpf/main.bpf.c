@@ -139,6 +139,7 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 
 	if (!tctx)
 		return prev_cpu;
+	placement_sync();	/* as in enqueue() */
 	refresh(p, tctx);
 
 	/* A workload's task: an idle CPU of its claim first. */
@@ -253,6 +254,14 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 					 slice_ns, clock_read(DOMAIN_FAIR, now), enq_flags);
 		return;
 	}
+	/*
+	 * The masks as the service's claims are now, not as of the last
+	 * dispatch: as the kernel switches to us it enqueues every runnable
+	 * task before any dispatch runs, and with empty masks others' tasks
+	 * queued on claimed CPUs (a restart after hotplug). One lookup when
+	 * nothing changed.
+	 */
+	placement_sync();
 	/* select_cpu() has just read the hint; otherwise read it now. */
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags))
 		refresh(p, tctx);
@@ -361,10 +370,14 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c,
 
 	/*
 	 * A CPU claimed exclusively leaves others' heads (queued before the
-	 * claim) to the CPUs that steal them.
+	 * claim) to the CPUs that steal them, and runs its claimant's task
+	 * from behind them.
 	 */
-	if (f && !task_placeable_on(f, cpu))
+	if (f && !task_placeable_on(f, cpu)) {
+		if (take_placeable(cpu))
+			return true;
 		f = NULL;
+	}
 	if (l && !task_placeable_on(l, cpu))
 		l = NULL;
 	if (!f || (l && vtime_before(l->scx.dsq_vtime, f->scx.dsq_vtime))) {

@@ -109,6 +109,15 @@ static __always_inline void count_fair_move(bool steal)
 		c->fair_rebalances++;
 }
 
+/* A claimant's task run from behind others' on its exclusive CPU. */
+static __always_inline void count_claim_pass(void)
+{
+	struct phase_counters *c = stats_of(SCX_PHASE_NONE);
+
+	if (c)
+		c->claim_passes++;
+}
+
 /* Hint values a lookup ignored: garbage, and phases the writer may not set. */
 static __always_inline void count_ignored_hints(u32 invalid, u32 refused)
 {
