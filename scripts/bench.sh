@@ -9,6 +9,7 @@
 #
 #   scripts/bench.sh [--quick] [--reps N] [--duration SECS] [--cpus N]
 #                    [--nodes K] [--report]
+#   scripts/bench.sh --overload [--reps N]
 #
 #   --quick       one repetition of 3 s runs, no peers (about 3 minutes):
 #                 proves the bench runs and yields every field
@@ -18,6 +19,16 @@
 #   --report      also write docs/bench/RESULTS.md and its chart (with the
 #                 hand-written docs/bench/notes.md appended)
 #
+#   --overload    the overload benchmark instead (docs/policy.md): perf
+#                 bench sched messaging at 640, 2,560 and 10,240 tasks on 4
+#                 vCPUs, 2,560 on 16 vCPUs in 2 nodes, and 2,560 in 2 GiB
+#                 (the OOM killer ends some), under EEVDF, scx_phase,
+#                 scx_bpfland and scx_cosmos; each run's time, runnable
+#                 waits (runq-waits: p99, worst) and whether the kernel
+#                 ejected the scheduler. Three boots, about 30 minutes with
+#                 --reps 1 (the default here); with --quick, 640 tasks
+#                 on 4 vCPUs only (5 minutes). target/bench/overload/.
+#
 # Every configuration runs in one VM boot, interleaved: each repetition
 # visits them all, starting one further along the list each time. Results
 # go to target/bench/results.json (target/bench/quick/ with --quick).
@@ -25,8 +36,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0
+quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0
 peers=(scx_bpfland scx_lavd scx_cosmos)
+# The overload benchmark's peers: the general-purpose ones.
+overload_peers=(scx_bpfland scx_cosmos)
 die() { echo "bench: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- in the VM
@@ -211,13 +224,84 @@ inside() {
     done
 }
 
+# ---------------------------------------------------------- overload, in the VM
+# The loads of each VM shape: "name|perf bench sched messaging options".
+# 10,240 tasks are threads (-t), as many processes need 36 GiB, and run 5
+# loops, not 20, to keep the benchmark inside 40 minutes.
+overload_loads() {
+    case "$1" in
+        small) printf '%s\n' "640|-g 16 -l 20" "2560|-g 64 -l 20" "10240|-t -g 256 -l 5" ;;
+        wide|oom) printf '%s\n' "2560|-g 64 -l 20" ;;
+        quick) printf '%s\n' "640|-g 16 -l 10" ;;
+    esac
+}
+
+# One overload run: scheduler $1, load $2 ("name|options"), repetition $3,
+# into $4; the VM shape's name is in $shape.
+overload_one() {
+    local sched=$1 name=${2%%|*} opts=${2#*|} rep=$3 out=$4 before line ran ejected=false why=""
+    local perf=() stalls
+    read -ra perf <<<"$opts"
+    if ! sched_start "$sched"; then
+        jq -cn --arg sh "$shape" --arg l "$name" --arg s "$sched" --argjson r "$rep" --arg e "$sched_err" \
+            '{shape: $sh, load: $l, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
+        echo "  $name tasks ($sched): $sched_err"
+        return 0
+    fi
+    before=$(dmesg | wc -l)
+    line=$(timeout 600 "$root/target/release/runq-waits" --json -- \
+        perf bench sched messaging "${perf[@]}" 2>/dev/null | tail -n 1) || true
+    ran=$(attached)
+    # The kernel's word on an ejection: "sched_ext: BPF scheduler "..."
+    # disabled (<reason>)", any reason but the user's own unloading.
+    why=$(dmesg | tail -n +"$(( before + 1 ))" | grep -E 'sched_ext: .*disabled \(' |
+        grep -v 'unregistered from user space' | head -n 1 | cut -c1-200 || true)
+    stalls=$(dmesg | tail -n +"$(( before + 1 ))" | grep -c 'rcu: INFO: .* detected stalls' || true)
+    if [ "$sched" != eevdf ] && { [ -n "$why" ] || [ "$ran" = eevdf ]; }; then
+        ejected=true
+        [ -n "$why" ] || why="detached during the run"
+    fi
+    sched_stop || true
+    if ! jq -e .max_us >/dev/null 2>&1 <<<"$line"; then
+        jq -cn --arg sh "$shape" --arg l "$name" --arg s "$sched" --argjson r "$rep" \
+            --argjson ej "$ejected" --arg why "$why" --arg e "runq-waits printed no result (timed out after 600 s?)" \
+            '{shape: $sh, load: $l, scheduler: $s, rep: $r, ok: false, ejected: $ej, why: $why, error: $e}' >>"$out"
+        echo "  $name tasks ($sched): no result"
+        return 0
+    fi
+    jq -cn --arg sh "$shape" --arg l "$name" --arg s "$sched" --argjson r "$rep" --argjson res "$line" \
+        --argjson ej "$ejected" --arg why "$why" --argjson st "$stalls" \
+        '{shape: $sh, load: $l, scheduler: $s, rep: $r, ok: true, ejected: $ej, why: $why,
+          rcu_stalls: $st, result: $res}' >>"$out"
+    jq -r --arg l "$name" --arg s "$sched" --arg ej "$ejected" \
+        '"  \($l) tasks (\($s)): \(.seconds * 10 | round / 10) s, waits p99 \(.p99_us / 1000 | round) ms, worst \(.max_us / 1000 | round) ms, status \(.status), ejected \($ej)"' <<<"$line"
+}
+
+# Every load of VM shape $1, under every scheduler, interleaved; into $2.
+overload_inside() {
+    shape=$1
+    local out=$2 scheds=(eevdf scx_phase "${overload_peers[@]}") load loads rep i n
+    [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
+    n=${#scheds[@]}
+    echo "overload, $shape: $(nproc) vCPUs, $(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 )) MiB"
+    # A here-string, not <(...): the VM has no /dev/fd.
+    loads=$(overload_loads "$shape")
+    for rep in $(seq "$reps"); do
+        while read -r load; do
+            for i in $(seq 0 $(( n - 1 ))); do
+                overload_one "${scheds[$(( (i + rep - 1) % n ))]}" "$load" "$rep" "$out"
+            done
+        done <<<"$loads"
+    done
+}
+
 # ---------------------------------------------------------------- on the host
 # Install the peers from crates.io once, into .cache/peers; a failure is
 # recorded in .cache/peers/<name>.err and reported, not fatal.
 install_peers() {
     local p
     mkdir -p .cache/peers
-    for p in "${peers[@]}"; do
+    for p in "$@"; do
         [ -x ".cache/peers/bin/$p" ] && continue
         echo "bench: cargo install $p (once; cached in .cache/peers)"
         if BPF_CLANG=clang-19 CARGO_TARGET_DIR="$root/.cache/peers/target" \
@@ -230,28 +314,67 @@ install_peers() {
     done
 }
 
+# The overload benchmark: three VM boots, one per shape, then the table.
+overload_host() {
+    local out=target/bench/overload t0 kernel shape cpus mem nodes rc=0
+    # --reps counts here too; its default is 1, for the time budget.
+    [ "$reps_set" -eq 1 ] || reps=1
+    scripts/setup.sh
+    cargo build --release --quiet
+    install_peers "${overload_peers[@]}"
+    scripts/vm-kernel.sh >/dev/null
+    kernel=$(cat .cache/vm/kernel/version)
+    mkdir -p "$out"
+    : >"$out/runs.jsonl"
+    t0=$(date +%s)
+    # shape cpus nodes MiB: 12 GiB holds 2,560 messaging processes (3.5
+    # MiB each); 2 GiB does not, and the OOM killer ends some.
+    while read -r shape cpus nodes mem; do
+        echo "bench: overload, $shape: $cpus vCPUs in $nodes node(s), $mem MiB ($kernel), $reps repetition(s)"
+        scripts/vm.sh --cpus "$cpus" --nodes "$nodes" --mem "$mem" --timeout 1800 -- \
+            "$0" --reps "$reps" --inside-overload "$shape" "$root/$out/runs.jsonl" || rc=$?
+        [ "$rc" -eq 0 ] || echo "bench: the $shape VM exited with $rc" >&2
+    done < <(if [ "$quick" -eq 1 ]; then
+                 echo "quick 4 1 4096"
+             else
+                 printf '%s\n' "small 4 1 12288" "wide 16 2 12288" "oom 4 1 2048"
+             fi)
+    python3 scripts/bench-overload-report.py "$out/runs.jsonl" \
+        --meta "$(jq -cn --arg k "$kernel" --argjson secs "$(( $(date +%s) - t0 ))" \
+            --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+            '{kernel: $k, seconds: $secs, commit: $commit}')" | tee "$out/table.md"
+    return "$rc"
+}
+
 args=("$@")
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 reps=1 duration=3; shift ;;
-        --reps) reps=$2; shift 2 ;;
+        --reps) reps=$2; reps_set=1; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
         --nodes) nodes=$2; shift 2 ;;
         --report) report=1; shift ;;
+        --overload) overload=1; shift ;;
         --inside) shift; inside "$1"; exit 0 ;;
+        --inside-overload) overload_inside "$2" "$3"; exit 0 ;;
         -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done
 [ "$reps" -ge 1 ] && [ "$duration" -ge 2 ] || die "--reps must be >= 1 and --duration >= 2"
 
+if [ "$overload" -eq 1 ]; then
+    overload_host
+    exit 0
+fi
+
 scripts/setup.sh
 cargo build --release --quiet
 out=target/bench
 [ "$quick" -eq 1 ] && out=target/bench/quick
 mkdir -p "$out"
-[ "$quick" -eq 1 ] || install_peers
+[ "$quick" -eq 1 ] || install_peers "${peers[@]}"
 
 echo "bench: set_phase cost on this host"
 cargo bench --quiet --bench set_phase | tee "$out/set_phase.txt"

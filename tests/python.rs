@@ -111,7 +111,8 @@ fn a_wheel_bundles_the_library_and_pip_installs_it() {
     let _ = child.wait();
 }
 
-/// The benchmark report's own tests: its check must be able to fail.
+/// The benchmark reports' own tests (bench-report.py and
+/// bench-overload-report.py): their checks must be able to fail.
 #[test]
 fn bench_report_unit_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -119,7 +120,7 @@ fn bench_report_unit_tests() {
         Command::new("/usr/bin/python3"),
         &root.join("scripts/tests"),
     );
-    assert!(report.contains("Ran 6 tests"), "{report}");
+    assert!(report.contains("Ran 9 tests"), "{report}");
 }
 
 /// The pinned virtualenv's python (scripts/setup.sh): MLflow beside the
