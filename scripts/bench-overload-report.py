@@ -11,6 +11,7 @@ and ratios compare medians.
 """
 import argparse
 import json
+import re
 import statistics
 import sys
 
@@ -59,7 +60,9 @@ def render(runs, meta):
             rs = by[sched]
             ok = [r["result"] for r in rs if r.get("ok")]
             ej = [r for r in rs if r.get("ejected")]
-            eject = f"**yes, {len(ej)} of {len(rs)}**: {ej[0].get('why', '')}" if ej else "no"
+            # The kernel's line, less its timestamp.
+            why = re.sub(r"^\[[^]]*\]\s*", "", ej[0].get("why", "")) if ej else ""
+            eject = f"**yes, {len(ej)} of {len(rs)}**: {why}" if ej else "no"
             if not ok:
                 out.append(f"| {sched} | failed: {rs[0].get('error', '?')} | | | | {eject} | |")
                 continue

@@ -9,7 +9,7 @@
 #
 #   scripts/bench.sh [--quick] [--reps N] [--duration SECS] [--cpus N]
 #                    [--nodes K] [--report]
-#   scripts/bench.sh --overload [--reps N]
+#   scripts/bench.sh --overload [--reps N] [--shape small|wide|oom]...
 #
 #   --quick       one repetition of 3 s runs, no peers (about 3 minutes):
 #                 proves the bench runs and yields every field
@@ -27,7 +27,8 @@
 #                 waits (runq-waits: p99, worst) and whether the kernel
 #                 ejected the scheduler. Three boots, about 30 minutes with
 #                 --reps 1 (the default here); with --quick, 640 tasks
-#                 on 4 vCPUs only (5 minutes). target/bench/overload/.
+#                 on 4 vCPUs only (5 minutes); --shape runs only the
+#                 shapes named. target/bench/overload/.
 #
 # Every configuration runs in one VM boot, interleaved: each repetition
 # visits them all, starting one further along the list each time. Results
@@ -36,7 +37,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0
+quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0 shapes=""
 peers=(scx_bpfland scx_lavd scx_cosmos)
 # The overload benchmark's peers: the general-purpose ones.
 overload_peers=(scx_bpfland scx_cosmos)
@@ -282,6 +283,8 @@ overload_inside() {
     shape=$1
     local out=$2 scheds=(eevdf scx_phase "${overload_peers[@]}") load loads rep i n
     [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
+    # 10,240 threads in one process hold 20,480 socket fds.
+    ulimit -n 65536
     n=${#scheds[@]}
     echo "overload, $shape: $(nproc) vCPUs, $(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 )) MiB"
     # A here-string, not <(...): the VM has no /dev/fd.
@@ -337,7 +340,8 @@ overload_host() {
     done < <(if [ "$quick" -eq 1 ]; then
                  echo "quick 4 1 4096"
              else
-                 printf '%s\n' "small 4 1 12288" "wide 16 2 12288" "oom 4 1 2048"
+                 printf '%s\n' "small 4 1 12288" "wide 16 2 12288" "oom 4 1 2048" |
+                     { if [ -n "$shapes" ]; then grep -E "^($shapes) "; else cat; fi; }
              fi)
     python3 scripts/bench-overload-report.py "$out/runs.jsonl" \
         --meta "$(jq -cn --arg k "$kernel" --argjson secs "$(( $(date +%s) - t0 ))" \
@@ -356,9 +360,11 @@ while [ $# -gt 0 ]; do
         --nodes) nodes=$2; shift 2 ;;
         --report) report=1; shift ;;
         --overload) overload=1; shift ;;
+        --shape) [[ "${2:-}" =~ ^(small|wide|oom)$ ]] || die "--shape takes small, wide or oom"
+                  shapes=${shapes:+$shapes|}$2; shift 2 ;;
         --inside) shift; inside "$1"; exit 0 ;;
         --inside-overload) overload_inside "$2" "$3"; exit 0 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done

@@ -39,13 +39,13 @@ class Table(unittest.TestCase):
         self.assertIn("20000-30000", self.row(text, "eevdf"))
 
     def test_an_ejection_is_named(self):
-        why = 'sched_ext: BPF scheduler "x" disabled (runtime error)'
+        why = '[  187.22] sched_ext: BPF scheduler "x" disabled (runtime error)'
         ejected = {"ok": False, "ejected": True, "why": why, "error": "no result",
                    "shape": "oom", "load": "2560", "scheduler": "scx_cosmos", "rep": 1}
         text = bor.render([run("eevdf", 40.0, 3000, 20000, shape="oom"), ejected], {})
         row = self.row(text, "scx_cosmos")
         self.assertIn("**yes, 1 of 1**", row)
-        self.assertIn("runtime error", row)
+        self.assertIn('**: sched_ext: BPF scheduler "x" disabled (runtime error)', row)
         self.assertIn("2 GiB", text)
 
 
