@@ -25,10 +25,11 @@
 #                 (the OOM killer ends some), under EEVDF, scx_phase,
 #                 scx_bpfland and scx_cosmos; each run's time, runnable
 #                 waits (runq-waits: p99, worst) and whether the kernel
-#                 ejected the scheduler. Three boots, about 30 minutes with
-#                 --reps 1 (the default here); with --quick, 640 tasks
-#                 on 4 vCPUs only (5 minutes); --shape runs only the
-#                 shapes named. target/bench/overload/.
+#                 ejected the scheduler. Three boots, 15 minutes in the
+#                 VM with --reps 1 (the default here; measured 2026-12-06);
+#                 with --quick, 640 tasks on 4 vCPUs only (about 1 minute
+#                 in the VM); --shape runs only the shapes named.
+#                 target/bench/overload/.
 #
 # Every configuration runs in one VM boot, interleaved: each repetition
 # visits them all, starting one further along the list each time. Results
