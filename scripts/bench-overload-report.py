@@ -3,7 +3,8 @@
 
     bench-overload-report.py RUNS.jsonl [--meta JSON]
 
-One row per VM shape, load and scheduler: the run's time, the runnable
+One row per VM shape, load and scheduler: the run's wall time (creating,
+messaging and reaping the tasks), perf's own time (messaging only), the runnable
 waits' p50, p99 and worst (runq-waits), each with its ratio to EEVDF's in
 the same boot, whether the kernel ejected the scheduler and why, and the
 RCU stall warnings. With several repetitions, figures are min-max ranges
@@ -37,6 +38,11 @@ def ratio(mine, base):
     return f" ({m / b:.2f}x)" if b > 0 else ""
 
 
+def perf_times(rs):
+    """perf's own times of the runs @rs that printed one."""
+    return [r["perf_seconds"] for r in rs if r.get("ok") and r.get("perf_seconds")]
+
+
 def render(runs, meta):
     """The Markdown table of @runs (runs.jsonl records), with @meta's figures."""
     out = ["# Overload: perf bench sched messaging, runnable waits by runq-waits"]
@@ -50,9 +56,10 @@ def render(runs, meta):
     for (shape, load), by in sorted(groups.items(), key=lambda kv: (
             order.index(kv[0][0]) if kv[0][0] in order else len(order), int(kv[0][1]))):
         out.append(f"\n## {int(load):,} tasks, {SHAPES.get(shape, shape)}\n")
-        out.append("| scheduler | time s | wait p50 ms | wait p99 ms | worst wait ms | ejected | RCU stall warnings |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| scheduler | wall s | messaging s | wait p50 ms | wait p99 ms | worst wait ms | ejected | RCU stall warnings |")
+        out.append("|---|---|---|---|---|---|---|---|")
         base = [r["result"] for r in by.get("eevdf", []) if r.get("ok")]
+        base_perf = perf_times(by.get("eevdf", []))
 
         def col(rs, k):
             return [x[k] for x in rs]
@@ -64,12 +71,15 @@ def render(runs, meta):
             why = re.sub(r"^\[[^]]*\]\s*", "", ej[0].get("why", "")) if ej else ""
             eject = f"**yes, {len(ej)} of {len(rs)}**: {why}" if ej else "no"
             if not ok:
-                out.append(f"| {sched} | failed: {rs[0].get('error', '?')} | | | | {eject} | |")
+                out.append(f"| {sched} | failed: {rs[0].get('error', '?')} | | | | | {eject} | |")
                 continue
             status = {x["status"] for x in ok}
             note = "" if status == {0} else f" (exit {','.join(map(str, sorted(status)))})"
+            perf = perf_times(rs)
+            msg = f"{span(perf, 1.0, 2)}{ratio(perf, base_perf)}" if perf else "?"
             out.append(
                 f"| {sched} | {span(col(ok, 'seconds'))}{ratio(col(ok, 'seconds'), col(base, 'seconds'))}{note}"
+                f" | {msg}"
                 f" | {span(col(ok, 'p50_us'), 1e3, 0)}"
                 f" | {span(col(ok, 'p99_us'), 1e3, 0)}{ratio(col(ok, 'p99_us'), col(base, 'p99_us'))}"
                 f" | {span(col(ok, 'max_us'), 1e3, 0)}{ratio(col(ok, 'max_us'), col(base, 'max_us'))}"

@@ -241,7 +241,7 @@ overload_loads() {
 # One overload run: scheduler $1, load $2 ("name|options"), repetition $3,
 # into $4; the VM shape's name is in $shape.
 overload_one() {
-    local sched=$1 name=${2%%|*} opts=${2#*|} rep=$3 out=$4 before line ran ejected=false why=""
+    local sched=$1 name=${2%%|*} opts=${2#*|} rep=$3 out=$4 before all line ptime ran ejected=false why=""
     local perf=() stalls
     read -ra perf <<<"$opts"
     if ! sched_start "$sched"; then
@@ -251,8 +251,12 @@ overload_one() {
         return 0
     fi
     before=$(dmesg | wc -l)
-    line=$(timeout 600 "$root/target/release/runq-waits" --json -- \
-        perf bench sched messaging "${perf[@]}" 2>/dev/null | tail -n 1) || true
+    # perf's own "Total time" runs from the start signal to the last
+    # reaped task; runq-waits' seconds add creating and reaping them.
+    all=$(timeout 600 "$root/target/release/runq-waits" --json -- \
+        perf bench sched messaging "${perf[@]}" 2>/dev/null) || true
+    line=$(tail -n 1 <<<"$all")
+    ptime=$(grep -m 1 'Total time' <<<"$all" | grep -oE '[0-9]+\.[0-9]+' | head -n 1 || true)
     ran=$(attached)
     # The kernel's word on an ejection: "sched_ext: BPF scheduler "..."
     # disabled (<reason>)", any reason but the user's own unloading.
@@ -272,11 +276,11 @@ overload_one() {
         return 0
     fi
     jq -cn --arg sh "$shape" --arg l "$name" --arg s "$sched" --argjson r "$rep" --argjson res "$line" \
-        --argjson ej "$ejected" --arg why "$why" --argjson st "$stalls" \
+        --argjson ej "$ejected" --arg why "$why" --argjson st "$stalls" --arg pt "$ptime" \
         '{shape: $sh, load: $l, scheduler: $s, rep: $r, ok: true, ejected: $ej, why: $why,
-          rcu_stalls: $st, result: $res}' >>"$out"
-    jq -r --arg l "$name" --arg s "$sched" --arg ej "$ejected" \
-        '"  \($l) tasks (\($s)): \(.seconds * 10 | round / 10) s, waits p99 \(.p99_us / 1000 | round) ms, worst \(.max_us / 1000 | round) ms, status \(.status), ejected \($ej)"' <<<"$line"
+          rcu_stalls: $st, perf_seconds: ($pt | tonumber? // null), result: $res}' >>"$out"
+    jq -r --arg l "$name" --arg s "$sched" --arg ej "$ejected" --arg pt "${ptime:-?}" \
+        '"  \($l) tasks (\($s)): \(.seconds * 10 | round / 10) s (messaging \($pt) s), waits p99 \(.p99_us / 1000 | round) ms, worst \(.max_us / 1000 | round) ms, status \(.status), ejected \($ej)"' <<<"$line"
 }
 
 # Every load of VM shape $1, under every scheduler, interleaved; into $2.

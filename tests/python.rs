@@ -120,7 +120,7 @@ fn bench_report_unit_tests() {
         Command::new("/usr/bin/python3"),
         &root.join("scripts/tests"),
     );
-    assert!(report.contains("Ran 9 tests"), "{report}");
+    assert!(report.contains("Ran 11 tests"), "{report}");
 }
 
 /// The pinned virtualenv's python (scripts/setup.sh): MLflow beside the

@@ -33,6 +33,16 @@ class Table(unittest.TestCase):
         self.assertIn("3300 (1.10x)", row)
         self.assertIn("| no |", row)
 
+    def test_perf_time_beside_wall_time(self):
+        text = bor.render([run("eevdf", 20.0, 3000, 5000, perf_seconds=8.0),
+                           run("scx_phase", 28.0, 3000, 5000, perf_seconds=8.4)], {})
+        row = self.row(text, "scx_phase")
+        self.assertIn("| 28.0 (1.40x) | 8.40 (1.05x) |", row)
+
+    def test_missing_perf_time_is_marked(self):
+        text = bor.render([run("eevdf", 20.0, 3000, 5000), run("scx_phase", 28.0, 3000, 5000)], {})
+        self.assertIn("| 28.0 (1.40x) | ? |", self.row(text, "scx_phase"))
+
     def test_repetitions_give_ranges(self):
         text = bor.render([run("eevdf", 40.0, 3000, 20000), run("eevdf", 44.0, 3000, 30000, rep=2)], {})
         self.assertIn("40.0-44.0", self.row(text, "eevdf"))
