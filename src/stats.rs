@@ -36,6 +36,7 @@ pub struct PhaseCounters {
     pub fair_steals: u64,
     pub fair_rebalances: u64,
     pub claim_passes: u64,
+    pub rcu_readers: u64,
     pub threads: i64,
     pub wait_hist: [u64; WAIT_BUCKETS],
 }
@@ -71,6 +72,7 @@ impl PhaseCounters {
         self.fair_steals += c.fair_steals;
         self.fair_rebalances += c.fair_rebalances;
         self.claim_passes += c.claim_passes;
+        self.rcu_readers += c.rcu_readers;
         self.threads = self.threads.wrapping_add(c.threads);
         for (t, n) in self.wait_hist.iter_mut().zip(c.wait_hist) {
             *t += n;
@@ -117,6 +119,10 @@ impl Snapshot {
 
     pub fn claim_passes(&self) -> u64 {
         self.total(|c| c.claim_passes)
+    }
+
+    pub fn rcu_readers(&self) -> u64 {
+        self.total(|c| c.rcu_readers)
     }
 }
 
@@ -236,6 +242,9 @@ pub struct Report {
     /// Claimants' tasks that an exclusively claimed CPU ran from behind
     /// others' tasks queued there before the claim, since start.
     pub claim_passes: u64,
+    /// Tasks preempted inside an RCU read-side section and run next, so
+    /// that no grace period waits behind user work, since start.
+    pub rcu_readers: u64,
     /// The longest single wait of any phase since start, and who waited.
     pub longest_wait: Option<LongestWait>,
     /// The hint service's counters, when it could be read.
@@ -351,6 +360,7 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         fair_steals: cur.fair_steals(),
         fair_rebalances: cur.fair_rebalances(),
         claim_passes: cur.claim_passes(),
+        rcu_readers: cur.rcu_readers(),
         longest_wait: longest_wait(cur),
         service: None,
         workloads: None,
@@ -424,6 +434,10 @@ impl Report {
         s += &format!(
             "fair queues: {} stolen by idle CPUs, {} rebalanced; {} claimants' tasks run past others' on their CPUs\n",
             self.fair_steals, self.fair_rebalances, self.claim_passes
+        );
+        s += &format!(
+            "RCU readers preempted inside a read-side section, run next: {}\n",
+            self.rcu_readers
         );
         if let Some(w) = &self.longest_wait {
             s += &format!(

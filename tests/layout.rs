@@ -46,6 +46,7 @@ fn phase_counters_match_bpf() {
         fair_steals,
         fair_rebalances,
         claim_passes,
+        rcu_readers,
         threads
     );
 }

@@ -172,6 +172,8 @@ struct phase_counters {
 	u64 claim_passes;	/* SCX_PHASE_NONE slot: claimants' tasks a CPU
 				 * claimed exclusively ran from behind others'
 				 * tasks queued there before the claim */
+	u64 rcu_readers;	/* SCX_PHASE_NONE slot: tasks preempted inside
+				 * an RCU read-side section, run next */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
 	u64 wait_hist[SCX_PHASE_WAIT_BUCKETS];	/* waits, by length */
 };

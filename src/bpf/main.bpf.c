@@ -99,6 +99,22 @@ static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx
 	tctx->node = node;
 }
 
+/*
+ * Whether @p was preempted inside an RCU read-side section: the context
+ * switch queued it on its RCU node's list of blocked readers, where it
+ * stays until it leaves the section. Not the nesting count: a task
+ * enqueued as it is preempted is still current, and this program's own
+ * trampoline holds the read lock, so the count is never 0 then (every
+ * preempted task ran next, and the fair queues starved in seconds). Only
+ * kernels with preemptible RCU have the field; elsewhere readers are
+ * never preempted.
+ */
+static __always_inline bool in_rcu_reader(const struct task_struct *p)
+{
+	return bpf_core_field_exists(p->rcu_blocked_node) &&
+	       BPF_CORE_READ(p, rcu_blocked_node) != NULL;
+}
+
 /* @p is about to wait for (or be given) a CPU; queue_vtime() says which. */
 static __always_inline void note_queued(struct task_ctx *tctx, u64 now)
 {
@@ -280,6 +296,22 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	if ((p->flags & PF_KTHREAD) && (enq_flags & SCX_ENQ_WAKEUP) &&
 	    (p->nr_cpus_allowed == 1 || placeable(p, tctx->wid, cpu))) {
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		return;
+	}
+
+	/*
+	 * A task preempted inside an RCU read-side section holds up every
+	 * grace period until it leaves the section: it runs next on its CPU,
+	 * for a short slice. Debian's kernels have preemptible RCU without
+	 * RCU_BOOST, so nothing else raises such a reader. Under 2,560
+	 * messaging processes on 16 vCPUs, one (P3046, "b..l" in the stall
+	 * report) waited 21 s behind user work and the kernel ejected us for
+	 * an RCU stall. Only kernel code holds the read lock, so no task
+	 * earns this by asking.
+	 */
+	if (!(enq_flags & SCX_ENQ_WAKEUP) && in_rcu_reader(p)) {
+		count_rcu_reader();
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns / SLICE_MIN_DIV, enq_flags);
 		return;
 	}
 

@@ -118,6 +118,15 @@ static __always_inline void count_claim_pass(void)
 		c->claim_passes++;
 }
 
+/* A task preempted inside an RCU read-side section, run next. */
+static __always_inline void count_rcu_reader(void)
+{
+	struct phase_counters *c = stats_of(SCX_PHASE_NONE);
+
+	if (c)
+		c->rcu_readers++;
+}
+
 /* Hint values a lookup ignored: garbage, and phases the writer may not set. */
 static __always_inline void count_ignored_hints(u32 invalid, u32 refused)
 {
