@@ -12,7 +12,9 @@ PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config libhwloc-dev libudev-dev
       gnuplot-nox
       python3-torch
       podman crun conmon golang-github-containers-common
-      systemd prometheus python3-setuptools python3-wheel python3-venv curl)
+      systemd prometheus python3-setuptools python3-wheel python3-venv curl
+      # Building the 6.12 test kernel (scripts/vm-kernel-build.sh).
+      make gcc flex bison bc libssl-dev dwarves)
 # Python tools from PyPI, pinned, in a virtualenv of this checkout
 # (.cache/py): the offline schema check of deploy/kubernetes/, and MLflow
 # for scx_phase.mlflow's tests. It sees the system's packages too, so that

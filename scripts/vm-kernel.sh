@@ -3,11 +3,12 @@
 # with its config and the modules the VM loads at boot. Prints the cache
 # folder. Needs the suites added by scripts/setup.sh.
 #
-#   scripts/vm-kernel.sh [newest|oldest|VERSION]
+#   scripts/vm-kernel.sh [newest|oldest|6.12|VERSION]
 #
 # newest (the default) goes in .cache/vm/kernel/; the oldest that suite
 # carries (the fleet's lagging kernels), or a VERSION like 7.0.13+deb13,
-# in .cache/vm/kernel-VERSION/.
+# in .cache/vm/kernel-VERSION/. 6.12, the LTS floor, has no Debian binary
+# with sched_ext: scripts/vm-kernel-build.sh builds it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +23,8 @@ versions() {
             apt-cache policy "linux-binary-$v-amd64" | grep -q trixie-backports && echo "$v"
         done
 }
+
+[ "$which" != 6.12 ] || exec "$root/scripts/vm-kernel-build.sh"
 
 case "$which" in
     newest) cache="$root/.cache/vm/kernel" ;;

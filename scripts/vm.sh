@@ -15,7 +15,8 @@
 # systemd boots the VM (over a tmpfs overlay of the host's root) and
 # COMMAND runs as a unit after basic.target (default: a plain init).
 # --kernel newest (default), oldest, or a version of trixie-backports'
-# kernels (scripts/vm-kernel.sh).
+# kernels (scripts/vm-kernel.sh), or 6.12, the LTS floor, built from
+# Debian's source (scripts/vm-kernel-build.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,7 +53,8 @@ if [ ! -f "$initrd" ] || [ "$root/scripts/vm-init" -nt "$initrd" ] || [ "$kernel
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,proc,sys,dev,newroot,modules}
     cp /bin/busybox "$stage/bin/busybox"
-    cp "$kernel"/modules/*.ko "$stage/modules/"
+    # A kernel built with everything in (6.12) has no modules.
+    find "$kernel/modules" -name '*.ko' -exec cp {} "$stage/modules/" \;
     cp "$kernel/config" "$stage/config"
     cp "$root/scripts/vm-init" "$stage/init"
     chmod +x "$stage/init"

@@ -145,6 +145,21 @@ static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 		count_budget_exhausted(tctx->phase);
 }
 
+/*
+ * An idle CPU of @allowed for @p, @prev_cpu first, or -1.
+ * scx_bpf_select_cpu_and() came in 6.16; before it, the same order by
+ * hand (without its SMT and cache preferences).
+ */
+static __always_inline s32 idle_cpu_in(struct task_struct *p, s32 prev_cpu, u64 wake_flags,
+				       const struct cpumask *allowed)
+{
+	if (__COMPAT_HAS_scx_bpf_select_cpu_and)
+		return scx_bpf_select_cpu_and(p, prev_cpu, wake_flags, allowed, 0);
+	if (bpf_cpumask_test_cpu(prev_cpu, allowed) && scx_bpf_test_and_clear_cpu_idle(prev_cpu))
+		return prev_cpu;
+	return scx_bpf_pick_idle_cpu(allowed, 0);
+}
+
 s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 		   u64 wake_flags)
 {
@@ -177,7 +192,7 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 		is_idle = true;
 	} else if (allowed != p->cpus_ptr) {
 		/* Others' exclusive CPUs taken out of what it may use. */
-		cpu = scx_bpf_select_cpu_and(p, prev_cpu, wake_flags, allowed, 0);
+		cpu = idle_cpu_in(p, prev_cpu, wake_flags, allowed);
 		is_idle = cpu >= 0;
 		if (!is_idle)
 			cpu = prev_cpu;

@@ -27,39 +27,50 @@ pub fn require_root() -> Result<()> {
 pub fn require_sched_ext() -> Result<()> {
     if !Path::new(SCHED_EXT).exists() {
         bail!(
-            "this kernel ({}) has no sched_ext: scx_phase needs Linux 6.19 or newer built with \
-             CONFIG_SCHED_CLASS_EXT=y (scripts/vm.sh runs one in a VM)",
+            "this kernel ({}) has no sched_ext: scx_phase needs Linux {OLDEST_KERNEL} or newer built \
+             with CONFIG_SCHED_CLASS_EXT=y (scripts/vm.sh runs one in a VM)",
             kernel_release()
         );
     }
     Ok(())
 }
 
-/// The kernel functions the scheduler calls with no fallback. Newer ones
-/// (scx_bpf_now, scx_bpf_select_cpu_and, scx_bpf_dsq_peek, ...) go through
-/// the compat wrappers of scx's headers and need no check here.
-const REQUIRED_KFUNCS: &[&str] = &[
-    "scx_bpf_create_dsq",
-    "scx_bpf_dsq_insert",
-    "scx_bpf_dsq_insert_vtime",
-    "scx_bpf_dsq_move_to_local",
-    "scx_bpf_dsq_nr_queued",
-    "scx_bpf_kick_cpu",
-    "scx_bpf_pick_any_cpu",
-    "scx_bpf_pick_idle_cpu",
-    "scx_bpf_select_cpu_dfl",
-    "scx_bpf_task_cpu",
-    "scx_bpf_task_set_slice",
-    "scx_bpf_test_and_clear_cpu_idle",
-    "bpf_iter_scx_dsq_new",
+/// The kernel functions the scheduler calls, each with the names older
+/// kernels gave it: it needs one of each. 6.12 is the floor; the names of
+/// 6.13 (the `dispatch` verbs renamed) and of 6.19 (the wrappers that pack
+/// their arguments) are chosen at load time by scx's compat headers. Newer
+/// functions with a fallback in the scheduler itself (scx_bpf_now,
+/// scx_bpf_select_cpu_and, scx_bpf_dsq_peek, scx_bpf_task_set_slice, ...)
+/// need no check here.
+const REQUIRED_KFUNCS: &[&[&str]] = &[
+    &["scx_bpf_create_dsq"],
+    &["scx_bpf_dsq_insert", "scx_bpf_dispatch"],
+    &[
+        "scx_bpf_dsq_insert_vtime",
+        "__scx_bpf_dsq_insert_vtime",
+        "scx_bpf_dispatch_vtime",
+    ],
+    &["scx_bpf_dsq_move_to_local", "scx_bpf_consume"],
+    &["scx_bpf_dsq_move", "scx_bpf_dispatch_from_dsq"],
+    &["scx_bpf_dsq_nr_queued"],
+    &["scx_bpf_kick_cpu"],
+    &["scx_bpf_pick_any_cpu"],
+    &["scx_bpf_pick_idle_cpu"],
+    &["scx_bpf_select_cpu_dfl"],
+    &["scx_bpf_task_cpu"],
+    &["scx_bpf_test_and_clear_cpu_idle"],
+    &["bpf_iter_scx_dsq_new"],
 ];
 
-/// Which of REQUIRED_KFUNCS `has` says are missing.
+/// The oldest kernel the scheduler runs on, for messages.
+pub const OLDEST_KERNEL: &str = "6.12";
+
+/// Which of REQUIRED_KFUNCS `has` says are missing, by their newest name.
 fn missing_kfuncs(has: impl Fn(&str) -> bool) -> Vec<&'static str> {
     REQUIRED_KFUNCS
         .iter()
-        .copied()
-        .filter(|f| !has(f))
+        .filter(|names| !names.iter().any(|f| has(f)))
+        .map(|names| names[0])
         .collect()
 }
 
@@ -106,7 +117,7 @@ pub fn require_kfuncs() -> Result<()> {
     let missing = missing_kfuncs(|f| btf.has_func(f));
     if !missing.is_empty() {
         bail!(
-            "this kernel ({})'s sched_ext lacks {}, which scx_phase calls: it needs Linux 6.19 or newer",
+            "this kernel ({})'s sched_ext lacks {}, which scx_phase calls: it needs Linux {OLDEST_KERNEL} or newer",
             kernel_release(),
             missing.join(", ")
         );
@@ -171,12 +182,30 @@ mod tests {
 
     #[test]
     fn a_kernel_without_some_kfuncs_gets_them_named() {
-        let old = |f: &str| f != "scx_bpf_task_set_slice" && f != "scx_bpf_dsq_insert_vtime";
+        let old = |f: &str| f != "scx_bpf_dsq_nr_queued" && f != "bpf_iter_scx_dsq_new";
         assert_eq!(
             missing_kfuncs(old),
-            ["scx_bpf_dsq_insert_vtime", "scx_bpf_task_set_slice"]
+            ["scx_bpf_dsq_nr_queued", "bpf_iter_scx_dsq_new"]
         );
         assert!(missing_kfuncs(|_| true).is_empty());
+    }
+
+    #[test]
+    fn a_6_12_kernel_has_every_function_under_its_old_name() {
+        // 6.12's sched_ext: the dispatch verbs, no insert, move or
+        // task_set_slice yet.
+        let newer = [
+            "scx_bpf_dsq_insert",
+            "__scx_bpf_dsq_insert_vtime",
+            "scx_bpf_dsq_insert_vtime",
+            "scx_bpf_dsq_move_to_local",
+            "scx_bpf_dsq_move",
+            "scx_bpf_task_set_slice",
+        ];
+        assert!(missing_kfuncs(|f| !newer.contains(&f)).is_empty());
+        // A kernel with neither name of one gets the newest named.
+        let neither = |f: &str| f != "scx_bpf_consume" && f != "scx_bpf_dsq_move_to_local";
+        assert_eq!(missing_kfuncs(neither), ["scx_bpf_dsq_move_to_local"]);
     }
 
     #[test]
