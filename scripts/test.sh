@@ -122,6 +122,7 @@ scripts/vm.sh --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "
 # the fair queues on the DSQ-iterator path that stands in for
 # scx_bpf_dsq_peek before 7.1, a container hinting itself, stress, detach).
 smoke=(lifecycle::attaches_under_its_own_name
+       lifecycle::the_features_this_kernel_lacks_are_named
        hints::the_scheduler_accounts_cpu_to_the_hinted_phase
        policy::backward_gets_a_cpu_among_hogs_and_hogs_still_run
        numa::data_loaders_hinted_node_1_run_only_on_node_1

@@ -9,6 +9,7 @@ pub mod bpf_skel;
 pub mod classify;
 pub mod cli;
 pub mod commands;
+pub mod kernel;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -10,7 +10,7 @@ use scx_phase::bpffs;
 const SCHED_EXT: &str = "/sys/kernel/sched_ext";
 
 /// The kernel release, for messages.
-fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
@@ -75,17 +75,17 @@ fn missing_kfuncs(has: impl Fn(&str) -> bool) -> Vec<&'static str> {
 }
 
 /// The running kernel's BTF, to ask which functions it has.
-struct KernelBtf(*mut libbpf_rs::libbpf_sys::btf);
+pub(crate) struct KernelBtf(*mut libbpf_rs::libbpf_sys::btf);
 
 impl KernelBtf {
     /// None if the BTF cannot be read.
-    fn load() -> Option<KernelBtf> {
+    pub(crate) fn load() -> Option<KernelBtf> {
         // SAFETY: no arguments; NULL (errno set) on failure.
         let raw = unsafe { libbpf_rs::libbpf_sys::btf__load_vmlinux_btf() };
         (!raw.is_null()).then_some(KernelBtf(raw))
     }
 
-    fn has_func(&self, name: &str) -> bool {
+    pub(crate) fn has_func(&self, name: &str) -> bool {
         let Ok(c) = std::ffi::CString::new(name) else {
             return false;
         };

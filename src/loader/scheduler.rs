@@ -25,6 +25,7 @@ use crate::loader::notify;
 use crate::loader::output::{full_report, print_report};
 use crate::loader::status::Recorder;
 use crate::loader::topology::HostTopology;
+use crate::loader::{kernel, preflight};
 use crate::service::Service;
 use crate::service::bpf::ServiceBpf;
 use crate::service::memlock;
@@ -296,6 +297,13 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
     }
     let mut open_object = MaybeUninit::uninit();
     let mut record = Recorder::new(socket);
+    // What this kernel lacks, each with its fallback's cost: said once.
+    let release = preflight::kernel_release();
+    let lacks = kernel::missing_here(&release);
+    for f in &lacks {
+        info!("{}", kernel::line(&release, f));
+    }
+    record.kernel(kernel::to_json(&release, &lacks));
     loop {
         // Again on each restart: a hotplug restart means the CPUs changed.
         let topo = HostTopology::discover()?;

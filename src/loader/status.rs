@@ -54,6 +54,11 @@ impl Recorder {
         }
     }
 
+    /// The running kernel and the features it lacks (kernel::to_json).
+    pub fn kernel(&mut self, kernel: Value) {
+        self.record["kernel"] = kernel;
+    }
+
     pub fn attached(&mut self) {
         self.record["attached"] = true.into();
         self.record["attached_at"] = now().into();
@@ -180,6 +185,26 @@ pub fn render(v: &Value) -> String {
                 }
             ),
         );
+        if let Some(lacks) = r["kernel"]["lacks"].as_array().filter(|l| !l.is_empty()) {
+            let names: Vec<String> = lacks
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} ({})",
+                        f["feature"].as_str().unwrap_or("?"),
+                        f["since"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            line(
+                &mut out,
+                format!(
+                    "kernel {}: runs without {} (the log says what each costs)",
+                    r["kernel"]["release"].as_str().unwrap_or("?"),
+                    names.join(", ")
+                ),
+            );
+        }
         if let Some(at) = r["attached_at"].as_u64() {
             // The record's own word: the loader clears it when the
             // scheduler leaves; a loader killed outright cannot.
@@ -366,6 +391,30 @@ mod tests {
             s.contains("pid 7 uid 1000: CPUs [2,3] on node 1 exclusively, 1 MiB locked"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_kernel_that_lacks_features_is_named_with_them() {
+        let lacks = crate::loader::kernel::missing(
+            |f| f != "scx_bpf_pick_idle_cpu_node",
+            crate::loader::kernel::release_version("6.17.0-8-generic"),
+        );
+        let v = json!({
+            "attached": true, "sched_ext": "enabled", "ops": "scx_phase_0.1.0",
+            "loader": {"pid": 1, "version": "0.1.0", "args": [], "attached": true,
+                       "attached_at": 60, "restarts": 0, "last_exit": null,
+                       "kernel": crate::loader::kernel::to_json("6.17.0-8-generic", &lacks)},
+            "loader_running": true, "workloads": [],
+        });
+        let s = render(&v);
+        assert!(
+            s.contains("kernel 6.17.0-8-generic: runs without per-node idle tracking (6.15), a reliable scx_bpf_dsq_peek (7.1)"),
+            "{s}"
+        );
+        // A kernel that lacks nothing gets no line.
+        let mut v = v;
+        v["loader"]["kernel"] = crate::loader::kernel::to_json("7.3.4", &[]);
+        assert!(!render(&v).contains("runs without"));
     }
 
     #[test]

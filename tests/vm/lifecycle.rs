@@ -227,3 +227,55 @@ fn status_says_what_runs_since_when_and_why_it_last_stopped() {
         "{text}"
     );
 }
+
+/// What the running kernel lacks is named once at start and in `status`:
+/// nothing on 7.1 and newer, the reliable scx_bpf_dsq_peek on 6.19 (the
+/// oldest smoke kernel), four features on 6.12 (the LTS floor).
+#[test]
+fn the_features_this_kernel_lacks_are_named() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let release = release.trim();
+    let mut v = release.split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (
+        v.next().unwrap().parse().unwrap(),
+        v.next().unwrap().parse().unwrap(),
+    );
+    let expected: &[&str] = match version {
+        (6, 12) | (6, 13) => &[
+            "scx_bpf_now",
+            "per-node idle tracking",
+            "scx_bpf_select_cpu_and",
+            "a reliable scx_bpf_dsq_peek",
+        ],
+        (6, 19) | (7, 0) => &["a reliable scx_bpf_dsq_peek"],
+        v if v >= (7, 1) => &[],
+        v => panic!("no expectation written for kernel {v:?} ({release})"),
+    };
+    let loader = Loader::start(&[]);
+    let out = scx_phase(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let kernel = &json["loader"]["kernel"];
+    assert_eq!(kernel["release"], release, "{json}");
+    let lacks: Vec<&str> = kernel["lacks"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
+    assert_eq!(lacks, expected, "{json}");
+    let text = String::from_utf8_lossy(&scx_phase(&["status"]).stdout).into_owned();
+    let log = loader.log();
+    for f in expected {
+        assert!(
+            log.contains(&format!("this kernel ({release}) lacks {f} (Linux ")),
+            "{log}"
+        );
+        assert!(text.contains(f), "{text}");
+    }
+    println!(
+        "MEASURED kernel {release}: lacks {lacks:?}; status: {}",
+        text.lines()
+            .find(|l| l.starts_with("kernel "))
+            .unwrap_or("(no kernel line)")
+    );
+}

@@ -1,0 +1,152 @@
+//! What the running kernel's sched_ext lacks that scx_phase would use. The
+//! scheduler still runs: scx's compat wrappers choose a fallback at load
+//! time. This names each fallback once, with the release that brought the
+//! feature and what running without it costs, in the log at start and in
+//! `status` (and its `--json`).
+
+use serde_json::{Value, json};
+
+use super::preflight::KernelBtf;
+
+/// A kernel feature with a fallback.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Feature {
+    pub name: &'static str,
+    /// The release that brought it.
+    pub since: (u32, u32),
+    /// What running without it costs.
+    pub without: &'static str,
+    /// Kernel functions, any of which means the feature is there.
+    funcs: &'static [&'static str],
+}
+
+pub const FEATURES: &[Feature] = &[
+    Feature {
+        name: "scx_bpf_now",
+        since: (6, 14),
+        without: "timestamps read the clock instead of the run queue's cached one, a little more work per event",
+        funcs: &["scx_bpf_now"],
+    },
+    Feature {
+        name: "per-node idle tracking",
+        since: (6, 15),
+        without: "idle CPUs are tracked host-wide, so on hosts of several NUMA nodes a search for an idle CPU is not kept to one node by the kernel",
+        funcs: &["scx_bpf_pick_idle_cpu_node"],
+    },
+    Feature {
+        name: "scx_bpf_select_cpu_and",
+        since: (6, 16),
+        without: "a task kept off others' exclusive CPUs gets an idle CPU without the kernel's SMT and cache preferences",
+        funcs: &["__scx_bpf_select_cpu_and", "scx_bpf_select_cpu_and"],
+    },
+    Feature {
+        // 6.19 has it, but it can miss a task before 7.1 (scx's compat.bpf.h).
+        name: "a reliable scx_bpf_dsq_peek",
+        since: (7, 1),
+        without: "each look at a queue's head walks a DSQ iterator instead of one lockless read, more work per dispatch",
+        funcs: &["scx_bpf_dsq_peek"],
+    },
+];
+
+/// "6.12.118-1-amd64" -> (6, 12).
+pub fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The features a kernel of `version` whose BTF `has` lacks. A function
+/// can be there before it is usable (scx_bpf_dsq_peek), so the release
+/// counts too; an unknown release trusts the BTF.
+pub fn missing(has: impl Fn(&str) -> bool, version: Option<(u32, u32)>) -> Vec<&'static Feature> {
+    FEATURES
+        .iter()
+        .filter(|f| !f.funcs.iter().any(|n| has(n)) || version.is_some_and(|v| v < f.since))
+        .collect()
+}
+
+/// One line for the log.
+pub fn line(release: &str, f: &Feature) -> String {
+    format!(
+        "this kernel ({release}) lacks {} (Linux {}.{}): {}",
+        f.name, f.since.0, f.since.1, f.without
+    )
+}
+
+/// The running kernel's missing features; none if its BTF cannot be read
+/// (then loading itself says what is wrong).
+pub fn missing_here(release: &str) -> Vec<&'static Feature> {
+    match KernelBtf::load() {
+        Some(btf) => missing(|f| btf.has_func(f), release_version(release)),
+        None => Vec::new(),
+    }
+}
+
+/// For the status record.
+pub fn to_json(release: &str, lacks: &[&Feature]) -> Value {
+    json!({
+        "release": release,
+        "lacks": lacks.iter().map(|f| json!({
+            "feature": f.name,
+            "since": format!("{}.{}", f.since.0, f.since.1),
+            "without": f.without,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FUNCS_6_12: &[&str] = &[
+        "scx_bpf_dispatch",
+        "scx_bpf_consume",
+        "bpf_iter_scx_dsq_new",
+    ];
+
+    #[test]
+    fn a_6_12_kernel_lacks_all_four_and_says_what_it_costs() {
+        let lacks = missing(|f| FUNCS_6_12.contains(&f), release_version("6.12.118"));
+        let names: Vec<_> = lacks.iter().map(|f| f.name).collect();
+        assert_eq!(
+            names,
+            [
+                "scx_bpf_now",
+                "per-node idle tracking",
+                "scx_bpf_select_cpu_and",
+                "a reliable scx_bpf_dsq_peek"
+            ]
+        );
+        assert_eq!(
+            line("6.12.118", lacks[1]),
+            "this kernel (6.12.118) lacks per-node idle tracking (Linux 6.15): idle CPUs are tracked host-wide, so on hosts of several NUMA nodes a search for an idle CPU is not kept to one node by the kernel"
+        );
+    }
+
+    #[test]
+    fn a_function_there_too_early_still_counts_as_missing() {
+        // 6.19 has scx_bpf_dsq_peek, but before 7.1 it can miss a task.
+        let lacks = missing(|_| true, release_version("6.19.6+deb13-amd64"));
+        assert_eq!(lacks, [&FEATURES[3]]);
+        assert!(missing(|_| true, release_version("7.3.4+deb13-amd64")).is_empty());
+        // No release to go by: the BTF alone.
+        assert!(missing(|_| true, None).is_empty());
+    }
+
+    #[test]
+    fn releases_parse() {
+        assert_eq!(release_version("6.12.118"), Some((6, 12)));
+        assert_eq!(release_version("7.3.4+deb13-amd64"), Some((7, 3)));
+        assert_eq!(release_version("6.14.0-37-generic"), Some((6, 14)));
+        assert_eq!(release_version("garbage"), None);
+    }
+
+    #[test]
+    fn the_status_record_lists_each_with_its_release() {
+        let v = to_json("6.14.0", &[&FEATURES[1]]);
+        assert_eq!(v["release"], "6.14.0");
+        assert_eq!(v["lacks"][0]["feature"], "per-node idle tracking");
+        assert_eq!(v["lacks"][0]["since"], "6.15");
+    }
+}
