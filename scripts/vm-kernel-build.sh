@@ -19,7 +19,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 die() { echo "vm-kernel-build: $*" >&2; exit 1; }
-base=${SCX_PHASE_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scx_phase}
+base=${SCX_PHASE_KERNEL_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/scx_phase}
 cache=$base/kernel-6.12
 seeds=${SCX_PHASE_KERNEL_SEED:-$root/../shared/kernels}
 
