@@ -6,14 +6,31 @@
 
 use serde_json::{Value, json};
 
-use super::preflight::KernelBtf;
+use super::btf::Btf;
+
+/// What brings a feature: a kernel release, or the pahole that wrote the
+/// kernel's BTF.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Needs {
+    Linux(u32, u32),
+    Pahole(&'static str),
+}
+
+impl std::fmt::Display for Needs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Needs::Linux(major, minor) => write!(f, "Linux {major}.{minor}"),
+            Needs::Pahole(v) => write!(f, "a kernel BTF from pahole {v}"),
+        }
+    }
+}
 
 /// A kernel feature with a fallback.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Feature {
     pub name: &'static str,
-    /// The release that brought it.
-    pub since: (u32, u32),
+    /// What brought it.
+    pub since: Needs,
     /// What running without it costs.
     pub without: &'static str,
     /// Kernel functions, any of which means the feature is there.
@@ -23,30 +40,41 @@ pub struct Feature {
 pub const FEATURES: &[Feature] = &[
     Feature {
         name: "scx_bpf_now",
-        since: (6, 14),
+        since: Needs::Linux(6, 14),
         without: "timestamps read the clock instead of the run queue's cached one, a little more work per event",
         funcs: &["scx_bpf_now"],
     },
     Feature {
         name: "per-node idle tracking",
-        since: (6, 15),
+        since: Needs::Linux(6, 15),
         without: "idle CPUs are tracked host-wide, so on hosts of several NUMA nodes a search for an idle CPU is not kept to one node by the kernel",
         funcs: &["scx_bpf_pick_idle_cpu_node"],
     },
     Feature {
         name: "scx_bpf_select_cpu_and",
-        since: (6, 16),
+        since: Needs::Linux(6, 16),
         without: "a task kept off others' exclusive CPUs gets an idle CPU without the kernel's SMT and cache preferences",
         funcs: &["__scx_bpf_select_cpu_and", "scx_bpf_select_cpu_and"],
     },
     Feature {
         // 6.19 has it, but it can miss a task before 7.1 (scx's compat.bpf.h).
         name: "a reliable scx_bpf_dsq_peek",
-        since: (7, 1),
+        since: Needs::Linux(7, 1),
         without: "each look at a queue's head walks a DSQ iterator instead of one lockless read, more work per dispatch",
         funcs: &["scx_bpf_dsq_peek"],
     },
 ];
+
+/// Not a function but how the kernel's BTF was written: without ENUM64,
+/// sched_ext's 64-bit enum values (the built-in queue ids among them) read
+/// as their low 32 bits. scx_utils then uses the values this binary was
+/// built with, checked against those low halves.
+pub const ENUM64: Feature = Feature {
+    name: "64-bit enum values in its BTF",
+    since: Needs::Pahole("1.24 without --skip_encoding_btf_enum64"),
+    without: "sched_ext's 64-bit constants are taken from the kernel scx_phase was built against, checked only in their low 32 bits (so a kernel that moved one would be misread)",
+    funcs: &[],
+};
 
 /// "6.12.118-1-amd64" -> (6, 12).
 pub fn release_version(release: &str) -> Option<(u32, u32)> {
@@ -62,25 +90,35 @@ pub fn release_version(release: &str) -> Option<(u32, u32)> {
 pub fn missing(has: impl Fn(&str) -> bool, version: Option<(u32, u32)>) -> Vec<&'static Feature> {
     FEATURES
         .iter()
-        .filter(|f| !f.funcs.iter().any(|n| has(n)) || version.is_some_and(|v| v < f.since))
+        .filter(|f| {
+            let too_old = match f.since {
+                Needs::Linux(major, minor) => version.is_some_and(|v| v < (major, minor)),
+                Needs::Pahole(_) => false,
+            };
+            !f.funcs.iter().any(|n| has(n)) || too_old
+        })
         .collect()
 }
 
 /// One line for the log.
 pub fn line(release: &str, f: &Feature) -> String {
     format!(
-        "this kernel ({release}) lacks {} (Linux {}.{}): {}",
-        f.name, f.since.0, f.since.1, f.without
+        "this kernel ({release}) lacks {} ({}): {}",
+        f.name, f.since, f.without
     )
 }
 
 /// The running kernel's missing features; none if its BTF cannot be read
 /// (then loading itself says what is wrong).
 pub fn missing_here(release: &str) -> Vec<&'static Feature> {
-    match KernelBtf::load() {
-        Some(btf) => missing(|f| btf.has_func(f), release_version(release)),
-        None => Vec::new(),
+    let Some(btf) = Btf::kernel() else {
+        return Vec::new();
+    };
+    let mut lacks = missing(|f| btf.has_func(f), release_version(release));
+    if btf.truncates_enum64() {
+        lacks.push(&ENUM64);
     }
+    lacks
 }
 
 /// For the status record.
@@ -89,7 +127,10 @@ pub fn to_json(release: &str, lacks: &[&Feature]) -> Value {
         "release": release,
         "lacks": lacks.iter().map(|f| json!({
             "feature": f.name,
-            "since": format!("{}.{}", f.since.0, f.since.1),
+            "since": match &f.since {
+                Needs::Linux(major, minor) => format!("{major}.{minor}"),
+                Needs::Pahole(v) => format!("pahole {v}"),
+            },
             "without": f.without,
         })).collect::<Vec<_>>(),
     })
@@ -132,6 +173,18 @@ mod tests {
         assert!(missing(|_| true, release_version("7.3.4+deb13-amd64")).is_empty());
         // No release to go by: the BTF alone.
         assert!(missing(|_| true, None).is_empty());
+    }
+
+    #[test]
+    fn a_btf_without_enum64_is_named_with_the_pahole_that_fixes_it() {
+        assert_eq!(
+            line("6.6.56+", &ENUM64),
+            "this kernel (6.6.56+) lacks 64-bit enum values in its BTF (a kernel BTF from pahole 1.24 without --skip_encoding_btf_enum64): sched_ext's 64-bit constants are taken from the kernel scx_phase was built against, checked only in their low 32 bits (so a kernel that moved one would be misread)"
+        );
+        assert_eq!(
+            to_json("6.6.56+", &[&ENUM64])["lacks"][0]["since"],
+            "pahole 1.24 without --skip_encoding_btf_enum64"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod bpf_skel;
+pub mod btf;
 pub mod classify;
 pub mod cli;
 pub mod commands;

@@ -7,6 +7,9 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use scx_phase::bpffs;
 
+use crate::loader::btf::Btf;
+use crate::service::identity;
+
 const SCHED_EXT: &str = "/sys/kernel/sched_ext";
 
 /// The kernel release, for messages.
@@ -74,43 +77,10 @@ fn missing_kfuncs(has: impl Fn(&str) -> bool) -> Vec<&'static str> {
         .collect()
 }
 
-/// The running kernel's BTF, to ask which functions it has.
-pub(crate) struct KernelBtf(*mut libbpf_rs::libbpf_sys::btf);
-
-impl KernelBtf {
-    /// None if the BTF cannot be read.
-    pub(crate) fn load() -> Option<KernelBtf> {
-        // SAFETY: no arguments; NULL (errno set) on failure.
-        let raw = unsafe { libbpf_rs::libbpf_sys::btf__load_vmlinux_btf() };
-        (!raw.is_null()).then_some(KernelBtf(raw))
-    }
-
-    pub(crate) fn has_func(&self, name: &str) -> bool {
-        let Ok(c) = std::ffi::CString::new(name) else {
-            return false;
-        };
-        // SAFETY: a live BTF object and a C string.
-        unsafe {
-            libbpf_rs::libbpf_sys::btf__find_by_name_kind(
-                self.0,
-                c.as_ptr(),
-                libbpf_rs::libbpf_sys::BTF_KIND_FUNC,
-            ) >= 0
-        }
-    }
-}
-
-impl Drop for KernelBtf {
-    fn drop(&mut self) {
-        // SAFETY: the pointer libbpf gave us, freed once.
-        unsafe { libbpf_rs::libbpf_sys::btf__free(self.0) };
-    }
-}
-
 /// A sched_ext too old for this scheduler, named in one line rather than
 /// left to a verifier log.
 pub fn require_kfuncs() -> Result<()> {
-    let Some(btf) = KernelBtf::load() else {
+    let Some(btf) = Btf::kernel() else {
         // No BTF to ask: loading will say what it lacks.
         return Ok(());
     };
@@ -123,6 +93,25 @@ pub fn require_kfuncs() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A load that failed on a kernel whose BTF pahole older than 1.26 wrote:
+/// one line naming the cause, instead of libbpf's "func_proto
+/// incompatible". Any other failure is returned as it was.
+pub fn explain_load_failure(e: anyhow::Error) -> anyhow::Error {
+    match Btf::kernel().map(|b| b.malformed_kfuncs()) {
+        Some(bad) if !bad.is_empty() => anyhow::anyhow!(malformed_line(&kernel_release(), &bad)),
+        _ => e,
+    }
+}
+
+fn malformed_line(release: &str, bad: &[String]) -> String {
+    format!(
+        "this kernel ({release}) was built with pahole older than 1.26: the BTF prototypes of {} keep \
+         their implicit aux argument, so no scheduler that calls them can load; boot a kernel built \
+         with pahole 1.26 or newer",
+        bad.join(", ")
+    )
 }
 
 /// The sched_ext state ("disabled", "enabled", ...) and the attached ops.
@@ -161,9 +150,33 @@ pub fn require_bpffs(pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What identifying the hint service's clients needs of the kernel. Every
+/// sched_ext kernel has it; the hint service alone may run on others.
+pub fn require_service_kernel() -> Result<()> {
+    if let Some(line) = service_line(&kernel_release(), &identity::kernel_lacks()) {
+        bail!("{line}");
+    }
+    Ok(())
+}
+
+fn service_line(release: &str, lacks: &[&identity::Need]) -> Option<String> {
+    let what: Vec<String> = lacks
+        .iter()
+        .map(|n| format!("{} (Linux {}: {})", n.name, n.since, n.why))
+        .collect();
+    (!what.is_empty()).then(|| {
+        format!(
+            "this kernel ({release}) lacks {}, which the hint service needs to know its clients: it needs Linux {} or newer",
+            what.join(" and "),
+            identity::THREAD_PIDFD.since
+        )
+    })
+}
+
 /// What the hint service alone needs.
 pub fn check_for_service(pin_dir: &Path) -> Result<()> {
     require_root()?;
+    require_service_kernel()?;
     require_bpffs(pin_dir)
 }
 
@@ -172,6 +185,7 @@ pub fn check_for_loading(pin_dir: &Path) -> Result<()> {
     require_root()?;
     require_sched_ext()?;
     require_kfuncs()?;
+    require_service_kernel()?;
     require_no_other_scheduler()?;
     require_bpffs(pin_dir)
 }
@@ -209,10 +223,36 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_from_an_old_pahole_is_named_in_one_line() {
+        let bad = [
+            "scx_bpf_kick_cpu".to_string(),
+            "scx_bpf_dsq_insert".to_string(),
+        ];
+        let line = malformed_line("6.17.0-5-generic", &bad);
+        assert_eq!(
+            line,
+            "this kernel (6.17.0-5-generic) was built with pahole older than 1.26: the BTF \
+             prototypes of scx_bpf_kick_cpu, scx_bpf_dsq_insert keep their implicit aux argument, \
+             so no scheduler that calls them can load; boot a kernel built with pahole 1.26 or newer"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_kernel_without_thread_pidfds_is_named_for_the_service() {
+        assert_eq!(service_line("6.8.0", &[]), None);
+        assert_eq!(
+            service_line("6.8.0", &[&identity::THREAD_PIDFD]).unwrap(),
+            "this kernel (6.8.0) lacks PIDFD_THREAD (Linux 6.9: a pidfd for one thread, the key of its hint), \
+             which the hint service needs to know its clients: it needs Linux 6.9 or newer"
+        );
+    }
+
+    #[test]
     fn this_hosts_btf_is_read() {
         // Every kernel with BPF has the bpf_task_acquire kfunc; without
         // sched_ext (as on the build hosts) it has none of sched_ext's.
-        let btf = KernelBtf::load().expect("the kernel's BTF");
+        let btf = Btf::kernel().expect("the kernel's BTF");
         assert!(btf.has_func("bpf_task_acquire"));
         assert!(!btf.has_func("no_such_function_anywhere"));
         let sched_ext = std::path::Path::new(SCHED_EXT).exists();

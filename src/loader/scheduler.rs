@@ -106,7 +106,8 @@ impl<'a> Scheduler<'a> {
         skel.maps.claim_state.reuse_fd(shared.claim_state)?;
         skel.maps.workload_stats.reuse_fd(shared.workload_stats)?;
 
-        let mut skel = scx_ops_load!(skel, phase_ops, uei)?;
+        let mut skel =
+            scx_ops_load!(skel, phase_ops, uei).map_err(preflight::explain_load_failure)?;
 
         // A stats pin left by a killed instance is stale: replace it.
         let stats_pin = pin_dir.join(STATS_MAP_NAME);

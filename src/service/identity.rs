@@ -301,6 +301,70 @@ impl Target {
     }
 }
 
+/// A kernel feature that identifying clients needs, with the release
+/// that brought it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Need {
+    pub name: &'static str,
+    pub since: &'static str,
+    pub why: &'static str,
+}
+
+pub const PEER_PIDFD: Need = Need {
+    name: "SO_PEERPIDFD",
+    since: "6.5",
+    why: "a pidfd for the client from the socket itself, so a reused pid never passes for it",
+};
+
+pub const THREAD_PIDFD: Need = Need {
+    name: "PIDFD_THREAD",
+    since: "6.9",
+    why: "a pidfd for one thread, the key of its hint",
+};
+
+/// The features this kernel lacks, asked of the kernel itself: a pidfd
+/// for this thread, and SO_PEERPIDFD on a socket pair.
+pub fn kernel_lacks() -> Vec<&'static Need> {
+    let thread = sys::pidfd_open(sys::gettid(), true).map(drop);
+    let peer = (|| {
+        let mut fds = [-1; 2];
+        // SAFETY: room for two fds, which we own from here on.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut raw: i32 = -1;
+        sockopt(a.as_fd(), libc::SO_PEERPIDFD, &mut raw)?;
+        // SAFETY: the kernel installed a fresh pidfd for us.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        Ok(())
+    })();
+    lacks(thread, peer)
+}
+
+/// Only the errors that mean "no such feature" count: another failure
+/// (out of fds) says nothing about the kernel.
+fn lacks(thread: io::Result<()>, peer: io::Result<()>) -> Vec<&'static Need> {
+    let missing =
+        |r: &io::Result<()>, errno| matches!(r, Err(e) if e.raw_os_error() == Some(errno));
+    let mut out = Vec::new();
+    if missing(&peer, libc::ENOPROTOOPT) {
+        out.push(&PEER_PIDFD);
+    }
+    if missing(&thread, libc::EINVAL) {
+        out.push(&THREAD_PIDFD);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +380,22 @@ mod tests {
         assert_eq!(st.nspid, vec![815, 7]);
         assert_eq!(st.depth(), 1);
         assert!(Status::parse("Name:\tx\n").is_err());
+    }
+
+    #[test]
+    fn this_kernel_has_what_the_service_needs() {
+        assert_eq!(kernel_lacks(), Vec::<&Need>::new());
+    }
+
+    #[test]
+    fn a_kernel_that_refuses_the_flags_lacks_them_and_other_errors_say_nothing() {
+        let err = |e| Err(io::Error::from_raw_os_error(e));
+        assert_eq!(
+            lacks(err(libc::EINVAL), err(libc::ENOPROTOOPT)),
+            [&PEER_PIDFD, &THREAD_PIDFD]
+        );
+        assert_eq!(lacks(Ok(()), err(libc::ENOPROTOOPT)), [&PEER_PIDFD]);
+        assert!(lacks(err(libc::EMFILE), err(libc::EMFILE)).is_empty());
     }
 
     #[test]
