@@ -8,7 +8,7 @@
 # set_phase call.
 #
 #   scripts/bench.sh [--quick] [--reps N] [--duration SECS] [--cpus N]
-#                    [--nodes K] [--report]
+#                    [--nodes K] [--kernel newest|oldest|6.12] [--report]
 #   scripts/bench.sh --overload [--reps N] [--shape small|wide|oom]...
 #
 #   --quick       one repetition of 3 s runs, no peers (about 3 minutes):
@@ -16,6 +16,7 @@
 #   --reps N      repetitions of every configuration (default 3)
 #   --duration S  seconds per run (default 10)
 #   --cpus N      vCPUs of the VM (default 4), --nodes K its NUMA nodes (2)
+#   --kernel K    the VM's kernel, as scripts/vm.sh --kernel (default newest)
 #   --report      also write docs/bench/RESULTS.md and its chart (with the
 #                 hand-written docs/bench/notes.md appended)
 #
@@ -38,7 +39,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0 shapes=""
+quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0 shapes="" vm_kernel=newest
 peers=(scx_bpfland scx_lavd scx_cosmos)
 # The overload benchmark's peers: the general-purpose ones.
 overload_peers=(scx_bpfland scx_cosmos)
@@ -330,8 +331,7 @@ overload_host() {
     scripts/setup.sh
     cargo build --release --quiet
     install_peers "${overload_peers[@]}"
-    scripts/vm-kernel.sh >/dev/null
-    kernel=$(cat .cache/vm/kernel/version)
+    kernel=$(cat "$(scripts/vm-kernel.sh "$vm_kernel")/version")
     mkdir -p "$out"
     : >"$out/runs.jsonl"
     t0=$(date +%s)
@@ -339,7 +339,7 @@ overload_host() {
     # MiB each); 2 GiB does not, and the OOM killer ends some.
     while read -r shape cpus nodes mem; do
         echo "bench: overload, $shape: $cpus vCPUs in $nodes node(s), $mem MiB ($kernel), $reps repetition(s)"
-        scripts/vm.sh --cpus "$cpus" --nodes "$nodes" --mem "$mem" --timeout 1800 -- \
+        scripts/vm.sh --kernel "$vm_kernel" --cpus "$cpus" --nodes "$nodes" --mem "$mem" --timeout 1800 -- \
             "$0" --reps "$reps" --inside-overload "$shape" "$root/$out/runs.jsonl" || rc=$?
         [ "$rc" -eq 0 ] || echo "bench: the $shape VM exited with $rc" >&2
     done < <(if [ "$quick" -eq 1 ]; then
@@ -363,6 +363,7 @@ while [ $# -gt 0 ]; do
         --duration) duration=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
         --nodes) nodes=$2; shift 2 ;;
+        --kernel) vm_kernel=$2; shift 2 ;;
         --report) report=1; shift ;;
         --overload) overload=1; shift ;;
         --shape) [[ "${2:-}" =~ ^(small|wide|oom)$ ]] || die "--shape takes small, wide or oom"
@@ -390,14 +391,13 @@ mkdir -p "$out"
 echo "bench: set_phase cost on this host"
 cargo bench --quiet --bench set_phase | tee "$out/set_phase.txt"
 
-scripts/vm-kernel.sh >/dev/null
-kernel=$(cat .cache/vm/kernel/version)
+kernel=$(cat "$(scripts/vm-kernel.sh "$vm_kernel")/version")
 echo "bench: $reps repetition(s) of ${duration} s runs in the sched_ext VM ($kernel, $cpus vCPUs in $nodes nodes)"
 t0=$(date +%s)
 # A generous limit: the full run takes about 16 minutes, --quick about 2.
 vm_timeout=3600
 [ "$quick" -eq 1 ] && vm_timeout=900
-scripts/vm.sh --cpus "$cpus" --nodes "$nodes" --mem 4096 --timeout "$vm_timeout" -- \
+scripts/vm.sh --kernel "$vm_kernel" --cpus "$cpus" --nodes "$nodes" --mem 4096 --timeout "$vm_timeout" -- \
     "$0" "${args[@]}" --inside "$root/$out/runs.jsonl"
 meta=$(jq -cn --arg k "$kernel" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
     --arg cmd "scripts/bench.sh ${args[*]}" --argjson vcpus "$cpus" --argjson nodes "$nodes" \
