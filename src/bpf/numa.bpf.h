@@ -71,30 +71,47 @@ struct {
 	__type(value, struct spill_timer);
 } spill_timer_map SEC(".maps");
 
+/*
+ * Kick an idle CPU of another node if node @n's loader queue head has
+ * waited past the threshold. The head is looked at inside an explicit RCU
+ * read-side section: before 7.1 the peek walks a DSQ iterator, which the
+ * verifier allows only in one, and up to at least 6.12 it counts a timer
+ * callback armed by the sleepable ops.init as sleepable, so outside one
+ * (load failed with EPROTO, "expected an RCU CS", on 6.12.118).
+ */
+static __always_inline void spill_kick_for(u32 n, u64 now)
+{
+	struct task_struct *head;
+	struct task_ctx *tctx;
+	u32 m;
+
+	bpf_rcu_read_lock();
+	head = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(n));
+	if (!head || !(tctx = task_ctx(head)) ||
+	    now - tctx->enqueued_at < numa_spill_ns)
+		goto out;
+	bpf_for(m, 0, nr_nodes) {
+		s32 cpu;
+
+		if (m == n)
+			continue;
+		cpu = idle_cpu_in_node(head->cpus_ptr, m);
+		if (cpu >= 0) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			break;
+		}
+	}
+out:
+	bpf_rcu_read_unlock();
+}
+
 static int spill_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
 	u64 now = scx_bpf_now();
-	u32 n, m;
+	u32 n;
 
-	bpf_for(n, 0, nr_nodes) {
-		struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(n));
-		struct task_ctx *tctx;
-
-		if (!head || !(tctx = task_ctx(head)) ||
-		    now - tctx->enqueued_at < numa_spill_ns)
-			continue;
-		bpf_for(m, 0, nr_nodes) {
-			s32 cpu;
-
-			if (m == n)
-				continue;
-			cpu = idle_cpu_in_node(head->cpus_ptr, m);
-			if (cpu >= 0) {
-				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-				break;
-			}
-		}
-	}
+	bpf_for(n, 0, nr_nodes)
+		spill_kick_for(n, now);
 	bpf_timer_start(timer, numa_spill_ns, 0);
 	return 0;
 }
