@@ -21,6 +21,7 @@ SHAPES = {
     "wide": "16 vCPUs in 2 nodes, 12 GiB",
     "oom": "4 vCPUs, 2 GiB (the OOM killer ends some)",
     "quick": "4 vCPUs, 4 GiB (--quick)",
+    "threads": "4 vCPUs, 12 GiB (--shape threads)",
 }
 
 
