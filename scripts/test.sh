@@ -123,7 +123,8 @@ scripts/vm.sh --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "
 # smoke set, by exact name (attach, what the kernel lacks, a hint, a
 # boost, a NUMA-local loader, NUMA spill (its timer peeks a queue from a
 # callback: the DSQ-iterator path before 7.1), the fair queues on that
-# path, a container hinting itself, stress, detach).
+# path, slices the scheduler writes (into the task itself before 6.19), a
+# container hinting itself, stress, detach).
 smoke=(lifecycle::attaches_under_its_own_name
        lifecycle::the_features_this_kernel_lacks_are_named
        hints::the_scheduler_accounts_cpu_to_the_hinted_phase
@@ -131,6 +132,7 @@ smoke=(lifecycle::attaches_under_its_own_name
        numa::data_loaders_hinted_node_1_run_only_on_node_1
        numa::loaders_leave_their_node_only_with_numa_spill
        fair::an_odd_number_of_hogs_shares_the_cpus_evenly
+       fair::a_deep_queue_runs_the_shorter_slice_the_scheduler_wrote
        containers::containers_hint_themselves_under_their_default_seccomp_profile
        smoke::stress_ng_45s_with_affinity_churn_no_stall
        lifecycle::sigint_detaches_within_a_second_and_exits_0)

@@ -82,3 +82,59 @@ fn a_thread_alone_on_its_cpu_does_not_push_back_wake_ups_elsewhere() {
     // Two slices: the sleeper, queued ahead of the hogs, waits for one.
     assert!(pct(0.9) <= 10.0, "p90 late by {:.1} ms", pct(0.9));
 }
+
+/// Involuntary context switches of `tid` so far.
+fn preemptions(tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The median, over `n` hogs pinned to CPU 0, of how long each ran
+/// between two preemptions, in ms over 3 s.
+fn median_run_ms(n: usize) -> f64 {
+    let hogs = Hogs::start(n);
+    let tids = hogs.tids();
+    for &t in &tids {
+        set_affinity(t, &[0]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before: Vec<(u64, u64)> = tids.iter().map(|&t| (cpu_ns(t), preemptions(t))).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut runs: Vec<f64> = tids
+        .iter()
+        .zip(&before)
+        .map(|(&t, &(ns, sw))| (cpu_ns(t) - ns) as f64 / 1e6 / (preemptions(t) - sw).max(1) as f64)
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+/// A CPU's slice shortens as its queue grows: the scheduler writes it as
+/// the task starts to run (scx_bpf_task_set_slice from 6.19; before it,
+/// into the task itself, as 6.12 has no kfunc for it). Tasks are queued
+/// with the full slice, so a write that did not land would leave every
+/// slice full: 3 hogs on one CPU (2 waiting) run the full 20 ms, 9 (8
+/// waiting) half of it. The tick (4 ms at HZ=250) rounds each up.
+#[test]
+fn a_deep_queue_runs_the_shorter_slice_the_scheduler_wrote() {
+    let _loader = Loader::start(&["--slice-us", "20000"]);
+    let shallow = median_run_ms(3);
+    let deep = median_run_ms(9);
+    println!(
+        "MEASURED slices, --slice-us 20000, hogs pinned to CPU 0: 3 hogs ran {shallow:.1} ms between preemptions (full slice 20 ms), 9 hogs {deep:.1} ms (written: 10 ms)"
+    );
+    assert!(
+        shallow >= 17.0,
+        "3 hogs ran {shallow:.1} ms slices, not the full 20 ms"
+    );
+    assert!(
+        (8.0..=15.0).contains(&deep),
+        "9 hogs ran {deep:.1} ms slices, not the 10 ms written (20 ms: the write did not land)"
+    );
+}
