@@ -169,11 +169,18 @@ fn a_training_runs_mlflow_run_gets_the_schedulers_figures() {
         "boosted_share {share} vs boosted phases' {} of the CPU",
         boosted_phases / total
     );
-    assert!(share > 0.5, "{share}");
-    // Everything the loop ran is in the figures.
+    // Everything the loop ran is in the figures, and in its boosted phases
+    // but what the MLflow logger thread took meanwhile. Not the share
+    // itself: the process's un-hinted CPU is mostly importing torch and
+    // MLflow, which the host's load stretches (the share was 0.46-0.58 in
+    // runs right in every other figure).
     assert!(
         total >= 0.9 * loop_cpu,
         "{total} s logged, the loop ran {loop_cpu} s"
+    );
+    assert!(
+        boosted_phases >= 0.85 * loop_cpu && share > 0.0,
+        "{boosted_phases} s in boosted phases of the loop's {loop_cpu} s (share {share})"
     );
     assert!(logs >= 3, "{logs} logs of a 12 s loop every 3 s: {run}");
 }
