@@ -105,19 +105,29 @@ all=$(count) n1=$(count "${first[@]}") n2=$(count "${second[@]}") n3=$(count "${
 n4=$(count "${fourth[@]}")
 [ $((n1 + n2 + n3 + n4)) -eq "$all" ] ||
     { echo "test.sh: the VM runs cover $n1 + $n2 + $n3 + $n4 tests of $all: fix their filters" >&2; exit 1; }
-# All VM runs go ahead even if one fails, so one log shows all.
+# All VM runs go ahead even if one fails, so one log shows all. Each run's
+# output also goes to one file, so that the end of the log can name what
+# failed: CI keeps only the tail.
 failed=0
+failures=()
+vm_log=target/test-vm.log
+: >"$vm_log"
+vm() {
+    local what=$1
+    shift
+    scripts/vm.sh "$@" 2>&1 | tee -a "$vm_log" || { failed=1; failures+=("$what"); }
+}
 step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes): $n1 tests"
-scripts/vm.sh --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${first[@]}" || failed=1
+vm "VM tests, 2 vCPUs on $kernel" --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${first[@]}"
 
 step "VM NUMA and claim tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes): $n2 tests"
-scripts/vm.sh --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${second[@]}" || failed=1
+vm "VM NUMA and claim tests on $kernel" --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${second[@]}"
 
 step "VM systemd tests (sched_ext kernel $kernel, systemd as init, 2 vCPUs): $n3 tests"
-scripts/vm.sh --systemd --cpus 2 -- "$vm_tests" --test-threads=1 --nocapture "${third[@]}" || failed=1
+vm "VM systemd tests on $kernel" --systemd --cpus 2 -- "$vm_tests" --test-threads=1 --nocapture "${third[@]}"
 
 step "VM overload test (sched_ext kernel $kernel, 4 vCPUs, 10 GiB): $n4 tests"
-scripts/vm.sh --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "${fourth[@]}" || failed=1
+vm "overload test on $kernel" --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "${fourth[@]}"
 
 # The oldest sched_ext kernel of trixie-backports, where fleets lag: a
 # smoke set, by exact name (attach, what the kernel lacks, a hint, a
@@ -140,7 +150,7 @@ oldest=$(cat "$(scripts/vm-kernel.sh oldest)/version")
 [ "$(count --exact "${smoke[@]}")" -eq ${#smoke[@]} ] ||
     { echo "test.sh: a smoke test name matches no test" >&2; exit 1; }
 step "VM smoke set on the oldest sched_ext kernel ($oldest, 2 vCPUs in 2 NUMA nodes): ${#smoke[@]} tests"
-scripts/vm.sh --kernel oldest --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --exact "${smoke[@]}" || failed=1
+vm "smoke set on $oldest" --kernel oldest --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --exact "${smoke[@]}"
 
 # The LTS floor, 6.12 (RHEL 10's kernel), built from Debian's source as no
 # Debian binary has sched_ext there: the old kfunc names (dispatch,
@@ -148,21 +158,26 @@ scripts/vm.sh --kernel oldest --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1
 # same smoke set.
 lts=$(cat "$(scripts/vm-kernel.sh 6.12)/version")
 step "VM smoke set on the LTS floor ($lts, built from Debian's source, 2 vCPUs in 2 NUMA nodes): ${#smoke[@]} tests"
-scripts/vm.sh --kernel 6.12 --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --exact "${smoke[@]}" || failed=1
+vm "smoke set on $lts" --kernel 6.12 --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture --exact "${smoke[@]}"
 
 # The overload test on both older kernels too (about 2.5 minutes each):
 # their fallbacks (a DSQ iterator for each peek; on 6.12 also slices
 # written directly and no cached clock) are all on the overloaded paths.
 for k in oldest 6.12; do
     step "VM overload test on $(cat "$(scripts/vm-kernel.sh "$k")/version") (4 vCPUs, 10 GiB): $n4 tests"
-    scripts/vm.sh --kernel "$k" --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "${fourth[@]}" || failed=1
+    vm "overload test on $k" --kernel "$k" --cpus 4 --mem 10240 -- "$vm_tests" --test-threads=1 --nocapture "${fourth[@]}"
 done
 
 # The benchmark in --quick mode (one short run of every configuration but
 # the peers, plus the set_phase cost), so that it cannot rot. It fails if
 # any configuration did not run or a field is missing; it judges no timing.
 step "benchmark, quick (scripts/bench.sh --quick)"
-scripts/bench.sh --quick || failed=1
+scripts/bench.sh --quick || { failed=1; failures+=("quick benchmark"); }
 step "done"
 
-[ "$failed" -eq 0 ] || { echo "test.sh: VM tests or the quick benchmark failed" >&2; exit 1; }
+if [ "$failed" -ne 0 ]; then
+    echo "test.sh: failed: $(IFS=';'; echo "${failures[*]}")" >&2
+    # The failing tests by name, and each panic with the lines after it.
+    grep -aE -A3 ' FAILED\s*$|panicked at' "$vm_log" | head -60 >&2 || true
+    exit 1
+fi
