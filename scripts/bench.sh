@@ -10,6 +10,7 @@
 #   scripts/bench.sh [--quick] [--reps N] [--duration SECS] [--cpus N]
 #                    [--nodes K] [--kernel newest|oldest|6.12] [--report]
 #   scripts/bench.sh --overload [--reps N] [--shape small|wide|oom|threads]...
+#   scripts/bench.sh --work [--sizes "2 4 16 64"]
 #
 #   --quick       one repetition of 3 s runs, no peers (about 3 minutes):
 #                 proves the bench runs and yields every field
@@ -34,6 +35,14 @@
 #                 for repetitions of its noisy figure).
 #                 target/bench/overload/.
 #
+#   --work        the work counters by host size: scx_phase's configurations
+#                 of the quick benchmark (d, g_phase, h: hogs, self-contention,
+#                 an exclusive claim) and messaging, 3 s each, in one boot
+#                 per size (2 vCPUs in 1 node, 4 and 16 in 2, 64 in 4); per
+#                 callback, the mean and the most CPUs and queues one call
+#                 looked at (exact counts, so short runs do). About 12
+#                 minutes; --sizes picks vCPU counts. target/bench/work/.
+#
 # Every configuration runs in one VM boot, interleaved: each repetition
 # visits them all, starting one further along the list each time. Results
 # go to target/bench/results.json (target/bench/quick/ with --quick).
@@ -42,6 +51,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0 shapes="" vm_kernel=newest
+work=0 sizes="2 4 16 64"
 peers=(scx_bpfland scx_lavd scx_cosmos)
 # The overload benchmark's peers: the general-purpose ones.
 overload_peers=(scx_bpfland scx_cosmos)
@@ -229,6 +239,46 @@ inside() {
     done
 }
 
+# ------------------------------------------------------------ work, in the VM
+# The work counters of one scx_phase run: what --monitor reports since the
+# scheduler started (its totals and maxima), read just before it stops.
+work_counters() {
+    local line
+    line=$(timeout 20 "$root/target/release/scx_phase" --monitor 0.2 --json 2>/dev/null | head -n 1) || true
+    jq -c '.work' <<<"$line" 2>/dev/null || echo null
+}
+
+# scx_phase's configurations of the quick benchmark, then messaging; into $1.
+work_inside() {
+    local out=$1 config opts args w
+    [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
+    # job_args puts the loaders' data on the last node.
+    nodes=$(find /sys/devices/system/node -maxdepth 1 -name 'node[0-9]*' | wc -l)
+    echo "work counters: $(nproc) vCPUs in $nodes node(s)"
+    for config in d g_phase h messaging; do
+        opts=""
+        [ "$config" = h ] && opts="--max-exclusive-pct 100"
+        if ! sched_start scx_phase "$opts"; then
+            echo "  $config: $sched_err"
+            jq -cn --arg c "$config" --argjson v "$(nproc)" --arg e "$sched_err" \
+                '{config: $c, vcpus: $v, ok: false, error: $e}' >>"$out"
+            continue
+        fi
+        if [ "$config" = messaging ]; then
+            perf bench sched messaging -g 4 -l 50 >/dev/null 2>&1 || true
+        else
+            read -ra args <<<"$(job_args "$config")"
+            "$root/target/release/phase-bench" "${args[@]}" >/dev/null 2>&1 || true
+        fi
+        w=$(work_counters)
+        sched_stop
+        jq -cn --arg c "$config" --argjson v "$(nproc)" --argjson w "$w" \
+            '{config: $c, vcpus: $v, ok: ($w != null), work: $w}' >>"$out"
+        jq -r --arg c "$config" '"  \($c): " + ([.[]? | select(.calls > 0) |
+            "\(.callback) \(.cpus / .calls * 100 | round / 100)/\(.cpus_max) cpus"] | join(", "))' <<<"$w"
+    done
+}
+
 # ---------------------------------------------------------- overload, in the VM
 # The loads of each VM shape: "name|perf bench sched messaging options".
 # 10,240 tasks are threads (-t), as many processes need 36 GiB, and run 5
@@ -326,6 +376,32 @@ install_peers() {
     done
 }
 
+# The work counters: one boot per size, then the table and its chart.
+work_host() {
+    local out=target/bench/work t0 kernel size nodes rc=0
+    duration=3
+    scripts/setup.sh
+    cargo build --release --quiet
+    kernel=$(cat "$(scripts/vm-kernel.sh "$vm_kernel")/version")
+    mkdir -p "$out"
+    : >"$out/runs.jsonl"
+    t0=$(date +%s)
+    for size in $sizes; do
+        nodes=2
+        [ "$size" -le 2 ] && nodes=1
+        [ "$size" -ge 64 ] && nodes=4
+        echo "bench: work counters, $size vCPUs in $nodes node(s) ($kernel)"
+        scripts/vm.sh --kernel "$vm_kernel" --cpus "$size" --nodes "$nodes" --mem $(( 2048 + 64 * size )) \
+            --timeout 1200 -- "$0" --duration 3 --inside-work "$root/$out/runs.jsonl" || rc=$?
+        [ "$rc" -eq 0 ] || echo "bench: the $size-vCPU VM exited with $rc" >&2
+    done
+    python3 scripts/bench-work-report.py "$out/runs.jsonl" --chart "$out/work.png" \
+        --meta "$(jq -cn --arg k "$kernel" --argjson secs "$(( $(date +%s) - t0 ))" \
+            --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+            '{kernel: $k, seconds: $secs, commit: $commit}')" | tee "$out/table.md"
+    return "$rc"
+}
+
 # The overload benchmark: three VM boots, one per shape, then the table.
 overload_host() {
     local out=target/bench/overload t0 kernel shape cpus mem nodes rc=0
@@ -369,10 +445,14 @@ while [ $# -gt 0 ]; do
         --kernel) vm_kernel=$2; shift 2 ;;
         --report) report=1; shift ;;
         --overload) overload=1; shift ;;
+        --work) work=1; shift ;;
+        --sizes) [[ "${2:-}" =~ ^[0-9\ ]+$ ]] || die "--sizes takes vCPU counts, e.g. \"2 4 16 64\""
+                 sizes=$2; shift 2 ;;
         --shape) [[ "${2:-}" =~ ^(small|wide|oom|threads)$ ]] || die "--shape takes small, wide, oom or threads"
                   shapes=${shapes:+$shapes|}$2; shift 2 ;;
         --inside) shift; inside "$1"; exit 0 ;;
         --inside-overload) overload_inside "$2" "$3"; exit 0 ;;
+        --inside-work) work_inside "$2"; exit 0 ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
@@ -381,6 +461,10 @@ done
 
 if [ "$overload" -eq 1 ]; then
     overload_host
+    exit 0
+fi
+if [ "$work" -eq 1 ]; then
+    work_host
     exit 0
 fi
 

@@ -18,6 +18,7 @@ unsafe impl plain::Plain for cpu_claim {}
 unsafe impl plain::Plain for workload_claim {}
 unsafe impl plain::Plain for claim_state {}
 unsafe impl plain::Plain for workload_phase_stats {}
+unsafe impl plain::Plain for work_counters {}
 
 // bindgen generates the struct, so the derive cannot go on it.
 #[allow(clippy::derivable_impls)]
@@ -28,6 +29,19 @@ impl Default for workload_phase_stats {
             boosted_ns: 0,
             wait_ns: 0,
             waits: 0,
+        }
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for work_counters {
+    fn default() -> Self {
+        work_counters {
+            calls: 0,
+            cpus: 0,
+            queues: 0,
+            max_cpus: 0,
+            max_queues: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-phase counters from the pinned `phase_stats` map: reading, deltas,
-//! and the table and JSON that `--stats` and `--monitor` print.
+//! Per-phase counters from the pinned `phase_stats` map and work counters
+//! from `work_stats`: reading, deltas, and the table and JSON that
+//! `--stats` and `--monitor` print.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -16,6 +17,30 @@ use crate::phase::Phase;
 pub const STATS_MAP_NAME: &str = "phase_stats";
 /// One slot per phase plus one for tasks without a valid hint.
 pub const NR_SLOTS: usize = Phase::ALL.len() + 1;
+/// The work counters' map: per callback, the CPUs and queues it looked at.
+pub const WORK_MAP_NAME: &str = "work_stats";
+pub const NR_CALLBACKS: usize = crate::bpf_intf::scx_phase_callback_SCX_PHASE_NR_CALLBACKS as usize;
+/// The callbacks of `enum scx_phase_callback`, in its order.
+pub const CALLBACKS: [&str; NR_CALLBACKS] = [
+    "select_cpu",
+    "enqueue",
+    "dispatch",
+    "running",
+    "tick",
+    "stopping",
+    "spill_timer",
+];
+/// `struct work_counters` of `intf.h`.
+pub type WorkCounters = crate::bpf_intf::work_counters;
+
+/// Fold one CPU's work counters in: sums, and the maxima.
+fn add_work(t: &mut WorkCounters, c: &WorkCounters) {
+    t.calls += c.calls;
+    t.cpus += c.cpus;
+    t.queues += c.queues;
+    t.max_cpus = t.max_cpus.max(c.max_cpus);
+    t.max_queues = t.max_queues.max(c.max_queues);
+}
 
 /// `struct phase_counters` of `intf.h`.
 #[repr(C)]
@@ -88,10 +113,11 @@ pub fn slot_name(i: usize) -> &'static str {
     Phase::ALL.get(i).map_or("unhinted", |p| p.name())
 }
 
-/// Counters of every slot, summed over CPUs, at one instant.
+/// Counters of every slot and callback, summed over CPUs, at one instant.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub slots: [PhaseCounters; NR_SLOTS],
+    pub work: [WorkCounters; NR_CALLBACKS],
     pub at: Instant,
 }
 
@@ -126,16 +152,20 @@ impl Snapshot {
     }
 }
 
-/// Sum the per-CPU counters of the stats map behind `fd`.
-pub fn read(fd: BorrowedFd<'_>) -> std::io::Result<Snapshot> {
+/// Fold the per-CPU values of each entry of the per-CPU array behind `fd`
+/// into `totals`, one entry per key.
+fn read_per_cpu<T: plain::Plain + Default>(
+    fd: BorrowedFd<'_>,
+    totals: &mut [T],
+    fold: fn(&mut T, &T),
+) -> std::io::Result<()> {
     // SAFETY: a libbpf query without arguments.
     let ncpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
     let ncpus = usize::try_from(ncpus).map_err(|_| std::io::Error::from_raw_os_error(-ncpus))?;
-    let stride = std::mem::size_of::<PhaseCounters>().next_multiple_of(8);
+    let stride = std::mem::size_of::<T>().next_multiple_of(8);
     let mut buf = vec![0u8; stride * ncpus];
-    let mut slots = [PhaseCounters::default(); NR_SLOTS];
-    for (slot, total) in slots.iter_mut().enumerate() {
-        let key = slot as u32;
+    for (key, total) in totals.iter_mut().enumerate() {
+        let key = key as u32;
         // SAFETY: a per-CPU lookup writes stride * ncpus bytes into buf.
         let ret = unsafe {
             libbpf_sys::bpf_map_lookup_elem(
@@ -148,50 +178,64 @@ pub fn read(fd: BorrowedFd<'_>) -> std::io::Result<Snapshot> {
             return Err(std::io::Error::from_raw_os_error(-ret));
         }
         for cpu in buf.chunks_exact(stride) {
-            let mut c = PhaseCounters::default();
+            let mut c = T::default();
             plain::copy_from_bytes(&mut c, cpu)
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-            total.add(&c);
+            fold(total, &c);
         }
     }
+    Ok(())
+}
+
+/// Sum the per-CPU counters of the stats map behind `stats` and the work
+/// counters behind `work`.
+pub fn read(stats: BorrowedFd<'_>, work: BorrowedFd<'_>) -> std::io::Result<Snapshot> {
+    let mut slots = [PhaseCounters::default(); NR_SLOTS];
+    read_per_cpu(stats, &mut slots, PhaseCounters::add)?;
+    let mut w = [WorkCounters::default(); NR_CALLBACKS];
+    read_per_cpu(work, &mut w, add_work)?;
     Ok(Snapshot {
         slots,
+        work: w,
         at: Instant::now(),
     })
 }
 
-/// The pinned stats map of a running scheduler.
+/// The pinned stats maps of a running scheduler.
 pub struct StatsMap {
-    fd: OwnedFd,
+    stats: OwnedFd,
+    work: OwnedFd,
+}
+
+/// Open the map `name` pinned in `pin_dir`.
+fn open_pin(pin_dir: &Path, name: &str) -> anyhow::Result<OwnedFd> {
+    let path: PathBuf = pin_dir.join(name);
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: valid C string.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    if fd < 0 {
+        let err = std::io::Error::from_raw_os_error(-fd);
+        if err.kind() == std::io::ErrorKind::NotFound {
+            anyhow::bail!("no stats at {}: scx_phase is not running", path.display());
+        }
+        anyhow::bail!("cannot open {}: {err}", path.display());
+    }
+    // SAFETY: a fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 impl StatsMap {
-    /// Open the stats map pinned in `pin_dir`.
+    /// Open the stats maps pinned in `pin_dir`.
     pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
-        let path: PathBuf = pin_dir.join(STATS_MAP_NAME);
-        let c = CString::new(path.as_os_str().as_bytes())?;
-        // SAFETY: valid C string.
-        let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
-        if fd < 0 {
-            let err = std::io::Error::from_raw_os_error(-fd);
-            if err.kind() == std::io::ErrorKind::NotFound {
-                anyhow::bail!("no stats at {}: scx_phase is not running", path.display());
-            }
-            anyhow::bail!("cannot open {}: {err}", path.display());
-        }
-        // SAFETY: a fresh fd from the kernel.
         Ok(StatsMap {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            stats: open_pin(pin_dir, STATS_MAP_NAME)?,
+            work: open_pin(pin_dir, WORK_MAP_NAME)?,
         })
     }
 
     pub fn read(&self) -> std::io::Result<Snapshot> {
-        read(self.fd_ref())
-    }
-
-    fn fd_ref(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.fd.as_fd()
+        read(self.stats.as_fd(), self.work.as_fd())
     }
 }
 
@@ -247,6 +291,8 @@ pub struct Report {
     pub rcu_readers: u64,
     /// The longest single wait of any phase since start, and who waited.
     pub longest_wait: Option<LongestWait>,
+    /// What each callback looked at per call.
+    pub work: Vec<CallbackWork>,
     /// The hint service's counters, when it could be read.
     pub service: Option<ServiceReport>,
     /// Totals of the workload API, when the service's status could be read.
@@ -291,6 +337,51 @@ impl From<crate::bpf_intf::service_counters> for ServiceReport {
             dropped_clients: c.dropped_clients,
         }
     }
+}
+
+/// One callback's work: calls and mean CPUs and queues looked at per call
+/// in the interval, the most one call looked at since start, and the
+/// totals since start. The means grow with the host only if a hot path
+/// scans it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallbackWork {
+    pub callback: &'static str,
+    pub calls_per_s: f64,
+    pub cpus_mean: f64,
+    pub queues_mean: f64,
+    pub cpus_max: u64,
+    pub queues_max: u64,
+    pub calls: u64,
+    pub cpus: u64,
+    pub queues: u64,
+}
+
+fn callback_work(dt: f64, prev: &Snapshot, cur: &Snapshot) -> Vec<CallbackWork> {
+    CALLBACKS
+        .iter()
+        .zip(prev.work.iter().zip(&cur.work))
+        .map(|(name, (a, b))| {
+            let calls = b.calls.saturating_sub(a.calls);
+            let mean = |x: u64, y: u64| {
+                if calls > 0 {
+                    y.saturating_sub(x) as f64 / calls as f64
+                } else {
+                    0.0
+                }
+            };
+            CallbackWork {
+                callback: name,
+                calls_per_s: calls as f64 / dt,
+                cpus_mean: mean(a.cpus, b.cpus),
+                queues_mean: mean(a.queues, b.queues),
+                cpus_max: b.max_cpus,
+                queues_max: b.max_queues,
+                calls: b.calls,
+                cpus: b.cpus,
+                queues: b.queues,
+            }
+        })
+        .collect()
 }
 
 /// The thread behind the longest wait: starvation shows up here first.
@@ -362,6 +453,7 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         claim_passes: cur.claim_passes(),
         rcu_readers: cur.rcu_readers(),
         longest_wait: longest_wait(cur),
+        work: callback_work(dt, prev, cur),
         service: None,
         workloads: None,
     }
@@ -445,6 +537,17 @@ impl Report {
                 w.ms, w.tid, w.comm, w.phase
             );
         }
+        s += "work per call (CPUs and queues looked at: mean in the interval, max since start):\n";
+        s += &format!(
+            "  {:<12} {:>9} {:>9} {:>8} {:>10} {:>8}\n",
+            "callback", "calls/s", "cpus", "max", "queues", "max"
+        );
+        for w in &self.work {
+            s += &format!(
+                "  {:<12} {:>9.0} {:>9.2} {:>8} {:>10.2} {:>8}\n",
+                w.callback, w.calls_per_s, w.cpus_mean, w.cpus_max, w.queues_mean, w.queues_max
+            );
+        }
         s
     }
 }
@@ -459,6 +562,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Snapshot {
             slots: [PhaseCounters::default(); NR_SLOTS],
+            work: [WorkCounters::default(); NR_CALLBACKS],
             at: t0,
         };
         a.slots[3].enqueues = 10;
@@ -543,5 +647,58 @@ mod tests {
             (t.runtime_ns, t.max_wait_ns, t.max_wait_tid, t.threads),
             (11, 7, 70, 2)
         );
+    }
+
+    #[test]
+    fn work_counters_fold_sums_and_maxima_and_report_means_per_call() {
+        let mut t = WorkCounters::default();
+        for (calls, cpus, max_cpus) in [(4, 10, 5), (6, 20, 9)] {
+            add_work(
+                &mut t,
+                &WorkCounters {
+                    calls,
+                    cpus,
+                    queues: calls * 2,
+                    max_cpus,
+                    max_queues: 3,
+                },
+            );
+        }
+        assert_eq!(
+            (t.calls, t.cpus, t.queues, t.max_cpus, t.max_queues),
+            (10, 30, 20, 9, 3)
+        );
+
+        let t0 = Instant::now();
+        let a = Snapshot {
+            slots: [PhaseCounters::default(); NR_SLOTS],
+            work: [WorkCounters::default(); NR_CALLBACKS],
+            at: t0,
+        };
+        let mut b = a.clone();
+        b.at = t0 + Duration::from_secs(2);
+        b.work[2] = t;
+        let r = report(&a, &b);
+        assert_eq!(r.work.len(), NR_CALLBACKS);
+        let d = &r.work[2];
+        assert_eq!(d.callback, "dispatch");
+        assert!((d.calls_per_s - 5.0).abs() < 1e-9);
+        assert!((d.cpus_mean - 3.0).abs() < 1e-9);
+        assert!((d.queues_mean - 2.0).abs() < 1e-9);
+        assert_eq!((d.cpus_max, d.queues_max, d.calls), (9, 3, 10));
+        assert_eq!((d.cpus, d.queues), (30, 20));
+        // A callback that did not run in the interval has no mean, not NaN.
+        assert_eq!(r.work[0].cpus_mean, 0.0);
+        let table = r.table();
+        assert!(table.contains("work per call"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["dispatch", "5", "3.00", "9", "2.00", "3"]),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["work"][2]["cpus_max"], 9);
     }
 }

@@ -172,7 +172,7 @@ static __always_inline u64 queue_vtime(struct task_ctx *tctx, u64 dsq, u64 enq_f
 	struct task_struct *head;
 
 	if (enq_flags & SCX_ENQ_WAKEUP) {
-		head = __COMPAT_scx_bpf_dsq_peek(dsq);
+		head = dsq_peek(dsq);
 		if (head && vtime_before(head->scx.dsq_vtime, ref))
 			ref = head->scx.dsq_vtime;
 		if (vtime_before(ref, clk - VTIME_DRIFT_SLICES * slice_ns))

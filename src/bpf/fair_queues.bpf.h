@@ -55,6 +55,7 @@ static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
 {
 	struct cpu_ctx *c = cpu_ctx_of(cpu);
 
+	work_cpu();
 	if (!c || c->cur_class == CLASS_NONE)
 		return now;
 	if (class_boosted(c->cur_class) && budget_left_remote(c, now))
@@ -112,7 +113,7 @@ static __always_inline s32 wakeup_queue_cpu(const struct cpumask *allowed, s32 c
 			bpf_cpumask_any_distribute(allowed),
 			bpf_cpumask_any_distribute(allowed) };
 	u64 best_at = fair_turn_at(cpu, now), at;
-	u64 best_len = scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu)), len;
+	u64 best_len = dsq_len(FAIR_DSQ(cpu)), len;
 	u32 i;
 
 	bpf_for(i, 0, 3) {
@@ -121,7 +122,7 @@ static __always_inline s32 wakeup_queue_cpu(const struct cpumask *allowed, s32 c
 		if (other == cpu || other < 0 || other >= nr_cpus ||
 		    !bpf_cpumask_test_cpu(other, allowed))
 			continue;
-		len = scx_bpf_dsq_nr_queued(FAIR_DSQ(other));
+		len = dsq_len(FAIR_DSQ(other));
 		if (len > best_len)
 			continue;
 		at = fair_turn_at(other, now);
@@ -158,10 +159,10 @@ static __always_inline bool take_lagging(s32 cpu, s32 peer, struct task_struct *
 
 	if (peer < 0 || !mine)
 		return false;
-	head = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(peer));
+	head = dsq_peek(FAIR_DSQ(peer));
 	if (!head || !vtime_before(head->scx.dsq_vtime + slice_ns, mine->scx.dsq_vtime) ||
 	    !task_movable(head, peer, cpu) ||
-	    !scx_bpf_dsq_move_to_local(FAIR_DSQ(peer), 0))
+	    !dsq_take(FAIR_DSQ(peer)))
 		return false;
 	count_fair_move(false);
 	return true;
@@ -184,6 +185,7 @@ __noinline bool take_placeable(s32 cpu)
 	struct task_struct *p;
 	u32 seen = 0;
 
+	work_queue();
 	bpf_for_each(scx_dsq, p, FAIR_DSQ(cpu), 0) {
 		if (++seen > PLACEABLE_SCAN)
 			break;
@@ -208,11 +210,12 @@ static __always_inline bool steal_fair(s32 cpu, s32 node)
 	for (pass = 0; pass < 2; pass++) {
 		bpf_for(i, 1, nr_cpus) {
 			other = (cpu + i) % nr_cpus;
+			work_cpu();
 			if ((node_of_cpu(other) == node) != (pass == 0))
 				continue;
-			head = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(other));
+			head = dsq_peek(FAIR_DSQ(other));
 			if (head && task_placeable_on(head, cpu) &&
-			    scx_bpf_dsq_move_to_local(FAIR_DSQ(other), 0)) {
+			    dsq_take(FAIR_DSQ(other))) {
 				count_fair_move(true);
 				return true;
 			}

@@ -179,6 +179,33 @@ struct phase_counters {
 };
 
 /*
+ * Work counters (the pinned work_stats map, per CPU, one entry per
+ * callback): how many CPUs and queues each call looked at, so that the
+ * cost of a scheduling event as the host grows is an exact count, not a
+ * time (times are distorted under TCG and overcommit).
+ */
+enum scx_phase_callback {
+	SCX_PHASE_CB_SELECT_CPU,
+	SCX_PHASE_CB_ENQUEUE,
+	SCX_PHASE_CB_DISPATCH,
+	SCX_PHASE_CB_RUNNING,
+	SCX_PHASE_CB_TICK,
+	SCX_PHASE_CB_STOPPING,
+	SCX_PHASE_CB_SPILL_TIMER,
+	SCX_PHASE_NR_CALLBACKS,
+};
+
+struct work_counters {
+	u64 calls;		/* times the callback ran */
+	u64 cpus;		/* CPUs its calls looked at, in all: a loop's
+				 * iteration, a test of another CPU's state */
+	u64 queues;		/* queues its calls looked at, in all: a peek,
+				 * a length, a move from one */
+	u64 max_cpus;		/* most CPUs a single call looked at */
+	u64 max_queues;		/* most queues a single call looked at */
+};
+
+/*
  * CPU claims of the workload API. The service writes who claims each CPU
  * (cpu_claims) and each workload's CPUs (workload_claims), then bumps
  * claim_state.generation, so that the scheduler rebuilds its mask of

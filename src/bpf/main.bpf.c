@@ -3,6 +3,7 @@
  * scx_phase: a sched_ext scheduler that schedules by training phase.
  *
  * This file wires the sched_ext callbacks to the policy pieces:
+ *   work.bpf.h      work counters: CPUs and queues each callback looked at
  *   stats.bpf.h     per-phase counters
  *   topology.bpf.h  host topology from the loader
  *   task_ctx.bpf.h  per-task state
@@ -27,6 +28,7 @@
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
+#include "work.bpf.h"
 #include "stats.bpf.h"
 #include "topology.bpf.h"
 #include "task_ctx.bpf.h"
@@ -56,6 +58,7 @@ static __always_inline bool node_allowed(const struct task_struct *p, s32 node)
 	if (p->nr_cpus_allowed >= nr_cpus)
 		return true;
 	bpf_for(cpu, 0, nr_cpus) {
+		work_cpu();
 		if (cpu_in_node(cpu, node) && bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			return true;
 	}
@@ -160,8 +163,7 @@ static __always_inline s32 idle_cpu_in(struct task_struct *p, s32 prev_cpu, u64 
 	return scx_bpf_pick_idle_cpu(allowed, 0);
 }
 
-s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
-		   u64 wake_flags)
+static __always_inline s32 on_select_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	const struct cpumask *allowed;
@@ -228,6 +230,16 @@ s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
 	return cpu;
 }
 
+s32 BPF_STRUCT_OPS(phase_select_cpu, struct task_struct *p, s32 prev_cpu,
+		   u64 wake_flags)
+{
+	struct work_scope w = work_begin();
+	s32 cpu = on_select_cpu(p, prev_cpu, wake_flags);
+
+	work_end(SCX_PHASE_CB_SELECT_CPU, w);
+	return cpu;
+}
+
 /*
  * Whether @p, the last runnable task of @cpu, may simply run on there: not
  * a loader off its node, not a workload's task off its claimed CPUs, not
@@ -259,6 +271,7 @@ static __always_inline void kick_for(const struct cpumask *allowed, s32 cpu, u32
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		return;
 	}
+	work_cpu();
 	if (wid && claimant(cpu) == wid && (c = cpu_ctx_of(cpu)) && c->cur_wid != wid &&
 	    c->cur_class != CLASS_NONE && c->cur_class <= cls) {
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
@@ -269,7 +282,7 @@ static __always_inline void kick_for(const struct cpumask *allowed, s32 cpu, u32
 		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 }
 
-void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
+static __always_inline void on_enqueue(struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	s32 cpu = scx_bpf_task_cpu(p), target;
@@ -383,6 +396,14 @@ void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
 	kick_for(placeable_mask(p, tctx), target, tctx->wid, tctx->cls);
 }
 
+void BPF_STRUCT_OPS(phase_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct work_scope w = work_begin();
+
+	on_enqueue(p, enq_flags);
+	work_end(SCX_PHASE_CB_ENQUEUE, w);
+}
+
 /*
  * A task whose slice ended on a CPU its workload claims keeps it when
  * nothing else of that CPU waits: stealing another's task would make it
@@ -411,8 +432,8 @@ static __always_inline bool keep_claimant(struct task_struct *prev, s32 cpu)
 static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c,
 					  struct task_struct *prev)
 {
-	struct task_struct *f = __COMPAT_scx_bpf_dsq_peek(FAIR_DSQ(cpu));
-	struct task_struct *l = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(node));
+	struct task_struct *f = dsq_peek(FAIR_DSQ(cpu));
+	struct task_struct *l = dsq_peek(LOADER_DSQ(node));
 	u64 first = FAIR_DSQ(cpu), second = LOADER_DSQ(node);
 
 	/*
@@ -438,9 +459,9 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c,
 	if (!claimant(cpu) &&
 	    take_lagging(cpu, balance_peer(cpu, c), first == FAIR_DSQ(cpu) ? f : l))
 		return true;
-	if ((first == FAIR_DSQ(cpu) ? f : l) && scx_bpf_dsq_move_to_local(first, 0))
+	if ((first == FAIR_DSQ(cpu) ? f : l) && dsq_take(first))
 		return true;
-	if ((second == FAIR_DSQ(cpu) ? f : l) && scx_bpf_dsq_move_to_local(second, 0))
+	if ((second == FAIR_DSQ(cpu) ? f : l) && dsq_take(second))
 		return true;
 	return keep_claimant(prev, cpu) || steal_fair(cpu, node);
 }
@@ -462,7 +483,7 @@ static __always_inline bool keep_boosted(struct task_struct *prev)
 	if (!tctx || !class_boosted(tctx->cls) ||
 	    !placeable(prev, tctx->wid, bpf_get_smp_processor_id()))
 		return false;
-	head = __COMPAT_scx_bpf_dsq_peek(BOOST_DSQ);
+	head = dsq_peek(BOOST_DSQ);
 	if (head && vtime_before(head->scx.dsq_vtime, tctx->vtime[DOMAIN_BOOST]))
 		return false;
 	c = this_cpu_ctx();
@@ -489,7 +510,7 @@ static __always_inline bool keep_last(struct task_struct *prev, s32 cpu)
 	return true;
 }
 
-void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
+static __always_inline void on_dispatch(s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = this_cpu_ctx();
 	u64 now = scx_bpf_now();
@@ -500,27 +521,35 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 	placement_sync();
 	boost_ok = head_placeable(BOOST_DSQ, cpu);
 	if (boost_first && (keep_boosted(prev) ||
-			    (boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))))
+			    (boost_ok && dsq_take(BOOST_DSQ))))
 		return;
 	if (dispatch_fair(cpu, node, c, prev))
 		return;
-	if (!boost_first && boost_ok && scx_bpf_dsq_move_to_local(BOOST_DSQ, 0))
+	if (!boost_first && boost_ok && dsq_take(BOOST_DSQ))
 		return;
 	if (keep_last(prev, cpu))
 		return;
 	spill_loader(cpu, node, now);
 }
 
+void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
+{
+	struct work_scope w = work_begin();
+
+	on_dispatch(cpu, prev);
+	work_end(SCX_PHASE_CB_DISPATCH, w);
+}
+
 /* Whether tasks of @tctx's kind still wait for @cpu as it starts one. */
 static __always_inline bool company_waits(struct task_ctx *tctx, s32 cpu)
 {
 	if (class_boosted(tctx->cls))
-		return scx_bpf_dsq_nr_queued(BOOST_DSQ) > 0;
-	return scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu)) > 0 ||
-	       scx_bpf_dsq_nr_queued(LOADER_DSQ(node_of_cpu(cpu))) > 0;
+		return dsq_len(BOOST_DSQ) > 0;
+	return dsq_len(FAIR_DSQ(cpu)) > 0 ||
+	       dsq_len(LOADER_DSQ(node_of_cpu(cpu))) > 0;
 }
 
-void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
+static __always_inline void on_running(struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	struct cpu_ctx *c = this_cpu_ctx();
@@ -544,8 +573,16 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 	if (class_boosted(tctx->cls))
 		scx_bpf_task_set_slice(p, budget_slice(c, now, slice_ns));
 	else
-		scx_bpf_task_set_slice(p, fair_slice(scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu))));
+		scx_bpf_task_set_slice(p, fair_slice(dsq_len(FAIR_DSQ(cpu))));
 	c->slice_end = now + p->scx.slice;
+}
+
+void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
+{
+	struct work_scope w = work_begin();
+
+	on_running(p);
+	work_end(SCX_PHASE_CB_RUNNING, w);
 }
 
 /*
@@ -556,7 +593,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
  * budget while fair work waits, or a fair task while boosted work waits
  * on a CPU with budget.
  */
-void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
+static __always_inline void on_tick(struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	struct cpu_ctx *c = this_cpu_ctx();
@@ -579,15 +616,23 @@ void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
 	else if (is_loader(tctx))
 		yield = !cpu_in_node(cpu, tctx->node);
 	else if (class_boosted(tctx->cls))
-		yield = !budget && (scx_bpf_dsq_nr_queued(FAIR_DSQ(cpu)) ||
-				    scx_bpf_dsq_nr_queued(LOADER_DSQ(node)));
+		yield = !budget && (dsq_len(FAIR_DSQ(cpu)) ||
+				    dsq_len(LOADER_DSQ(node)));
 	else
-		yield = budget && scx_bpf_dsq_nr_queued(BOOST_DSQ);
+		yield = budget && dsq_len(BOOST_DSQ);
 	if (yield)
 		scx_bpf_task_set_slice(p, 0);
 }
 
-void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
+void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
+{
+	struct work_scope w = work_begin();
+
+	on_tick(p);
+	work_end(SCX_PHASE_CB_TICK, w);
+}
+
+static __always_inline void on_stopping(struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	struct cpu_ctx *c = this_cpu_ctx();
@@ -600,6 +645,14 @@ void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
 		return;
 	charge(p, tctx, scx_bpf_now());
 	tctx->running_since = 0;
+}
+
+void BPF_STRUCT_OPS(phase_stopping, struct task_struct *p, bool runnable)
+{
+	struct work_scope w = work_begin();
+
+	on_stopping(p);
+	work_end(SCX_PHASE_CB_STOPPING, w);
 }
 
 void BPF_STRUCT_OPS(phase_enable, struct task_struct *p)

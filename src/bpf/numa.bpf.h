@@ -39,6 +39,7 @@ static __always_inline s32 idle_cpu_in_node(const struct cpumask *allowed, s32 n
 		return __COMPAT_scx_bpf_pick_idle_cpu_node(allowed, node,
 							   SCX_PICK_IDLE_IN_NODE);
 	bpf_for(cpu, 0, nr_cpus) {
+		work_cpu();
 		if (cpu_in_node(cpu, node) &&
 		    bpf_cpumask_test_cpu(cpu, allowed) &&
 		    scx_bpf_test_and_clear_cpu_idle(cpu))
@@ -86,7 +87,7 @@ static __always_inline void spill_kick_for(u32 n, u64 now)
 	u32 m;
 
 	bpf_rcu_read_lock();
-	head = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(n));
+	head = dsq_peek(LOADER_DSQ(n));
 	if (!head || !(tctx = task_ctx(head)) ||
 	    now - tctx->enqueued_at < numa_spill_ns)
 		goto out;
@@ -107,11 +108,13 @@ out:
 
 static int spill_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
+	struct work_scope w = work_begin();
 	u64 now = scx_bpf_now();
 	u32 n;
 
 	bpf_for(n, 0, nr_nodes)
 		spill_kick_for(n, now);
+	work_end(SCX_PHASE_CB_SPILL_TIMER, w);
 	bpf_timer_start(timer, numa_spill_ns, 0);
 	return 0;
 }
@@ -148,13 +151,13 @@ static __always_inline bool spill_loader(s32 cpu, s32 node, u64 now)
 	bpf_for(n, 0, nr_nodes) {
 		if ((s32)n == node)
 			continue;
-		head = __COMPAT_scx_bpf_dsq_peek(LOADER_DSQ(n));
+		head = dsq_peek(LOADER_DSQ(n));
 		if (!head)
 			continue;
 		tctx = task_ctx(head);
 		if (tctx && now - tctx->enqueued_at >= numa_spill_ns &&
 		    task_placeable_on(head, cpu) &&
-		    scx_bpf_dsq_move_to_local(LOADER_DSQ(n), 0))
+		    dsq_take(LOADER_DSQ(n)))
 			return true;
 	}
 	return false;

@@ -92,6 +92,7 @@ __noinline int placement_sync(void)
 	bpf_for(cpu, 0, nr_cpus) {
 		struct cpu_claim *c = claim_of(cpu);
 
+		work_cpu();
 		if (c && c->wid)
 			bpf_cpumask_set_cpu(cpu, claimed);
 		else
@@ -197,6 +198,7 @@ static __always_inline s32 claimed_cpu(const struct workload_claim *wc, u32 i, u
 {
 	s32 cpu;
 
+	work_cpu();
 	if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
 		return -1;
 	cpu = wc->cpus[i];
@@ -258,7 +260,7 @@ static __always_inline bool task_placeable_on(struct task_struct *t, s32 cpu)
 /* Whether the task at the head of @dsq (if any) may be taken by @cpu. */
 static __always_inline bool head_placeable(u64 dsq, s32 cpu)
 {
-	struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(dsq);
+	struct task_struct *head = dsq_peek(dsq);
 
 	return !head || task_placeable_on(head, cpu);
 }
@@ -291,7 +293,7 @@ static __always_inline bool claimant_waits(struct task_struct *p, struct task_ct
 
 	if (!owner || owner == tctx->wid || !runs_unclaimed(p))
 		return false;
-	head = __COMPAT_scx_bpf_dsq_peek(dsq);
+	head = dsq_peek(dsq);
 	return head && (hctx = task_ctx(head)) && hctx->wid == owner && hctx->cls >= tctx->cls;
 }
 

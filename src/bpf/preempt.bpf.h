@@ -14,6 +14,7 @@ static __always_inline bool preemptible(const struct task_struct *p, u32 wid, s3
 {
 	struct cpu_ctx *c;
 
+	work_cpu();
 	if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || !placeable(p, wid, cpu))
 		return false;
 	c = cpu_ctx_of(cpu);

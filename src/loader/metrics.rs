@@ -175,6 +175,39 @@ fn phase_families(s: &Snapshot) -> Vec<Family> {
     );
     hints.total(vec![("reason", "invalid".into())], s.invalid_hints() as f64);
     hints.total(vec![("reason", "refused".into())], s.refused_hints() as f64);
+    let mut calls = Family::new(
+        "scx_phase_callback_calls",
+        Kind::Counter,
+        "Times each scheduler callback ran",
+    );
+    let mut cpus = Family::new(
+        "scx_phase_callback_cpus_visited",
+        Kind::Counter,
+        "CPUs each callback looked at, in all (divide by its calls for the mean)",
+    );
+    let mut queues = Family::new(
+        "scx_phase_callback_queues_visited",
+        Kind::Counter,
+        "Queues each callback looked at, in all (divide by its calls for the mean)",
+    );
+    let mut cpus_max = Family::new(
+        "scx_phase_callback_cpus_visited_max",
+        Kind::Gauge,
+        "Most CPUs one call of each callback looked at since start",
+    );
+    let mut queues_max = Family::new(
+        "scx_phase_callback_queues_visited_max",
+        Kind::Gauge,
+        "Most queues one call of each callback looked at since start",
+    );
+    for (name, w) in stats::CALLBACKS.iter().zip(&s.work) {
+        let l = || vec![("callback", name.to_string())];
+        calls.total(l(), w.calls as f64);
+        cpus.total(l(), w.cpus as f64);
+        queues.total(l(), w.queues as f64);
+        cpus_max.add("", l(), w.max_cpus as f64);
+        queues_max.add("", l(), w.max_queues as f64);
+    }
     vec![
         cpu,
         wait,
@@ -185,6 +218,11 @@ fn phase_families(s: &Snapshot) -> Vec<Family> {
         from_process,
         locality,
         hints,
+        calls,
+        cpus,
+        queues,
+        cpus_max,
+        queues_max,
     ]
 }
 
@@ -483,8 +521,12 @@ mod tests {
     fn inputs() -> Inputs {
         let mut s = Snapshot {
             slots: Default::default(),
+            work: Default::default(),
             at: std::time::Instant::now(),
         };
+        s.work[2].calls = 40;
+        s.work[2].cpus = 120;
+        s.work[2].max_cpus = 7;
         let bwd = scx_phase::Phase::Backward as usize;
         s.slots[bwd].runtime_ns = 2_500_000_000;
         s.slots[bwd].wait_hist = [1, 2, 3, 0, 0, 0, 4];
@@ -509,6 +551,11 @@ mod tests {
     fn open_metrics_types_families_and_ends_with_eof() {
         let text = render(&inputs(), true);
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("scx_phase_callback_cpus_visited_total{callback=\"dispatch\"} 120\n")
+        );
+        assert!(text.contains("scx_phase_callback_cpus_visited_max{callback=\"dispatch\"} 7\n"));
+        assert!(text.contains("scx_phase_callback_calls_total{callback=\"spill_timer\"} 0\n"));
         assert!(text.contains("# TYPE scx_phase_cpu_seconds counter\n"));
         assert!(text.contains("scx_phase_cpu_seconds_total{phase=\"backward\"} 2.5\n"));
         // Buckets are cumulative and end at +Inf with the count.

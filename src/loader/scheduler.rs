@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use libbpf_rs::OpenObject;
 use log::{info, warn};
-use scx_phase::stats::{self, STATS_MAP_NAME};
+use scx_phase::stats::{self, STATS_MAP_NAME, WORK_MAP_NAME};
 use scx_utils::{
     UserExitInfo, compat, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report,
 };
@@ -39,7 +39,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct Scheduler<'a> {
     skel: BpfSkel<'a>,
     link: Option<libbpf_rs::Link>,
-    stats_pin: PathBuf,
+    stats_pins: [PathBuf; 2],
     pin_dir: PathBuf,
     socket: PathBuf,
 }
@@ -109,13 +109,16 @@ impl<'a> Scheduler<'a> {
         let mut skel =
             scx_ops_load!(skel, phase_ops, uei).map_err(preflight::explain_load_failure)?;
 
-        // A stats pin left by a killed instance is stale: replace it.
-        let stats_pin = pin_dir.join(STATS_MAP_NAME);
-        let _ = fs::remove_file(&stats_pin);
-        skel.maps
-            .phase_stats
-            .pin(&stats_pin)
-            .with_context(|| format!("cannot pin {}", stats_pin.display()))?;
+        // Stats pins left by a killed instance are stale: replace them.
+        let stats_pins = [pin_dir.join(STATS_MAP_NAME), pin_dir.join(WORK_MAP_NAME)];
+        for (map, pin) in [&mut skel.maps.phase_stats, &mut skel.maps.work_stats]
+            .into_iter()
+            .zip(&stats_pins)
+        {
+            let _ = fs::remove_file(pin);
+            map.pin(pin)
+                .with_context(|| format!("cannot pin {}", pin.display()))?;
+        }
 
         let link = scx_ops_attach!(skel, phase_ops)?;
         info!(
@@ -135,14 +138,17 @@ impl<'a> Scheduler<'a> {
         Ok(Scheduler {
             skel,
             link: Some(link),
-            stats_pin,
+            stats_pins,
             pin_dir: pin_dir.to_path_buf(),
             socket: socket.to_path_buf(),
         })
     }
 
     fn read_stats(&self) -> Result<stats::Snapshot> {
-        Ok(stats::read(self.skel.maps.phase_stats.as_fd())?)
+        Ok(stats::read(
+            self.skel.maps.phase_stats.as_fd(),
+            self.skel.maps.work_stats.as_fd(),
+        )?)
     }
 
     /// Run until `shutdown` is set or the kernel ends the scheduler, then
@@ -196,9 +202,11 @@ impl Drop for Scheduler<'_> {
         // Detach before anything else, so no task waits on a dead scheduler.
         self.link.take();
         // The phase map stays pinned (hints outlive a restart); the stats
-        // pin goes, so --monitor can tell that nothing runs.
-        if let Err(e) = fs::remove_file(&self.stats_pin) {
-            warn!("cannot unpin {}: {e}", self.stats_pin.display());
+        // pins go, so --monitor can tell that nothing runs.
+        for pin in &self.stats_pins {
+            if let Err(e) = fs::remove_file(pin) {
+                warn!("cannot unpin {}: {e}", pin.display());
+            }
         }
     }
 }

@@ -203,6 +203,11 @@ fn monitor_reads_a_running_instance() {
     assert_eq!(phases.len(), stats::NR_SLOTS);
     assert_eq!(phases[3]["phase"], "backward");
     assert_eq!(phases[6]["phase"], "unhinted");
+    // And the work counters, one entry per callback.
+    let work = r["work"].as_array().expect("work");
+    assert_eq!(work.len(), stats::NR_CALLBACKS);
+    assert_eq!(work[2]["callback"], "dispatch");
+    assert!(work[2]["calls"].as_u64().unwrap_or(0) > 0, "{text}");
     // The VM's own tasks run un-hinted, so that slot moves.
     let unhinted: f64 = lines
         .iter()

@@ -24,4 +24,5 @@ mod smoke;
 mod support;
 mod systemd;
 mod topology;
+mod work;
 mod workload;

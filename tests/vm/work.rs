@@ -1,0 +1,121 @@
+//! Work counters: each callback counts the CPUs and queues it looked at,
+//! per call, and only its own (a scope that leaked would charge one
+//! callback's scan to the next).
+
+use std::path::Path;
+use std::time::Duration;
+
+use scx_phase::Phase;
+use scx_phase::hint::tid_map::{PhaseHint, PhaseMap, current_tid};
+use scx_phase::stats::{CALLBACKS, StatsMap, WorkCounters};
+
+use crate::support::*;
+use crate::workload::*;
+
+fn delta(a: &WorkCounters, b: &WorkCounters) -> (u64, u64, u64) {
+    (b.calls - a.calls, b.cpus - a.cpus, b.queues - a.queues)
+}
+
+/// Hogs on every CPU and a boosted thread that sleeps 1 ms at a time, so
+/// that every hot callback runs, a boosted wake-up finds no idle CPU and
+/// looks for one to take, and idle CPUs steal.
+#[test]
+fn every_callback_counts_the_cpus_and_queues_it_looks_at() {
+    let _loader = Loader::start(&[]);
+    let cpus = nr_cpus() as u64;
+    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
+    let before = stats.read().unwrap();
+    let hogs = Hogs::start(2 * cpus as usize);
+    sleep_lateness_ms(
+        Duration::from_millis(1),
+        1000,
+        Duration::from_secs(3),
+        || {
+            PhaseMap::open_default()
+                .unwrap()
+                .set(current_tid(), PhaseHint::new(Phase::Backward, None))
+                .unwrap();
+        },
+    );
+    drop(hogs);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = stats.read().unwrap();
+
+    let mut line = Vec::new();
+    for (i, name) in CALLBACKS.iter().enumerate() {
+        let (calls, c, q) = delta(&before.work[i], &after.work[i]);
+        let w = &after.work[i];
+        line.push(format!(
+            "{name} {calls} calls, cpus {:.2}/call (max {}), queues {:.2}/call (max {})",
+            c as f64 / calls.max(1) as f64,
+            w.max_cpus,
+            q as f64 / calls.max(1) as f64,
+            w.max_queues
+        ));
+    }
+    println!(
+        "MEASURED work counters, {cpus} vCPUs, {} hogs and a boosted 1 ms sleeper for 3 s: {}",
+        2 * cpus,
+        line.join("; ")
+    );
+
+    let w = |name: &str| {
+        let i = CALLBACKS.iter().position(|c| *c == name).unwrap();
+        (delta(&before.work[i], &after.work[i]), after.work[i])
+    };
+    for name in [
+        "select_cpu",
+        "enqueue",
+        "dispatch",
+        "running",
+        "tick",
+        "stopping",
+    ] {
+        let ((calls, _, _), _) = w(name);
+        assert!(calls > 0, "{name} never counted a call");
+    }
+    // Every dispatch looks at a queue; with nothing of its own, an idle
+    // CPU looks at the others' (so the most CPUs one dispatch saw grows
+    // with the host until that scan is bounded).
+    let ((calls, _, queues), d) = w("dispatch");
+    assert!(
+        queues >= calls,
+        "dispatch: {queues} queues in {calls} calls"
+    );
+    assert!(
+        d.max_cpus >= cpus - 1,
+        "dispatch never scanned: max {}",
+        d.max_cpus
+    );
+    // A boosted wake-up with no idle CPU looks for one to take.
+    let ((_, sel_cpus, _), _) = w("select_cpu");
+    assert!(sel_cpus > 0, "no boosted wake-up looked at a CPU");
+    // Callbacks that scan nothing count nothing: the scopes do not leak.
+    let ((_, cpus_stopping, queues_stopping), s) = w("stopping");
+    assert_eq!(
+        (cpus_stopping, queues_stopping, s.max_cpus, s.max_queues),
+        (0, 0, 0, 0),
+        "stopping looks at no CPU or queue"
+    );
+    // running: whether company waits (1-2 queues) and, for a fair task,
+    // its queue's length for the slice (1 more); no other CPU.
+    let ((calls, cpus_running, queues_running), r) = w("running");
+    assert_eq!(
+        (cpus_running, r.max_cpus),
+        (0, 0),
+        "running looks at no CPU"
+    );
+    assert!(
+        queues_running >= calls && r.max_queues <= 3,
+        "running: {queues_running} queues in {calls} calls, max {}",
+        r.max_queues
+    );
+    for (i, name) in CALLBACKS.iter().enumerate() {
+        let (calls, c, q) = delta(&before.work[i], &after.work[i]);
+        let m = &after.work[i];
+        assert!(
+            c <= calls * m.max_cpus && q <= calls * m.max_queues,
+            "{name}: a mean above its max"
+        );
+    }
+}
