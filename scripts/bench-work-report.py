@@ -12,7 +12,7 @@ import sys
 import tempfile
 import os
 
-CALLBACKS = ["select_cpu", "enqueue", "dispatch", "running", "tick", "stopping", "spill_timer"]
+CALLBACKS = ["select_cpu", "enqueue", "dispatch", "running", "tick", "stopping", "spill_timer", "claims_sync"]
 
 
 def load(path):

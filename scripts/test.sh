@@ -26,13 +26,14 @@ if [ "${1:-}" = --repeat ]; then
         { echo "test.sh: --repeat takes a count and one or more test names (e.g. --repeat 10 claims::NAME)" >&2; exit 2; }
 fi
 
-# The VM each test runs in, by name: the NUMA and claim tests need 4 vCPUs
-# in 2 nodes, the overload test 4 vCPUs and the memory of 2,560 processes,
+# The VM each test runs in, by name: the NUMA, claim and work-counter
+# tests need 4 vCPUs in 2 nodes, the overload test 4 vCPUs and the memory
+# of 2,560 processes,
 # the systemd tests a VM that systemd boots, the rest (whose policy shares
 # assume 2 vCPUs) 2 vCPUs in 2 nodes.
 vm_shape() {
     case "$1" in
-        numa::*|claims::*) echo "--cpus 4 --nodes 2" ;;
+        numa::*|claims::*|work::*) echo "--cpus 4 --nodes 2" ;;
         overload::*) echo "--cpus 4 --mem 10240" ;;
         systemd::*) echo "--systemd --cpus 2" ;;
         *) echo "--cpus 2 --nodes 2" ;;
@@ -91,13 +92,14 @@ kernel=$(cat .cache/vm/kernel/version)
 
 # Two vCPUs, as the policy tests' shares assume; two nodes so that the
 # topology and per-node idle tracking are exercised everywhere.
-# The suite is split in four VMs by test name: the NUMA and claim tests
-# need 4 vCPUs in 2 nodes, the policy tests' shares assume 2, and the
+# The suite is split in four VMs by test name: the NUMA, claim and
+# work-counter tests (bounds that a scan of 4 CPUs exceeds) need 4 vCPUs
+# in 2 nodes, the policy tests' shares assume 2, and the
 # systemd tests need a VM that systemd boots. The filters must cover every
 # test exactly once: checked here, before any VM starts.
 # The overload test needs 4 vCPUs and the memory of 2,560 processes.
-first=(--skip numa:: --skip claims:: --skip systemd:: --skip overload::)
-second=(numa:: claims::)
+first=(--skip numa:: --skip claims:: --skip work:: --skip systemd:: --skip overload::)
+second=(numa:: claims:: work::)
 third=(systemd::)
 fourth=(overload::)
 count() { "$vm_tests" --list "$@" | grep -c ': test$' || true; }
@@ -120,8 +122,8 @@ vm() {
 step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes): $n1 tests"
 vm "VM tests, 2 vCPUs on $kernel" --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${first[@]}"
 
-step "VM NUMA and claim tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes): $n2 tests"
-vm "VM NUMA and claim tests on $kernel" --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${second[@]}"
+step "VM NUMA, claim and work-counter tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes): $n2 tests"
+vm "VM NUMA, claim and work-counter tests on $kernel" --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${second[@]}"
 
 step "VM systemd tests (sched_ext kernel $kernel, systemd as init, 2 vCPUs): $n3 tests"
 vm "VM systemd tests on $kernel" --systemd --cpus 2 -- "$vm_tests" --test-threads=1 --nocapture "${third[@]}"

@@ -29,6 +29,7 @@ pub const CALLBACKS: [&str; NR_CALLBACKS] = [
     "tick",
     "stopping",
     "spill_timer",
+    "claims_sync",
 ];
 /// `struct work_counters` of `intf.h`.
 pub type WorkCounters = crate::bpf_intf::work_counters;

@@ -16,7 +16,11 @@ struct cpu_ctx {
 	u32 cur_class;		/* class of the running task, or CLASS_NONE */
 	u32 balance_next;	/* next CPU whose fair queue this one checks */
 	u32 cur_wid;		/* workload of the running task, or 0 */
-	u32 _pad;
+	u32 steal_hint;		/* 1 + the CPU that kicked this one to steal
+				 * from its queue, or 0 */
+	u32 steal_next;		/* next of its node's CPUs it steals from */
+	u32 steal_far;		/* next of other nodes' CPUs it steals from */
+	struct bpf_cpumask __kptr *tmp_mask;	/* scratch (numa.bpf.h) */
 };
 
 struct {
@@ -38,6 +42,25 @@ static __always_inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
 	u32 zero = 0;
 
 	return bpf_map_lookup_percpu_elem(&cpu_ctx_stor, &zero, cpu);
+}
+
+/* Each CPU's scratch mask, from the sleepable ops.init. */
+static __always_inline s32 cpu_ctx_init(void)
+{
+	struct bpf_cpumask *m;
+	struct cpu_ctx *c;
+	u32 cpu;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if (!(c = cpu_ctx_of(cpu)))
+			return -ENOENT;
+		if (!(m = bpf_cpumask_create()))
+			return -ENOMEM;
+		m = bpf_kptr_xchg(&c->tmp_mask, m);
+		if (m)
+			bpf_cpumask_release(m);
+	}
+	return 0;
 }
 
 #endif /* __SCX_PHASE_CPU_CTX_BPF_H */

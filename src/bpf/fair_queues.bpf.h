@@ -199,27 +199,79 @@ __noinline bool take_placeable(s32 cpu)
 }
 
 /*
- * Nothing of its own to run: steal fair work, from @node's CPUs first;
- * that is also how a workload's tasks spill off its busy claimed CPUs.
+ * How many other CPUs' queues a CPU with nothing of its own looks at
+ * before it idles, besides the one it was kicked for. Work reaches an
+ * idle CPU mainly by a kick: a task queued on a busy CPU kicks an idle
+ * one and names that queue to it (kick_for()), so the kicked CPU looks
+ * there first. The tries go to its node's other CPUs in turn, and on a
+ * host of more than one node at least one to another node's CPUs in
+ * turn: every CPU of a host of up to 4 in 2 nodes, a constant number on
+ * any. A scan of every queue cost up to twice the host's size per
+ * dispatch.
  */
-static __always_inline bool steal_fair(s32 cpu, s32 node)
+#define STEAL_TRIES 3
+
+/* Take the head of @other's fair queue to @cpu, if @cpu may run it. */
+static __always_inline bool steal_from(s32 cpu, s32 other)
 {
 	struct task_struct *head;
-	u32 i, pass, other;
 
-	for (pass = 0; pass < 2; pass++) {
-		bpf_for(i, 1, nr_cpus) {
-			other = (cpu + i) % nr_cpus;
-			work_cpu();
-			if ((node_of_cpu(other) == node) != (pass == 0))
-				continue;
-			head = dsq_peek(FAIR_DSQ(other));
-			if (head && task_placeable_on(head, cpu) &&
-			    dsq_take(FAIR_DSQ(other))) {
-				count_fair_move(true);
-				return true;
-			}
+	work_cpu();
+	head = dsq_peek(FAIR_DSQ(other));
+	if (!head || !task_placeable_on(head, cpu) || !dsq_take(FAIR_DSQ(other)))
+		return false;
+	count_fair_move(true);
+	return true;
+}
+
+/* The next CPU of another node than @node, in turn (nr_nodes > 1). */
+static __always_inline s32 far_cpu(s32 node, struct cpu_ctx *c)
+{
+	u32 k = c->steal_far++, others = nr_nodes - 1;
+
+	if (!others)
+		return -1;
+	return node_cpu((node + 1 + k % others) % nr_nodes, k / others);
+}
+
+/*
+ * Nothing of its own to run: steal fair work, from the queue of the CPU
+ * that kicked this one first, then from up to STEAL_TRIES others; that is
+ * also how a workload's tasks spill off its busy claimed CPUs.
+ */
+static __always_inline bool steal_fair(s32 cpu, s32 node, struct cpu_ctx *c)
+{
+	const volatile u32 *in_node = MEMBER_VPTR(node_nr_cpus, [node]);
+	s32 other, last = -1;
+	u32 i, near;
+
+	if (!c)
+		return false;
+	if (c->steal_hint) {
+		other = c->steal_hint - 1;
+		c->steal_hint = 0;
+		if (other != cpu && other < nr_cpus && steal_from(cpu, other))
+			return true;
+		last = other;
+	}
+	near = in_node && *in_node > 1 ? *in_node - 1 : 0;
+	if (nr_nodes > 1 && near > STEAL_TRIES - 1)
+		near = STEAL_TRIES - 1;
+	bpf_for(i, 0, STEAL_TRIES) {
+		if (i < near) {
+			other = node_cpu(node, c->steal_next++);
+			if (other == cpu)
+				other = node_cpu(node, c->steal_next++);
+		} else if (nr_nodes > 1) {
+			other = far_cpu(node, c);
+		} else {
+			break;
 		}
+		if (other < 0 || other == cpu || other == last || other >= nr_cpus)
+			continue;
+		last = other;
+		if (steal_from(cpu, other))
+			return true;
 	}
 	return false;
 }

@@ -192,6 +192,9 @@ enum scx_phase_callback {
 	SCX_PHASE_CB_TICK,
 	SCX_PHASE_CB_STOPPING,
 	SCX_PHASE_CB_SPILL_TIMER,
+	SCX_PHASE_CB_CLAIMS_SYNC,	/* not a callback: the masks' rebuild
+					 * after the claims changed, inside
+					 * whichever callback saw it first */
 	SCX_PHASE_NR_CALLBACKS,
 };
 

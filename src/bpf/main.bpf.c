@@ -50,19 +50,19 @@ UEI_DEFINE(uei);
 
 #define BOOST_DSQ 1
 
-/* Whether @p may run on some CPU of @node. */
+/*
+ * Whether @p may run on some CPU of @node: one kfunc on the node's mask.
+ * (A loop over the CPUs cost up to the host's size on every refresh of
+ * a loader pinned narrower than the host: every cpuset-pinned pod's.)
+ */
 static __always_inline bool node_allowed(const struct task_struct *p, s32 node)
 {
-	u32 cpu;
+	const struct cpumask *nm;
 
 	if (p->nr_cpus_allowed >= nr_cpus)
 		return true;
-	bpf_for(cpu, 0, nr_cpus) {
-		work_cpu();
-		if (cpu_in_node(cpu, node) && bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			return true;
-	}
-	return false;
+	nm = node_cpumask(node);
+	return nm && bpf_cpumask_intersects(nm, p->cpus_ptr);
 }
 
 /*
@@ -278,8 +278,12 @@ static __always_inline void kick_for(const struct cpumask *allowed, s32 cpu, u32
 		return;
 	}
 	target = idle_cpu_near(allowed, cpu);
-	if (target >= 0)
-		scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
+	if (target < 0)
+		return;
+	/* Where to look first: it steals only from a few queues. */
+	if ((c = cpu_ctx_of(target)))
+		c->steal_hint = cpu + 1;
+	scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 }
 
 static __always_inline void on_enqueue(struct task_struct *p, u64 enq_flags)
@@ -463,7 +467,7 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c,
 		return true;
 	if ((second == FAIR_DSQ(cpu) ? f : l) && dsq_take(second))
 		return true;
-	return keep_claimant(prev, cpu) || steal_fair(cpu, node);
+	return keep_claimant(prev, cpu) || steal_fair(cpu, node, c);
 }
 
 /*
@@ -693,7 +697,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 
 	fair_init();
 	if ((err = scx_bpf_create_dsq(BOOST_DSQ, -1)) || (err = fair_queues_init()) ||
-	    (err = placement_init()))
+	    (err = placement_init()) || (err = node_masks_init()) || (err = cpu_ctx_init()))
 		return err;
 	bpf_for(n, 0, nr_nodes) {
 		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)))

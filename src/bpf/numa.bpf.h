@@ -28,24 +28,29 @@ static __always_inline bool cpu_in_node(s32 cpu, s32 node)
 
 /*
  * Claim an idle CPU of @node in @allowed, or -EBUSY. Only the per-node
- * kfunc is safe once per-node idle tracking is on; without it, test the
- * node's CPUs one by one.
+ * kfunc is safe once per-node idle tracking is on (6.15+, more than one
+ * node). Without it, the global kfunc on @allowed and the node's mask,
+ * intersected in this CPU's scratch mask: no loop over the CPUs (one
+ * tested them one by one, up to the host's size per wake-up).
  */
 static __always_inline s32 idle_cpu_in_node(const struct cpumask *allowed, s32 node)
 {
-	s32 cpu;
+	const struct cpumask *nm;
+	struct bpf_cpumask *tmp;
+	struct cpu_ctx *c;
 
 	if (numa_idle)
 		return __COMPAT_scx_bpf_pick_idle_cpu_node(allowed, node,
 							   SCX_PICK_IDLE_IN_NODE);
-	bpf_for(cpu, 0, nr_cpus) {
-		work_cpu();
-		if (cpu_in_node(cpu, node) &&
-		    bpf_cpumask_test_cpu(cpu, allowed) &&
-		    scx_bpf_test_and_clear_cpu_idle(cpu))
-			return cpu;
-	}
-	return -EBUSY;
+	if (nr_nodes <= 1)
+		return scx_bpf_pick_idle_cpu(allowed, 0);
+	nm = node_cpumask(node);
+	c = this_cpu_ctx();
+	tmp = c ? c->tmp_mask : NULL;
+	if (!nm || !tmp)
+		return -EBUSY;
+	bpf_cpumask_and(tmp, allowed, nm);
+	return scx_bpf_pick_idle_cpu(cast_mask(tmp), 0);
 }
 
 /* Claim an idle CPU in @allowed, nearest @prev_cpu's node first; or -EBUSY. */

@@ -70,12 +70,14 @@ static __always_inline u32 exclusive_owner(s32 cpu)
 /*
  * Rebuild the exclusive mask if the service changed the claims. A global
  * function, so that the verifier checks its loop once, not in every path
- * of ops.dispatch().
+ * of ops.dispatch(). The loop over the CPUs runs once per change of the
+ * claims, not per event: its work is counted apart (claims_sync).
  */
 __noinline int placement_sync(void)
 {
 	struct bpf_cpumask *claimed, *excl;
 	struct claim_state *st;
+	struct work_scope w;
 	u32 zero = 0, cpu;
 	u64 gen;
 
@@ -89,6 +91,7 @@ __noinline int placement_sync(void)
 	excl = exclusive_mask;
 	if (!claimed || !excl)
 		return 0;
+	w = work_begin();
 	bpf_for(cpu, 0, nr_cpus) {
 		struct cpu_claim *c = claim_of(cpu);
 
@@ -105,6 +108,7 @@ __noinline int placement_sync(void)
 	any_claimed = !bpf_cpumask_empty(cast_mask(claimed));
 	any_exclusive = !bpf_cpumask_empty(cast_mask(excl));
 	claims_applied = gen;
+	work_end(SCX_PHASE_CB_CLAIMS_SYNC, w);
 	return 0;
 }
 

@@ -220,8 +220,14 @@ fn write_topology(rodata: &mut Rodata, topo: &HostTopology) {
     for (cpu, node) in cpu_nodes.iter().enumerate() {
         rodata.cpu_node[cpu] = *node as i32;
     }
+    let mut next = 0;
     for n in &topo.nodes {
         rodata.node_nr_cpus[n.id] = n.cpus.len() as u32;
+        rodata.node_first[n.id] = next as u32;
+        for &c in &n.cpus {
+            rodata.node_cpus[next] = c as u16;
+            next += 1;
+        }
     }
     let gpus = topo.gpus.iter().take(rodata.gpu_node.len());
     rodata.nr_gpus = gpus.len() as u32;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use scx_phase::Phase;
 use scx_phase::hint::tid_map::{PhaseHint, PhaseMap, current_tid};
-use scx_phase::stats::{CALLBACKS, StatsMap, WorkCounters};
+use scx_phase::stats::{CALLBACKS, Snapshot, StatsMap, WorkCounters};
 
 use crate::support::*;
 use crate::workload::*;
@@ -16,30 +16,44 @@ fn delta(a: &WorkCounters, b: &WorkCounters) -> (u64, u64, u64) {
     (b.calls - a.calls, b.cpus - a.cpus, b.queues - a.queues)
 }
 
-/// Hogs on every CPU and a boosted thread that sleeps 1 ms at a time, so
-/// that every hot callback runs, a boosted wake-up finds no idle CPU and
-/// looks for one to take, and idle CPUs steal.
+/// Hogs on every CPU, a boosted thread and a data loader that sleep 1 ms
+/// at a time, then a pause: every hot callback runs, a boosted wake-up
+/// finds no idle CPU and looks for one to take, a loader looks for an
+/// idle CPU of its node, and idle CPUs steal. The counters before and
+/// after.
+fn load() -> (Snapshot, Snapshot) {
+    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
+    let before = stats.read().unwrap();
+    let hogs = Hogs::start(2 * nr_cpus());
+    let sleeper = |phase: Phase, node: Option<u32>| {
+        std::thread::spawn(move || {
+            sleep_lateness_ms(
+                Duration::from_millis(1),
+                1000,
+                Duration::from_secs(3),
+                move || {
+                    PhaseMap::open_default()
+                        .unwrap()
+                        .set(current_tid(), PhaseHint::new(phase, node))
+                        .unwrap();
+                },
+            )
+        })
+    };
+    let loader = sleeper(Phase::DataLoading, Some(1));
+    let backward = sleeper(Phase::Backward, None);
+    loader.join().unwrap();
+    backward.join().unwrap();
+    drop(hogs);
+    std::thread::sleep(Duration::from_millis(300));
+    (before, stats.read().unwrap())
+}
+
 #[test]
 fn every_callback_counts_the_cpus_and_queues_it_looks_at() {
     let _loader = Loader::start(&[]);
     let cpus = nr_cpus() as u64;
-    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
-    let before = stats.read().unwrap();
-    let hogs = Hogs::start(2 * cpus as usize);
-    sleep_lateness_ms(
-        Duration::from_millis(1),
-        1000,
-        Duration::from_secs(3),
-        || {
-            PhaseMap::open_default()
-                .unwrap()
-                .set(current_tid(), PhaseHint::new(Phase::Backward, None))
-                .unwrap();
-        },
-    );
-    drop(hogs);
-    std::thread::sleep(Duration::from_millis(300));
-    let after = stats.read().unwrap();
+    let (before, after) = load();
 
     let mut line = Vec::new();
     for (i, name) in CALLBACKS.iter().enumerate() {
@@ -54,7 +68,7 @@ fn every_callback_counts_the_cpus_and_queues_it_looks_at() {
         ));
     }
     println!(
-        "MEASURED work counters, {cpus} vCPUs, {} hogs and a boosted 1 ms sleeper for 3 s: {}",
+        "MEASURED work counters, {cpus} vCPUs, {} hogs, a boosted and a loader 1 ms sleeper for 3 s: {}",
         2 * cpus,
         line.join("; ")
     );
@@ -116,6 +130,44 @@ fn every_callback_counts_the_cpus_and_queues_it_looks_at() {
         assert!(
             c <= calls * m.max_cpus && q <= calls * m.max_queues,
             "{name}: a mean above its max"
+        );
+    }
+}
+
+/// The most CPUs one call of a hot callback may look at, on any host:
+/// select_cpu this CPU and PREEMPT_SAMPLES (2) others; enqueue those, or
+/// a woken fair task's 4 candidate queues' CPUs and the CPU it kicks;
+/// dispatch the CPU that kicked it and STEAL_TRIES (3) others; the rest
+/// none. On 4 vCPUs the scans these replaced looked at 5 (select_cpu: this
+/// CPU and every CPU) and 6 (dispatch: every other CPU, in two passes).
+const MAX_CPUS: [(&str, u64); 6] = [
+    ("select_cpu", 3),
+    ("enqueue", 5),
+    ("dispatch", 4),
+    ("running", 0),
+    ("tick", 0),
+    ("stopping", 0),
+];
+
+#[test]
+fn no_callback_looks_at_more_cpus_than_its_constant_bound() {
+    let _loader = Loader::start(&[]);
+    let (_, after) = load();
+    let got: Vec<(&str, u64)> = MAX_CPUS
+        .iter()
+        .map(|(name, _)| {
+            let i = CALLBACKS.iter().position(|c| c == name).unwrap();
+            (*name, after.work[i].max_cpus)
+        })
+        .collect();
+    println!(
+        "MEASURED most CPUs one call looked at, {} vCPUs: {got:?}; bounds {MAX_CPUS:?}",
+        nr_cpus()
+    );
+    for ((name, max), (_, bound)) in got.iter().zip(MAX_CPUS) {
+        assert!(
+            max <= &bound,
+            "{name} looked at {max} CPUs in one call, bound {bound}"
         );
     }
 }
