@@ -391,8 +391,10 @@ work_host() {
         [ "$size" -le 2 ] && nodes=1
         [ "$size" -ge 64 ] && nodes=4
         echo "bench: work counters, $size vCPUs in $nodes node(s) ($kernel)"
+        # 64 vCPUs on 2 host cores take minutes to reach userspace.
         scripts/vm.sh --kernel "$vm_kernel" --cpus "$size" --nodes "$nodes" --mem $(( 2048 + 64 * size )) \
-            --timeout 1200 -- "$0" --duration 3 --inside-work "$root/$out/runs.jsonl" || rc=$?
+            --boot-timeout $(( 30 + 4 * size )) --timeout 1800 -- \
+            "$0" --duration 3 --inside-work "$root/$out/runs.jsonl" || rc=$?
         [ "$rc" -eq 0 ] || echo "bench: the $size-vCPU VM exited with $rc" >&2
     done
     python3 scripts/bench-work-report.py "$out/runs.jsonl" --chart "$out/work.png" \

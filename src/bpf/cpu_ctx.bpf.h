@@ -20,6 +20,8 @@ struct cpu_ctx {
 				 * from its queue, or 0 */
 	u32 steal_next;		/* next of its node's CPUs it steals from */
 	u32 steal_far;		/* next of other nodes' CPUs it steals from */
+	u32 claim_next;		/* where in a claim it looks first */
+	u32 _pad;
 	struct bpf_cpumask __kptr *tmp_mask;	/* scratch (numa.bpf.h) */
 };
 

@@ -64,24 +64,26 @@ static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
 }
 
 /*
- * The CPU of @wid's claim where @p's turn comes soonest, @cpu itself on a
- * tie (it is warm); -1 if @wid claims none that @p may use.
+ * The CPU of @wid's claim where @p's turn comes soonest, of @cpu and up
+ * to CLAIM_TRIES others of the claim; @cpu itself on a tie (it is warm);
+ * -1 if @wid claims none of those that @p may use.
  */
 static __always_inline s32 claimed_queue_cpu(struct task_struct *p, u32 wid, s32 cpu, u64 now)
 {
 	struct workload_claim *wc = claim_cpus(wid);
 	s32 best = -1;
 	u64 best_at = 0, at;
-	u32 i, n;
+	u32 i, n, start;
 
-	if (!wc || !(n = wc->nr_cpus))
+	if (!wc || !wc->nr_cpus)
 		return -1;
 	if (claimant(cpu) == wid && bpf_cpumask_test_cpu(cpu, p->cpus_ptr)) {
 		best = cpu;
 		best_at = fair_turn_at(cpu, now);
 	}
+	start = claim_start(wc, &n);
 	bpf_for(i, 0, n) {
-		s32 mine = claimed_cpu(wc, i, wid, p);
+		s32 mine = claimed_cpu(wc, start + i, wid, p);
 
 		if (mine < 0 || mine == best)
 			continue;

@@ -194,8 +194,32 @@ static __always_inline struct workload_claim *claim_cpus(u32 wid)
 }
 
 /*
- * The @i-th CPU of claim @wc, if @wid still claims it and @p may run
- * there; or -1. Callers loop over i in [0, wc->nr_cpus).
+ * How many of a claim's CPUs one call looks at: all of a claim of up to
+ * CLAIM_TRIES, else that many taken in turn (claim_start()). A loop over
+ * the claim cost up to its size (64) per wake-up. A miss costs little: a
+ * task that finds no idle claimed CPU takes any idle CPU it may use, or
+ * queues on its claim (claimed_queue_cpu()), which kicks one.
+ */
+#define CLAIM_TRIES 4
+
+/* Where in @wc this call starts looking, and how many it looks at (@n). */
+static __always_inline u32 claim_start(const struct workload_claim *wc, u32 *n)
+{
+	struct cpu_ctx *c;
+	u32 start;
+
+	*n = wc->nr_cpus;
+	if (*n <= CLAIM_TRIES || !(c = this_cpu_ctx()))
+		return 0;
+	start = c->claim_next % *n;
+	c->claim_next = start + CLAIM_TRIES;
+	*n = CLAIM_TRIES;
+	return start;
+}
+
+/*
+ * The @i-th CPU of claim @wc (cyclically), if @wid still claims it and @p
+ * may run there; or -1. Callers loop from claim_start().
  */
 static __always_inline s32 claimed_cpu(const struct workload_claim *wc, u32 i, u32 wid,
 				       const struct task_struct *p)
@@ -203,9 +227,13 @@ static __always_inline s32 claimed_cpu(const struct workload_claim *wc, u32 i, u
 	s32 cpu;
 
 	work_cpu();
+	/* Callers pass start + k, both below nr_cpus. */
+	if (i >= wc->nr_cpus)
+		i -= wc->nr_cpus;
 	if (i >= SCX_PHASE_CLAIM_MAX_CPUS)
 		return -1;
-	cpu = wc->cpus[i];
+	/* The mask keeps the index bounded where the verifier loses track. */
+	cpu = wc->cpus[i & (SCX_PHASE_CLAIM_MAX_CPUS - 1)];
 	if (claimant(cpu) != wid || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 		return -1;
 	return cpu;
@@ -215,12 +243,13 @@ static __always_inline s32 claimed_cpu(const struct workload_claim *wc, u32 i, u
 static __always_inline s32 claimed_idle_cpu(const struct task_struct *p, u32 wid)
 {
 	struct workload_claim *wc = claim_cpus(wid);
-	u32 i;
+	u32 i, start, n;
 
 	if (!wc)
 		return -1;
-	bpf_for(i, 0, wc->nr_cpus) {
-		s32 cpu = claimed_cpu(wc, i, wid, p);
+	start = claim_start(wc, &n);
+	bpf_for(i, 0, n) {
+		s32 cpu = claimed_cpu(wc, start + i, wid, p);
 
 		if (cpu >= 0 && scx_bpf_test_and_clear_cpu_idle(cpu))
 			return cpu;
@@ -236,12 +265,13 @@ static __always_inline s32 claimed_cpu_to_take(const struct task_struct *p, u32 
 {
 	struct workload_claim *wc = claim_cpus(wid);
 	struct cpu_ctx *c;
-	u32 i;
+	u32 i, start, n;
 
 	if (!wc)
 		return -1;
-	bpf_for(i, 0, wc->nr_cpus) {
-		s32 cpu = claimed_cpu(wc, i, wid, p);
+	start = claim_start(wc, &n);
+	bpf_for(i, 0, n) {
+		s32 cpu = claimed_cpu(wc, start + i, wid, p);
 
 		if (cpu >= 0 && (c = cpu_ctx_of(cpu)) && c->cur_wid != wid && c->cur_class <= cls)
 			return cpu;
