@@ -20,17 +20,20 @@ pub const NR_SLOTS: usize = Phase::ALL.len() + 1;
 /// The work counters' map: per callback, the CPUs and queues it looked at.
 pub const WORK_MAP_NAME: &str = "work_stats";
 pub const NR_CALLBACKS: usize = crate::bpf_intf::scx_phase_callback_SCX_PHASE_NR_CALLBACKS as usize;
-/// The callbacks of `enum scx_phase_callback`, in its order.
-pub const CALLBACKS: [&str; NR_CALLBACKS] = [
-    "select_cpu",
-    "enqueue",
-    "dispatch",
-    "running",
-    "tick",
-    "stopping",
-    "spill_timer",
-    "claims_sync",
-];
+/// The callbacks' names, indexed by `enum scx_phase_callback` of `intf.h`.
+pub const CALLBACKS: [&str; NR_CALLBACKS] = {
+    use crate::bpf_intf as c;
+    let mut n = [""; NR_CALLBACKS];
+    n[c::scx_phase_callback_SCX_PHASE_CB_SELECT_CPU as usize] = "select_cpu";
+    n[c::scx_phase_callback_SCX_PHASE_CB_ENQUEUE as usize] = "enqueue";
+    n[c::scx_phase_callback_SCX_PHASE_CB_DISPATCH as usize] = "dispatch";
+    n[c::scx_phase_callback_SCX_PHASE_CB_RUNNING as usize] = "running";
+    n[c::scx_phase_callback_SCX_PHASE_CB_TICK as usize] = "tick";
+    n[c::scx_phase_callback_SCX_PHASE_CB_STOPPING as usize] = "stopping";
+    n[c::scx_phase_callback_SCX_PHASE_CB_SPILL_TIMER as usize] = "spill_timer";
+    n[c::scx_phase_callback_SCX_PHASE_CB_CLAIMS_SYNC as usize] = "claims_sync";
+    n
+};
 /// `struct work_counters` of `intf.h`.
 pub type WorkCounters = crate::bpf_intf::work_counters;
 
@@ -648,6 +651,11 @@ mod tests {
             (t.runtime_ns, t.max_wait_ns, t.max_wait_tid, t.threads),
             (11, 7, 70, 2)
         );
+    }
+
+    #[test]
+    fn every_callback_of_intf_h_has_a_name() {
+        assert!(CALLBACKS.iter().all(|n| !n.is_empty()), "{CALLBACKS:?}");
     }
 
     #[test]
