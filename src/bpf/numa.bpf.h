@@ -31,7 +31,10 @@ static __always_inline bool cpu_in_node(s32 cpu, s32 node)
  * kfunc is safe once per-node idle tracking is on (6.15+, more than one
  * node). Without it, the global kfunc on @allowed and the node's mask,
  * intersected in this CPU's scratch mask: no loop over the CPUs (one
- * tested them one by one, up to the host's size per wake-up).
+ * tested them one by one, up to the host's size per wake-up). A wake-up
+ * in a hard interrupt can reuse the mask while the spill timer (a
+ * softirq) holds it; the timer then kicks a CPU off the node it meant,
+ * which only costs that CPU a look at its queues.
  */
 static __always_inline s32 idle_cpu_in_node(const struct cpumask *allowed, s32 node)
 {
