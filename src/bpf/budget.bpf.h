@@ -8,6 +8,9 @@
 #ifndef __SCX_PHASE_BUDGET_BPF_H
 #define __SCX_PHASE_BUDGET_BPF_H
 
+#include "intf.h"
+#include "cpu_ctx.bpf.h"
+
 /* Knobs (--boost-window-ms, --boost-budget-pct). */
 const volatile u64 budget_window_ns = 100ULL * 1000 * 1000;
 const volatile u64 budget_ns = 80ULL * 1000 * 1000;

@@ -8,6 +8,8 @@
 #ifndef __SCX_PHASE_CLAIMS_BPF_H
 #define __SCX_PHASE_CLAIMS_BPF_H
 
+#include "intf.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SCX_PHASE_MAX_CPUS);

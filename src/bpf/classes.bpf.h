@@ -19,6 +19,8 @@
 #ifndef __SCX_PHASE_CLASSES_BPF_H
 #define __SCX_PHASE_CLASSES_BPF_H
 
+#include "intf.h"
+
 enum phase_class {
 	CLASS_IDLE,
 	CLASS_FAIR,

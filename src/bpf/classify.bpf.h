@@ -9,6 +9,8 @@
 #ifndef __SCX_PHASE_CLASSIFY_BPF_H
 #define __SCX_PHASE_CLASSIFY_BPF_H
 
+#include "intf.h"
+
 /* Knobs (--classify-rules, --no-classify). */
 const volatile bool classify_enabled = true;
 const volatile u32 nr_classify_rules;

@@ -6,6 +6,9 @@
 #ifndef __SCX_PHASE_CPU_CTX_BPF_H
 #define __SCX_PHASE_CPU_CTX_BPF_H
 
+#include "intf.h"
+#include "topology.bpf.h"
+
 /* cur_class of a CPU that runs nothing of ours. */
 #define CLASS_NONE 0xff
 
@@ -32,18 +35,28 @@ struct {
 	__uint(max_entries, 1);
 } cpu_ctx_stor SEC(".maps");
 
+/*
+ * Every possible CPU has its entry: a failed lookup is a bug (a CPU id
+ * out of range), which ends the scheduler with the id.
+ */
 static __always_inline struct cpu_ctx *this_cpu_ctx(void)
 {
 	u32 zero = 0;
+	struct cpu_ctx *c = bpf_map_lookup_elem(&cpu_ctx_stor, &zero);
 
-	return bpf_map_lookup_elem(&cpu_ctx_stor, &zero);
+	if (!c)
+		scx_bpf_error("no CPU context on CPU %d", bpf_get_smp_processor_id());
+	return c;
 }
 
 static __always_inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
 {
 	u32 zero = 0;
+	struct cpu_ctx *c = bpf_map_lookup_percpu_elem(&cpu_ctx_stor, &zero, cpu);
 
-	return bpf_map_lookup_percpu_elem(&cpu_ctx_stor, &zero, cpu);
+	if (!c)
+		scx_bpf_error("no CPU context for CPU %d", cpu);
+	return c;
 }
 
 /* Each CPU's scratch mask, from the sleepable ops.init. */

@@ -39,6 +39,11 @@
 #ifndef __SCX_PHASE_FAIR_BPF_H
 #define __SCX_PHASE_FAIR_BPF_H
 
+#include "intf.h"
+#include "work.bpf.h"
+#include "task_ctx.bpf.h"
+#include "classes.bpf.h"
+
 enum vtime_domain {
 	DOMAIN_FAIR,
 	DOMAIN_BOOST,

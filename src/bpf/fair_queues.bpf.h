@@ -12,9 +12,18 @@
 #ifndef __SCX_PHASE_FAIR_QUEUES_BPF_H
 #define __SCX_PHASE_FAIR_QUEUES_BPF_H
 
-/* Above every LOADER_DSQ (one per node). */
-#define FAIR_DSQ_BASE (1ULL << 16)
-#define FAIR_DSQ(cpu) (FAIR_DSQ_BASE + (u64)(cpu))
+#include "intf.h"
+#include "work.bpf.h"
+#include "topology.bpf.h"
+#include "task_ctx.bpf.h"
+#include "cpu_ctx.bpf.h"
+#include "classes.bpf.h"
+#include "budget.bpf.h"
+#include "placement.bpf.h"
+#include "stats.bpf.h"
+#include "fair.bpf.h"
+
+#define FAIR_DSQ(cpu) (SCX_PHASE_FAIR_DSQ_BASE + (u64)(cpu))
 
 static __always_inline s32 fair_queues_init(void)
 {

@@ -16,6 +16,9 @@
 #ifndef __SCX_PHASE_HINTS_BPF_H
 #define __SCX_PHASE_HINTS_BPF_H
 
+#include "intf.h"
+#include "classify.bpf.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, u32);

@@ -48,7 +48,7 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-#define BOOST_DSQ 1
+#define BOOST_DSQ SCX_PHASE_BOOST_DSQ
 
 /*
  * Whether @p may run on some CPU of @node: one kfunc on the node's mask.
@@ -165,7 +165,7 @@ static __always_inline s32 idle_cpu_in(struct task_struct *p, s32 prev_cpu, u64 
 
 static __always_inline s32 on_select_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
-	struct task_ctx *tctx = task_ctx(p);
+	struct task_ctx *tctx = task_ctx_ours(p, "select_cpu");
 	const struct cpumask *allowed;
 	bool is_idle = false;
 	s32 cpu;
@@ -288,15 +288,16 @@ static __always_inline void kick_for(const struct cpumask *allowed, s32 cpu, u32
 
 static __always_inline void on_enqueue(struct task_struct *p, u64 enq_flags)
 {
-	struct task_ctx *tctx = task_ctx(p);
+	struct task_ctx *tctx = task_ctx_ours(p, "enqueue");
 	s32 cpu = scx_bpf_task_cpu(p), target;
 	const struct cpumask *allowed;
 	u64 now = scx_bpf_now();
 
 	if (!tctx) {
 		/*
-		 * Never lose a task, even one we know nothing about. In vtime
-		 * order: a FIFO insert into a vtime-ordered queue is an error.
+		 * The scheduler is on its way out (task_ctx_ours()); until it
+		 * is gone, never lose a task. In vtime order: a FIFO insert
+		 * into a vtime-ordered queue is an error.
 		 */
 		scx_bpf_dsq_insert_vtime(p, FAIR_DSQ(fair_queue_cpu(p, p->cpus_ptr, cpu)),
 					 slice_ns, clock_read(DOMAIN_FAIR, now), enq_flags);
@@ -555,7 +556,7 @@ static __always_inline bool company_waits(struct task_ctx *tctx, s32 cpu)
 
 static __always_inline void on_running(struct task_struct *p)
 {
-	struct task_ctx *tctx = task_ctx(p);
+	struct task_ctx *tctx = task_ctx_ours(p, "running");
 	struct cpu_ctx *c = this_cpu_ctx();
 	s32 cpu = bpf_get_smp_processor_id();
 	u64 now = scx_bpf_now();
@@ -599,7 +600,7 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
  */
 static __always_inline void on_tick(struct task_struct *p)
 {
-	struct task_ctx *tctx = task_ctx(p);
+	struct task_ctx *tctx = task_ctx_ours(p, "tick");
 	struct cpu_ctx *c = this_cpu_ctx();
 	s32 cpu = bpf_get_smp_processor_id(), node = node_of_cpu(cpu);
 	u64 now = scx_bpf_now();
@@ -638,7 +639,7 @@ void BPF_STRUCT_OPS(phase_tick, struct task_struct *p)
 
 static __always_inline void on_stopping(struct task_struct *p)
 {
-	struct task_ctx *tctx = task_ctx(p);
+	struct task_ctx *tctx = task_ctx_ours(p, "stopping");
 	struct cpu_ctx *c = this_cpu_ctx();
 
 	if (c) {

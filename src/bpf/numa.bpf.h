@@ -8,13 +8,19 @@
 #ifndef __SCX_PHASE_NUMA_BPF_H
 #define __SCX_PHASE_NUMA_BPF_H
 
+#include "intf.h"
+#include "work.bpf.h"
+#include "topology.bpf.h"
+#include "task_ctx.bpf.h"
+#include "cpu_ctx.bpf.h"
+#include "placement.bpf.h"
+
 /* Per-node idle cpumasks are on (SCX_OPS_BUILTIN_IDLE_PER_NODE). */
 const volatile bool numa_idle;
 /* Knob (--numa-spill-us): 0 keeps loaders on their node, always. */
 const volatile u64 numa_spill_ns;
 
-#define LOADER_DSQ_BASE 16
-#define LOADER_DSQ(node) (LOADER_DSQ_BASE + (u64)(node))
+#define LOADER_DSQ(node) (SCX_PHASE_LOADER_DSQ_BASE + (u64)(node))
 
 static __always_inline bool is_loader(const struct task_ctx *tctx)
 {

@@ -19,6 +19,13 @@
 #ifndef __SCX_PHASE_PLACEMENT_BPF_H
 #define __SCX_PHASE_PLACEMENT_BPF_H
 
+#include "intf.h"
+#include "work.bpf.h"
+#include "topology.bpf.h"
+#include "task_ctx.bpf.h"
+#include "claims.bpf.h"
+#include "cpu_ctx.bpf.h"
+
 /* CPUs claimed at all, and exclusively, in step with cpu_claims. */
 private(CLAIMS) struct bpf_cpumask __kptr *claimed_mask;
 private(CLAIMS) struct bpf_cpumask __kptr *exclusive_mask;

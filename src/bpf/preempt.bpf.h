@@ -8,6 +8,14 @@
 #ifndef __SCX_PHASE_PREEMPT_BPF_H
 #define __SCX_PHASE_PREEMPT_BPF_H
 
+#include "intf.h"
+#include "work.bpf.h"
+#include "topology.bpf.h"
+#include "cpu_ctx.bpf.h"
+#include "classes.bpf.h"
+#include "budget.bpf.h"
+#include "placement.bpf.h"
+
 /* Whether @cpu runs something of class below @cls and may be taken. */
 static __always_inline bool preemptible(const struct task_struct *p, u32 wid, s32 cpu,
 					u32 cls, u64 now, u32 *cur)

@@ -6,6 +6,8 @@
 #ifndef __SCX_PHASE_STATS_BPF_H
 #define __SCX_PHASE_STATS_BPF_H
 
+#include "intf.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, u32);

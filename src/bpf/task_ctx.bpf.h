@@ -6,6 +6,8 @@
 #ifndef __SCX_PHASE_TASK_CTX_BPF_H
 #define __SCX_PHASE_TASK_CTX_BPF_H
 
+#include "intf.h"
+
 struct task_ctx {
 	u32 phase;		/* resolved phase, SCX_PHASE_NONE without one */
 	u32 cls;		/* enum phase_class of @phase */
@@ -30,6 +32,24 @@ static __always_inline struct task_ctx *task_ctx(const struct task_struct *p)
 {
 	return bpf_task_storage_get(&task_ctx_stor, (struct task_struct *)p, 0, 0);
 }
+
+/*
+ * @p's state in a callback of @cb: ops.init_task() made it before @p
+ * could run, so none is a bug (or root deleted it). The scheduler then
+ * exits, naming the task and the callback, rather than schedule @p
+ * blind: sched_ext hands every task back to the fair class, and the
+ * loader prints the reason (and `scx_phase status` keeps it).
+ */
+#define task_ctx_ours(p, cb)							\
+	({									\
+		struct task_ctx *__tctx = task_ctx(p);				\
+										\
+		if (!__tctx)							\
+			scx_bpf_error(cb ": no task context for %s[%d]; "	\
+				      "ops.init_task() gives every task one",	\
+				      (p)->comm, (p)->pid);			\
+		__tctx;								\
+	})
 
 /* A new task's state, with its scratch cpumask; NULL if out of memory. */
 static __always_inline struct task_ctx *task_ctx_create(struct task_struct *p)

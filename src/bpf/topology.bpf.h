@@ -6,6 +6,8 @@
 #ifndef __SCX_PHASE_TOPOLOGY_BPF_H
 #define __SCX_PHASE_TOPOLOGY_BPF_H
 
+#include "intf.h"
+
 const volatile u32 nr_cpus = 1;
 const volatile u32 nr_nodes = 1;
 /* NUMA node of each CPU id. */

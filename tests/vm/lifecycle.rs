@@ -279,3 +279,72 @@ fn the_features_this_kernel_lacks_are_named() {
             .unwrap_or("(no kernel line)")
     );
 }
+
+/// A broken invariant ends the scheduler with a reason that names it:
+/// root deletes a spinning task's state (the scheduler's task storage),
+/// and the next callback for that task exits through scx_bpf_error().
+/// sched_ext hands every task back to the fair class; none is lost.
+#[test]
+fn a_missing_task_context_ends_the_scheduler_with_the_reason() {
+    use libbpf_rs::MapCore;
+
+    let mut spinner = std::process::Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .expect("spinner");
+    let pid = spinner.id() as i32;
+    let mut loader = Loader::start(&[]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SAFETY: pidfd_open(2) on our own child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let maps: Vec<u32> = libbpf_rs::query::MapInfoIter::default()
+        .filter(|m| m.name == "task_ctx_stor")
+        .map(|m| m.id)
+        .collect();
+    let deleted = maps.iter().any(|&id| {
+        libbpf_rs::MapHandle::from_map_id(id)
+            .and_then(|m| m.delete(&pidfd.to_ne_bytes()))
+            .is_ok()
+    });
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(pidfd) };
+    assert!(
+        deleted,
+        "no task_ctx_stor map held pid {pid} (maps {maps:?})"
+    );
+
+    let t0 = std::time::Instant::now();
+    let exit = loader.wait(Duration::from_secs(5));
+    let exited = t0.elapsed();
+    let log = loader.log();
+    let reason = log
+        .lines()
+        .find(|l| l.contains("EXIT:"))
+        .unwrap_or_else(|| panic!("no exit reason: {log}"))
+        .to_owned();
+    assert_ne!(exit.code(), Some(0), "exit 0 on an error: {log}");
+    assert!(
+        reason.contains(&format!("no task context for sh[{pid}]")),
+        "{reason}"
+    );
+    assert_eq!(state(), "disabled");
+    let (_, text) = status();
+    assert!(text.contains("no task context for sh["), "status: {text}");
+    // The spinner runs on under the fair class.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(spinner.try_wait().unwrap().is_none(), "the spinner died");
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    println!(
+        "MEASURED a task's state deleted by root: the scheduler exited {:.0} ms later, status {:?}, with: {}",
+        ms(exited),
+        exit.code(),
+        reason.trim()
+    );
+}

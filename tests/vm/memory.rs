@@ -293,7 +293,10 @@ fn a_memory_hog_in_the_jobs_cgroup_raises_the_callback_and_the_example_halves_it
     // fast the throttled hog stalls depends on reclaim under TCG: 306-2103 ms
     // measured), one for PSI, which reports at most once a window, and one
     // of slack. A callback not wired to PSI would never fire at all.
-    assert!(latency < 3000.0, "{latency:.0} ms, more than 3 windows of 1 s");
+    assert!(
+        latency < 3000.0,
+        "{latency:.0} ms, more than 3 windows of 1 s"
+    );
     let _ = std::fs::remove_dir(cg);
 }
 
