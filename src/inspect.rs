@@ -4,7 +4,7 @@
 //! the `hint_workloads` registry of registered processes.
 
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use crate::bpf_intf::{
@@ -30,12 +30,42 @@ pub fn read_workload_stats(
     let map = sys::obj_get(&pin_dir.join(WORKLOAD_STATS_MAP))?;
     let mut out = [workload_phase_stats::default(); crate::stats::NR_SLOTS];
     for (slot, v) in out.iter_mut().enumerate() {
-        let key = wid * crate::stats::NR_SLOTS as u32 + slot as u32;
-        if let Some(got) = sys::map_lookup::<u32, workload_phase_stats>(map.as_fd(), &key)? {
-            *v = got;
-        }
+        *v = workload_stats(map.as_fd(), wid, slot as u32)?;
     }
     Ok(out)
+}
+
+/// Workload `wid`'s figures in phase slot `slot`, from the workload_stats
+/// map behind `map`: the sum of its CPUs' shares (it is per CPU).
+pub fn workload_stats(
+    map: BorrowedFd<'_>,
+    wid: u32,
+    slot: u32,
+) -> io::Result<workload_phase_stats> {
+    let key = wid * crate::stats::NR_SLOTS as u32 + slot;
+    let per_cpu = sys::percpu_lookup::<u32, workload_phase_stats>(map, &key)?;
+    Ok(per_cpu
+        .iter()
+        .fold(workload_phase_stats::default(), |t, c| {
+            workload_phase_stats {
+                runtime_ns: t.runtime_ns + c.runtime_ns,
+                boosted_ns: t.boosted_ns + c.boosted_ns,
+                wait_ns: t.wait_ns + c.wait_ns,
+                waits: t.waits + c.waits,
+            }
+        }))
+}
+
+/// Set workload `wid`'s figures in phase slot `slot` to `figures` (held by
+/// the first CPU, the others zeroed): zero for a new workload id.
+pub fn set_workload_stats(
+    map: BorrowedFd<'_>,
+    wid: u32,
+    slot: u32,
+    figures: workload_phase_stats,
+) -> io::Result<()> {
+    let key = wid * crate::stats::NR_SLOTS as u32 + slot;
+    sys::percpu_update(map, &key, &[figures])
 }
 
 /// Every record of the pinned `hints` iterator in `pin_dir`.

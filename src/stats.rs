@@ -3,7 +3,7 @@
 //! `--stats` and `--monitor` print.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -158,33 +158,13 @@ impl Snapshot {
 
 /// Fold the per-CPU values of each entry of the per-CPU array behind `fd`
 /// into `totals`, one entry per key.
-fn read_per_cpu<T: plain::Plain + Default>(
+fn read_per_cpu<T: plain::Plain + Default + Copy>(
     fd: BorrowedFd<'_>,
     totals: &mut [T],
     fold: fn(&mut T, &T),
 ) -> std::io::Result<()> {
-    // SAFETY: a libbpf query without arguments.
-    let ncpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
-    let ncpus = usize::try_from(ncpus).map_err(|_| std::io::Error::from_raw_os_error(-ncpus))?;
-    let stride = std::mem::size_of::<T>().next_multiple_of(8);
-    let mut buf = vec![0u8; stride * ncpus];
     for (key, total) in totals.iter_mut().enumerate() {
-        let key = key as u32;
-        // SAFETY: a per-CPU lookup writes stride * ncpus bytes into buf.
-        let ret = unsafe {
-            libbpf_sys::bpf_map_lookup_elem(
-                fd.as_raw_fd(),
-                (&key as *const u32).cast(),
-                buf.as_mut_ptr().cast(),
-            )
-        };
-        if ret != 0 {
-            return Err(std::io::Error::from_raw_os_error(-ret));
-        }
-        for cpu in buf.chunks_exact(stride) {
-            let mut c = T::default();
-            plain::copy_from_bytes(&mut c, cpu)
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+        for c in crate::sys::percpu_lookup::<u32, T>(fd, &(key as u32))? {
             fold(total, &c);
         }
     }

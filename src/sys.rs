@@ -282,6 +282,75 @@ pub fn map_update<K: Copy, V: Copy>(map: BorrowedFd<'_>, key: &K, value: &V) -> 
     Ok(())
 }
 
+/// The CPUs a per-CPU map holds a value for (the possible ones).
+pub fn possible_cpus() -> io::Result<usize> {
+    // SAFETY: a libbpf query without arguments.
+    let n = unsafe { libbpf_rs::libbpf_sys::libbpf_num_possible_cpus() };
+    usize::try_from(n).map_err(|_| io::Error::from_raw_os_error(-n))
+}
+
+/// Each CPU's value under `key` in the per-CPU map behind `map` (empty if
+/// absent). `V` must be the map's plain-data value type.
+pub fn percpu_lookup<K: Copy, V: Copy + Default + plain::Plain>(
+    map: BorrowedFd<'_>,
+    key: &K,
+) -> io::Result<Vec<V>> {
+    // The kernel lays the values out 8-byte aligned, one per possible CPU.
+    let stride = std::mem::size_of::<V>().next_multiple_of(8);
+    let mut buf = vec![0u8; stride * possible_cpus()?];
+    // SAFETY: a per-CPU lookup writes stride bytes per possible CPU.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
+            map.as_raw_fd(),
+            (key as *const K).cast(),
+            buf.as_mut_ptr().cast(),
+        )
+    };
+    match r {
+        0 => {}
+        r if -r == libc::ENOENT => return Ok(Vec::new()),
+        r => return Err(io::Error::from_raw_os_error(-r)),
+    }
+    buf.chunks_exact(stride)
+        .map(|cpu| {
+            let mut v = V::default();
+            plain::copy_from_bytes(&mut v, &cpu[..std::mem::size_of::<V>()])
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Write `values` (one per possible CPU; the rest zero) under `key` in
+/// the per-CPU map behind `map`.
+pub fn percpu_update<K: Copy, V: Copy>(
+    map: BorrowedFd<'_>,
+    key: &K,
+    values: &[V],
+) -> io::Result<()> {
+    let size = std::mem::size_of::<V>();
+    let stride = size.next_multiple_of(8);
+    let mut buf = vec![0u8; stride * possible_cpus()?];
+    for (cpu, v) in buf.chunks_exact_mut(stride).zip(values) {
+        // SAFETY: V is plain data of `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts((v as *const V).cast::<u8>(), size) };
+        cpu[..size].copy_from_slice(bytes);
+    }
+    // SAFETY: key and the buffer are of the map's sizes.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_update_elem(
+            map.as_raw_fd(),
+            (key as *const K).cast(),
+            buf.as_ptr().cast(),
+            libbpf_rs::libbpf_sys::BPF_ANY as u64,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(-r));
+    }
+    Ok(())
+}
+
 /// Delete `key` from the BPF map behind `map`; whether it was there.
 pub fn map_delete<K: Copy>(map: BorrowedFd<'_>, key: &K) -> io::Result<bool> {
     // SAFETY: as in map_lookup.

@@ -627,3 +627,108 @@ fn bpftool_names_the_fields_of_a_workloads_memory() {
     );
     finish(c);
 }
+
+/// The workload figures map is per CPU since 2026-12; an older version's
+/// (one shared value per entry) left pinned is replaced with a warning,
+/// not refused: it holds counts only. Maps that hold state are refused.
+#[test]
+fn an_older_versions_figures_map_is_replaced_and_its_hints_map_refused() {
+    use scx_phase::inspect::WORKLOAD_STATS_MAP;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    let mut svc = HintService::start();
+    svc.stop();
+    let path = svc.pin_dir().join(WORKLOAD_STATS_MAP);
+    std::fs::remove_file(&path).unwrap();
+    let entries = scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS
+        * scx_phase::stats::NR_SLOTS as u32;
+    let value = std::mem::size_of::<scx_phase::bpf_intf::workload_phase_stats>() as u32;
+    let map_type = |fd: std::os::fd::BorrowedFd<'_>| {
+        // SAFETY: bpf_map_info is plain data; the kernel fills at most `len` bytes.
+        let mut info: libbpf_rs::libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: info and len are live.
+        let r = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+        };
+        assert_eq!(r, 0, "map info");
+        info.type_
+    };
+    // SAFETY: creates a map; a null name and options are allowed.
+    let old = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_create(
+            libbpf_rs::libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            std::ptr::null(),
+            4,
+            value,
+            entries,
+            std::ptr::null(),
+        )
+    };
+    assert!(old >= 0, "bpf_map_create: {old}");
+    // SAFETY: a descriptor we just made.
+    let old = unsafe { OwnedFd::from_raw_fd(old) };
+    let c = scx_phase::sys::c_path(&path).unwrap();
+    // SAFETY: a live descriptor and a C path.
+    assert_eq!(
+        unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(old.as_raw_fd(), c.as_ptr()) },
+        0
+    );
+    drop(old);
+
+    svc.restart();
+    let log = svc.log();
+    assert!(
+        log.contains("the pinned workload_stats has another layout")
+            && log.contains("replacing it"),
+        "{log}"
+    );
+    let now = scx_phase::sys::obj_get(&path).expect("workload_stats pinned again");
+    assert_eq!(
+        map_type(now.as_fd()),
+        libbpf_rs::libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY
+    );
+
+    // A map of state (the workloads' registry) of another layout: refused.
+    svc.stop();
+    let reg = svc.pin_dir().join(scx_phase::inspect::WORKLOADS_MAP);
+    std::fs::remove_file(&reg).unwrap();
+    // SAFETY: as above.
+    let bad = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_create(
+            libbpf_rs::libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            std::ptr::null(),
+            4,
+            8,
+            1,
+            std::ptr::null(),
+        )
+    };
+    assert!(bad >= 0);
+    // SAFETY: as above.
+    let bad = unsafe { OwnedFd::from_raw_fd(bad) };
+    let c = scx_phase::sys::c_path(&reg).unwrap();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(bad.as_raw_fd(), c.as_ptr()) },
+        0
+    );
+    let out = common::scx_phase(&[
+        "--hint-service-only",
+        "--pin-dir",
+        &svc.pin_dir().display().to_string(),
+        "--hint-socket",
+        &svc.dir.path().join("other.sock").display().to_string(),
+    ]);
+    let err = stderr(&out);
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        last.starts_with("scx_phase: error: the pinned hint_workloads has another layout"),
+        "{err}"
+    );
+    println!(
+        "MEASURED an older figures map: replaced, the service up; an older registry: {}",
+        last
+    );
+}

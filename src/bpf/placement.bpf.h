@@ -338,7 +338,7 @@ static __always_inline bool claimant_waits(struct task_struct *p, struct task_ct
 	return head && (hctx = task_ctx(head)) && hctx->wid == owner && hctx->cls >= tctx->cls;
 }
 
-/* Workload @wid's figures for @phase, or NULL for no workload. */
+/* This CPU's share of workload @wid's figures for @phase, or NULL for none. */
 static __always_inline struct workload_phase_stats *workload_stats_of(u32 wid, u32 phase)
 {
 	u32 key = wid * SCX_PHASE_NR_SLOTS + (phase < SCX_PHASE_NR_SLOTS ? phase : SCX_PHASE_NONE);
@@ -353,9 +353,9 @@ static __always_inline void count_workload_runtime(u32 wid, u32 phase, u64 ns, b
 
 	if (!w)
 		return;
-	__sync_fetch_and_add(&w->runtime_ns, ns);
+	w->runtime_ns += ns;
 	if (boosted)
-		__sync_fetch_and_add(&w->boosted_ns, ns);
+		w->boosted_ns += ns;
 }
 
 /* Account a wait of @ns for a CPU in @phase to workload @wid. */
@@ -365,8 +365,8 @@ static __always_inline void count_workload_wait(u32 wid, u32 phase, u64 ns)
 
 	if (!w)
 		return;
-	__sync_fetch_and_add(&w->wait_ns, ns);
-	__sync_fetch_and_add(&w->waits, 1);
+	w->wait_ns += ns;
+	w->waits++;
 }
 
 #endif /* __SCX_PHASE_PLACEMENT_BPF_H */

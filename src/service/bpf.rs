@@ -49,8 +49,11 @@ pub struct ServiceBpf<'a> {
     slot_types: (u32, u32),
 }
 
-/// What the kernel says about a pinned map, against what we would create.
-fn check_compatible(name: &str, pinned: BorrowedFd<'_>, want: &OpenMapMut<'_>) -> Result<()> {
+/// A pinned map's layout (type, key, value, entries, flags).
+type Layout = (u32, u32, u32, u32, u32);
+
+/// What the kernel says about a pinned map.
+fn pinned_layout(name: &str, pinned: BorrowedFd<'_>) -> Result<Layout> {
     // SAFETY: bpf_map_info is plain data; the kernel fills at most `len` bytes.
     let mut info: libbpf_rs::libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of_val(&info) as u32;
@@ -60,36 +63,60 @@ fn check_compatible(name: &str, pinned: BorrowedFd<'_>, want: &OpenMapMut<'_>) -
     if r != 0 {
         bail!("the pinned {name} is not a BPF map");
     }
-    let got = (
+    Ok((
         info.type_,
         info.key_size,
         info.value_size,
         info.max_entries,
         info.map_flags,
-    );
-    let wanted = (
-        want.map_type() as u32,
-        want.key_size(),
-        want.value_size(),
-        want.max_entries(),
-        want.map_flags(),
-    );
-    if got != wanted {
-        bail!(
-            "the pinned {name} has another layout (type, key, value, entries, flags {got:?}, expected {wanted:?}): it was made by another version of scx_phase; stop it and remove the pin folder to start afresh"
-        );
-    }
-    Ok(())
+    ))
+}
+
+/// What a pinned map of another layout gets.
+#[derive(Clone, Copy)]
+enum OtherLayout {
+    /// Refused: it holds state (hints, bindings) a new map would lose.
+    Refuse,
+    /// Replaced: it holds figures only, which start again from zero.
+    Replace,
 }
 
 /// Reuse the map pinned at `path` if there is one; whether it was reused.
-fn reuse_pinned(map: &mut OpenMapMut<'_>, path: &Path, name: &str) -> Result<bool> {
+fn reuse_pinned(
+    map: &mut OpenMapMut<'_>,
+    path: &Path,
+    name: &str,
+    other: OtherLayout,
+) -> Result<bool> {
     let fd = match sys::obj_get(path) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
-    check_compatible(name, fd.as_fd(), map)?;
+    let got = pinned_layout(name, fd.as_fd())?;
+    let wanted = (
+        map.map_type() as u32,
+        map.key_size(),
+        map.value_size(),
+        map.max_entries(),
+        map.map_flags(),
+    );
+    if got != wanted {
+        let what = format!(
+            "the pinned {name} has another layout (type, key, value, entries, flags {got:?}, expected {wanted:?}): it was made by another version of scx_phase"
+        );
+        match other {
+            OtherLayout::Refuse => {
+                bail!("{what}; stop it and remove the pin folder to start afresh")
+            }
+            OtherLayout::Replace => {
+                log::warn!("{what}; replacing it (its figures start from zero)");
+                fs::remove_file(path)
+                    .with_context(|| format!("cannot unpin {}", path.display()))?;
+                return Ok(false);
+            }
+        }
+    }
     map.reuse_fd(fd.as_fd())
         .with_context(|| format!("cannot reuse {}", path.display()))?;
     Ok(true)
@@ -177,21 +204,25 @@ impl<'a> ServiceBpf<'a> {
             &mut open.maps.hint_memory,
             &pin_dir.join(MEMORY_MAP),
             MEMORY_MAP,
+            OtherLayout::Refuse,
         )?;
         let workloads_pinned = reuse_pinned(
             &mut open.maps.hint_workloads,
             &pin_dir.join(WORKLOADS_MAP),
             WORKLOADS_MAP,
+            OtherLayout::Refuse,
         )?;
         let tasks_pinned = reuse_pinned(
             &mut open.maps.hint_tasks,
             &pin_dir.join(TASKS_MAP),
             TASKS_MAP,
+            OtherLayout::Refuse,
         )?;
         let stats_pinned = reuse_pinned(
             &mut open.maps.workload_stats,
             &pin_dir.join(WORKLOAD_STATS_MAP),
             WORKLOAD_STATS_MAP,
+            OtherLayout::Replace,
         )?;
 
         let mut skel = open

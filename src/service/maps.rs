@@ -174,12 +174,12 @@ impl HintMaps {
 
     /// Zero workload `wid`'s figures (a new id starts from nothing).
     pub fn reset_workload_stats(&self, wid: u32) -> io::Result<()> {
-        let zero = workload_phase_stats::default();
         for slot in 0..NR_SLOTS as u32 {
-            sys::map_update(
+            inspect::set_workload_stats(
                 self.workload_stats.as_fd(),
-                &(wid * NR_SLOTS as u32 + slot),
-                &zero,
+                wid,
+                slot,
+                workload_phase_stats::default(),
             )?;
         }
         Ok(())
@@ -187,8 +187,7 @@ impl HintMaps {
 
     /// Workload `wid`'s figures in phase slot `slot`.
     pub fn workload_stats(&self, wid: u32, slot: u32) -> io::Result<workload_phase_stats> {
-        let key = wid * NR_SLOTS as u32 + slot;
-        Ok(sys::map_lookup(self.workload_stats.as_fd(), &key)?.unwrap_or_default())
+        inspect::workload_stats(self.workload_stats.as_fd(), wid, slot)
     }
 
     /// Publish the claims: each CPU's claimant in `cpus` (every CPU in

@@ -315,8 +315,8 @@ impl HintService {
         let map =
             scx_phase::sys::obj_get(&self.pin_dir().join(scx_phase::inspect::WORKLOAD_STATS_MAP))
                 .expect("workload_stats pinned");
-        let key = wid * scx_phase::stats::NR_SLOTS as u32 + slot;
-        scx_phase::sys::map_update(map.as_fd(), &key, &f).expect("write the figures");
+        scx_phase::inspect::set_workload_stats(map.as_fd(), wid, slot, f)
+            .expect("write the figures");
     }
 
     pub fn counters(&self) -> scx_phase::bpf_intf::service_counters {
