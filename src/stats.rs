@@ -66,6 +66,7 @@ pub struct PhaseCounters {
     pub fair_rebalances: u64,
     pub claim_passes: u64,
     pub rcu_readers: u64,
+    pub tick_resolves: u64,
     pub threads: i64,
     pub wait_hist: [u64; WAIT_BUCKETS],
 }
@@ -102,6 +103,7 @@ impl PhaseCounters {
         self.fair_rebalances += c.fair_rebalances;
         self.claim_passes += c.claim_passes;
         self.rcu_readers += c.rcu_readers;
+        self.tick_resolves += c.tick_resolves;
         self.threads = self.threads.wrapping_add(c.threads);
         for (t, n) in self.wait_hist.iter_mut().zip(c.wait_hist) {
             *t += n;
@@ -153,6 +155,10 @@ impl Snapshot {
 
     pub fn rcu_readers(&self) -> u64 {
         self.total(|c| c.rcu_readers)
+    }
+
+    pub fn tick_resolves(&self) -> u64 {
+        self.total(|c| c.tick_resolves)
     }
 }
 
@@ -273,6 +279,10 @@ pub struct Report {
     /// Tasks preempted inside an RCU read-side section and run next, so
     /// that no grace period waits behind user work, since start.
     pub rcu_readers: u64,
+    /// Ticks since start, and those that resolved their task's hint in
+    /// full (the others found its slots and name unchanged).
+    pub ticks: u64,
+    pub tick_resolves: u64,
     /// The longest single wait of any phase since start, and who waited.
     pub longest_wait: Option<LongestWait>,
     /// What each callback looked at per call.
@@ -436,6 +446,8 @@ pub fn report(prev: &Snapshot, cur: &Snapshot) -> Report {
         fair_rebalances: cur.fair_rebalances(),
         claim_passes: cur.claim_passes(),
         rcu_readers: cur.rcu_readers(),
+        ticks: cur.work[crate::bpf_intf::scx_phase_callback_SCX_PHASE_CB_TICK as usize].calls,
+        tick_resolves: cur.tick_resolves(),
         longest_wait: longest_wait(cur),
         work: callback_work(dt, prev, cur),
         service: None,
@@ -514,6 +526,12 @@ impl Report {
         s += &format!(
             "RCU readers preempted inside a read-side section, run next: {}\n",
             self.rcu_readers
+        );
+        s += &format!(
+            "ticks that resolved a hint in full: {} of {} ({:.1}%)\n",
+            self.tick_resolves,
+            self.ticks,
+            100.0 * self.tick_resolves as f64 / self.ticks.max(1) as f64
         );
         if let Some(w) = &self.longest_wait {
             s += &format!(

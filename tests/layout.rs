@@ -47,6 +47,7 @@ fn phase_counters_match_bpf() {
         fair_rebalances,
         claim_passes,
         rcu_readers,
+        tick_resolves,
         threads
     );
 }

@@ -66,6 +66,8 @@ struct hint_lookup {
 	u32 invalid;		/* values above the last phase seen */
 	u32 refused;		/* phases the writer may not set */
 	u32 wid;		/* the task's process's workload, or 0 */
+	struct hint_ref thread_ref;	/* the task's own binding, or none */
+	struct hint_ref process_ref;	/* its process's binding, or none */
 };
 
 static __always_inline void hint_ignore(struct hint_lookup *h, u32 phase, bool refused)
@@ -114,6 +116,30 @@ static __always_inline bool slot_hint(const struct hint_ref *ref, struct hint_lo
 	return true;
 }
 
+/*
+ * The raw value of the slot @ref names, or ~0 (what an unset slot holds)
+ * if the binding is not current: what the tick compares to see whether a
+ * slot changed, so it neither checks nor counts the value.
+ */
+static __always_inline u64 slot_raw(const struct hint_ref *ref)
+{
+	u32 wid = ref->wid, idx = ref->slot;
+	struct hint_workload *w;
+	struct phase_hint *slot;
+	void *memory;
+
+	if (!wid)
+		return ~0ULL;
+	w = bpf_map_lookup_elem(&hint_workloads, &wid);
+	if (!w || !w->pid || w->generation != ref->generation)
+		return ~0ULL;
+	memory = bpf_map_lookup_elem(&hint_memory, &wid);
+	if (!memory)
+		return ~0ULL;
+	slot = bpf_map_lookup_elem(memory, &idx);
+	return slot ? *(volatile u64 *)slot : ~0ULL;
+}
+
 /* The workload @ref names, if the binding is current; else 0. */
 static __always_inline u32 bound_workload(const struct hint_ref *ref)
 {
@@ -157,11 +183,17 @@ static __always_inline void resolve_hint(struct task_struct *p, struct hint_look
 	h->ignored = SCX_PHASE_HINT_UNSET;
 	h->invalid = 0;
 	h->refused = 0;
+	__builtin_memset(&h->thread_ref, 0, sizeof(h->thread_ref));
+	__builtin_memset(&h->process_ref, 0, sizeof(h->process_ref));
 
 	mine = bpf_task_storage_get(&hint_tasks, p, 0, 0);
 	leader = p->group_leader == p ? mine :
 		 bpf_task_storage_get(&hint_tasks, p->group_leader, 0, 0);
 	h->wid = leader ? bound_workload(&leader->process) : 0;
+	if (mine)
+		h->thread_ref = mine->thread;
+	if (leader)
+		h->process_ref = leader->process;
 
 	if (tid_map_hint(p, h)) {
 		h->source = SCX_PHASE_SRC_TID_MAP;

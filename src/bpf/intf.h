@@ -187,6 +187,9 @@ struct phase_counters {
 				 * tasks queued there before the claim */
 	u64 rcu_readers;	/* SCX_PHASE_NONE slot: tasks preempted inside
 				 * an RCU read-side section, run next */
+	u64 tick_resolves;	/* SCX_PHASE_NONE slot: ticks that resolved
+				 * their task's hint in full (the others only
+				 * checked that nothing changed) */
 	s64 threads;		/* tasks in this phase now (sum over CPUs) */
 	u64 wait_hist[SCX_PHASE_WAIT_BUCKETS];	/* waits, by length */
 };

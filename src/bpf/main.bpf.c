@@ -100,6 +100,47 @@ static __always_inline void refresh(struct task_struct *p, struct task_ctx *tctx
 	tctx->wid = h.wid;
 	tctx->cls = phase_class(phase);
 	tctx->node = node;
+	tctx->thread_ref = h.thread_ref;
+	tctx->process_ref = h.process_ref;
+	tctx->seen_valid = 0;
+	tctx->light_ticks = 0;
+}
+
+/*
+ * A full resolve at least every this many ticks of a running task (32 ms
+ * at HZ=250), for what the light check does not read: a tid-map hint, a
+ * new binding, a changed allow mask. Each of these also applies at the
+ * task's next wake-up, which resolves in full.
+ */
+#define FULL_RESOLVE_TICKS 8
+
+/*
+ * The tick's refresh, light: a running task's hint can change with no
+ * event only through a plain store into its slot or its process's slot,
+ * or a new name (prctl). So read those three (two slots by the bindings
+ * the last full resolve found, no task storage, no hash, no rule loop)
+ * and resolve in full only if one differs from the last tick's, or every
+ * FULL_RESOLVE_TICKS. The first tick after a full resolve has nothing to
+ * compare with, and resolves in full.
+ */
+static __always_inline void refresh_on_tick(struct task_struct *p, struct task_ctx *tctx)
+{
+	u64 in[4] = {};
+
+	in[0] = slot_raw(&tctx->thread_ref);
+	in[1] = slot_raw(&tctx->process_ref);
+	bpf_probe_read_kernel(&in[2], 2 * sizeof(u64), p->comm);
+	if (tctx->seen_valid && ++tctx->light_ticks < FULL_RESOLVE_TICKS &&
+	    in[0] == tctx->seen[0] && in[1] == tctx->seen[1] &&
+	    in[2] == tctx->seen[2] && in[3] == tctx->seen[3])
+		return;
+	refresh(p, tctx);
+	count_tick_resolve();
+	tctx->seen[0] = in[0];
+	tctx->seen[1] = in[1];
+	tctx->seen[2] = in[2];
+	tctx->seen[3] = in[3];
+	tctx->seen_valid = 1;
 }
 
 /*
@@ -130,6 +171,7 @@ static __always_inline void note_queued(struct task_ctx *tctx, u64 now)
 static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 				   u64 now)
 {
+	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *c;
 	u64 used;
 
@@ -140,10 +182,13 @@ static __always_inline void charge(struct task_struct *p, struct task_ctx *tctx,
 	fair_charge(p, tctx, used);
 	count_runtime(tctx->phase, used, tctx->source == SCX_PHASE_SRC_PROCESS);
 	count_workload_runtime(tctx->wid, tctx->phase, used, class_boosted(tctx->cls));
+	/*
+	 * The task's CPU, not this one: on a nohz_full CPU the tick can run
+	 * from a housekeeping CPU (sched_tick_remote()).
+	 */
 	if (is_loader(tctx))
-		count_locality(tctx->phase,
-			       cpu_in_node(bpf_get_smp_processor_id(), tctx->node), used);
-	if (class_boosted(tctx->cls) && (c = this_cpu_ctx()) &&
+		count_locality(tctx->phase, cpu_in_node(cpu, tctx->node), used);
+	if (class_boosted(tctx->cls) && (c = cpu_ctx_of(cpu)) &&
 	    budget_charge(c, now, used))
 		count_budget_exhausted(tctx->phase);
 }
@@ -601,15 +646,16 @@ void BPF_STRUCT_OPS(phase_running, struct task_struct *p)
 static __always_inline void on_tick(struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx_ours(p, "tick");
-	struct cpu_ctx *c = this_cpu_ctx();
-	s32 cpu = bpf_get_smp_processor_id(), node = node_of_cpu(cpu);
+	/* The task's CPU: the tick may run remotely (see charge()). */
+	s32 cpu = scx_bpf_task_cpu(p), node = node_of_cpu(cpu);
+	struct cpu_ctx *c = cpu_ctx_of(cpu);
 	u64 now = scx_bpf_now();
 	bool budget, yield;
 
 	if (!tctx || !c)
 		return;
 	charge(p, tctx, now);
-	refresh(p, tctx);
+	refresh_on_tick(p, tctx);
 	c->cur_class = tctx->cls;
 
 	budget = budget_left(c, now);

@@ -129,6 +129,15 @@ static __always_inline void count_rcu_reader(void)
 		c->rcu_readers++;
 }
 
+/* A tick that resolved its task's hint in full (main.bpf.c). */
+static __always_inline void count_tick_resolve(void)
+{
+	struct phase_counters *c = stats_of(SCX_PHASE_NONE);
+
+	if (c)
+		c->tick_resolves++;
+}
+
 /* Hint values a lookup ignored: garbage, and phases the writer may not set. */
 static __always_inline void count_ignored_hints(u32 invalid, u32 refused)
 {

@@ -18,6 +18,16 @@ struct task_ctx {
 	u64 running_since;	/* last ops.running() or charge, 0 if not running */
 	u64 enqueued_at;	/* when it last became runnable-and-waiting */
 	u64 vtime[2];		/* per vtime domain (fair.bpf.h) */
+	/*
+	 * The light tick (main.bpf.c): the task's bindings as of the last
+	 * full resolve, what its slots and name held at the last tick, and
+	 * the ticks since a full resolve.
+	 */
+	struct hint_ref thread_ref;
+	struct hint_ref process_ref;
+	u64 seen[4];		/* thread slot, process slot, name (16 bytes) */
+	u32 seen_valid;		/* seen[] was read since the last full resolve */
+	u32 light_ticks;
 	struct bpf_cpumask __kptr *tmp_mask;	/* scratch (placement.bpf.h) */
 };
 

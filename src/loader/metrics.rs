@@ -175,6 +175,12 @@ fn phase_families(s: &Snapshot) -> Vec<Family> {
     );
     hints.total(vec![("reason", "invalid".into())], s.invalid_hints() as f64);
     hints.total(vec![("reason", "refused".into())], s.refused_hints() as f64);
+    let mut tick_resolves = Family::new(
+        "scx_phase_tick_full_resolves",
+        Kind::Counter,
+        "Ticks that resolved their task's hint in full; the others found its slots and name unchanged",
+    );
+    tick_resolves.total(vec![], s.tick_resolves() as f64);
     let mut calls = Family::new(
         "scx_phase_callback_calls",
         Kind::Counter,
@@ -218,6 +224,7 @@ fn phase_families(s: &Snapshot) -> Vec<Family> {
         from_process,
         locality,
         hints,
+        tick_resolves,
         calls,
         cpus,
         queues,

@@ -216,3 +216,64 @@ fn monitor_reads_a_running_instance() {
         .sum();
     assert!(unhinted > 0.0, "{text}");
 }
+
+/// The light tick: a running thread's hint is resolved in full again only
+/// when its slot or name changed, or every 8th tick. A thread that spins
+/// in one phase (a hint from the service's memory, a plain store) costs
+/// about one full resolve in 8 ticks (every tick before); one that switches
+/// phase by a plain store while it spins is seen within about a tick.
+#[test]
+fn the_tick_resolves_a_running_threads_hint_again_only_when_it_changed() {
+    let _loader = Loader::start(&[]);
+    let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
+    let tick = stats::CALLBACKS.iter().position(|c| *c == "tick").unwrap();
+    let spin = |d: Duration| {
+        let t0 = Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < d {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    };
+    let (a, b, c) = std::thread::spawn(move || {
+        // Registers this thread with the service: a request, then a store.
+        scx_phase::hint::set_phase(Phase::Backward).expect("set_phase through the service");
+        std::thread::sleep(Duration::from_millis(50));
+        let a = stats.read().unwrap();
+        spin(Duration::from_secs(2));
+        let b = stats.read().unwrap();
+        // Ten rounds: forward by a store while running, 40 ms; back to
+        // backward, and a 1 ms sleep (its wake-up resolves in full, so only
+        // the switch to forward waits for a tick); 60 ms of backward.
+        for _ in 0..10 {
+            scx_phase::hint::set_phase(Phase::Forward).unwrap();
+            spin(Duration::from_millis(40));
+            scx_phase::hint::set_phase(Phase::Backward).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+            spin(Duration::from_millis(60));
+        }
+        let c = stats.read().unwrap();
+        scx_phase::hint::clear_phase().unwrap();
+        (a, b, c)
+    })
+    .join()
+    .unwrap();
+    let ticks = b.work[tick].calls - a.work[tick].calls;
+    let full = b.tick_resolves() - a.tick_resolves();
+    let fwd = Phase::Forward as usize;
+    let forward_ms = (c.slots[fwd].runtime_ns - b.slots[fwd].runtime_ns) as f64 / 1e6;
+    println!(
+        "MEASURED light tick: a thread spinning 2 s in backward (a slot hint): {full} of {ticks} ticks resolved in full ({:.1}%); 10 switches to forward by a store while running, 40 ms each: {forward_ms:.0} ms of 400 accounted to forward",
+        100.0 * full as f64 / ticks.max(1) as f64
+    );
+    assert!(ticks >= 100, "only {ticks} ticks in 2 s of spinning");
+    assert!(
+        full * 4 <= ticks,
+        "{full} of {ticks} ticks resolved the hint in full"
+    );
+    // A switch seen within a tick or two (4 ms at HZ=250) leaves about
+    // 36 ms a round; one seen only by the 8th-tick resolve, about 24.
+    assert!(
+        forward_ms >= 320.0,
+        "forward got {forward_ms:.0} ms of 400: the switches were seen late"
+    );
+}
