@@ -221,42 +221,39 @@ fn monitor_reads_a_running_instance() {
 /// when its slot or name changed, or every 8th tick. A thread that spins
 /// in one phase (a hint from the service's memory, a plain store) costs
 /// about one full resolve in 8 ticks (every tick before); one that switches
-/// phase by a plain store while it spins is seen within about a tick.
+/// phase by a plain store while it spins is seen within about a tick. The
+/// thread is a Python client's, so that no registration outlives the test
+/// (the test binary's own would stay for the tests after it).
 #[test]
 fn the_tick_resolves_a_running_threads_hint_again_only_when_it_changed() {
     let _loader = Loader::start(&[]);
     let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
     let tick = stats::CALLBACKS.iter().position(|c| *c == "tick").unwrap();
-    let spin = |d: Duration| {
-        let t0 = Instant::now();
-        let mut x = 0u64;
-        while t0.elapsed() < d {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
+    // Ten rounds after the steady spin: forward by a store while running,
+    // 40 ms; back to backward and a 1 ms sleep (its wake-up resolves in
+    // full, so only the switch to forward waits for a tick); 60 ms of
+    // backward.
+    let code = "import json, sys, time, scx_phase\n\
+                def spin(s):\n    end = time.monotonic() + s\n    while time.monotonic() < end: pass\n\
+                def say(at): print(json.dumps({'at': at}), flush=True)\n\
+                scx_phase.set_phase('backward')\ntime.sleep(0.05)\n\
+                say('steady')\nspin(2.0)\nsay('switches')\n\
+                for _ in range(10):\n    scx_phase.set_phase('forward')\n    spin(0.04)\n    \
+                scx_phase.set_phase('backward')\n    time.sleep(0.001)\n    spin(0.06)\n\
+                say('done')\nsys.stdin.read()\n";
+    let mut client = crate::clients::Client::spawn(
+        &["/usr/bin/python3".into(), "-c".into(), code.into()],
+        "light-tick",
+    );
+    let mut at = |want: &str| {
+        let l = client.line();
+        assert_eq!(l["at"], want, "{l}");
+        stats.read().unwrap()
     };
-    let (a, b, c) = std::thread::spawn(move || {
-        // Registers this thread with the service: a request, then a store.
-        scx_phase::hint::set_phase(Phase::Backward).expect("set_phase through the service");
-        std::thread::sleep(Duration::from_millis(50));
-        let a = stats.read().unwrap();
-        spin(Duration::from_secs(2));
-        let b = stats.read().unwrap();
-        // Ten rounds: forward by a store while running, 40 ms; back to
-        // backward, and a 1 ms sleep (its wake-up resolves in full, so only
-        // the switch to forward waits for a tick); 60 ms of backward.
-        for _ in 0..10 {
-            scx_phase::hint::set_phase(Phase::Forward).unwrap();
-            spin(Duration::from_millis(40));
-            scx_phase::hint::set_phase(Phase::Backward).unwrap();
-            std::thread::sleep(Duration::from_millis(1));
-            spin(Duration::from_millis(60));
-        }
-        let c = stats.read().unwrap();
-        scx_phase::hint::clear_phase().unwrap();
-        (a, b, c)
-    })
-    .join()
-    .unwrap();
+    let a = at("steady");
+    let b = at("switches");
+    let c = at("done");
+    drop(client);
     let ticks = b.work[tick].calls - a.work[tick].calls;
     let full = b.tick_resolves() - a.tick_resolves();
     let fwd = Phase::Forward as usize;
