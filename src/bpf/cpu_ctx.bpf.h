@@ -24,6 +24,8 @@ struct cpu_ctx {
 	u32 steal_next;		/* next of its node's CPUs it steals from */
 	u32 steal_far;		/* next of other nodes' CPUs it steals from */
 	u32 claim_next;		/* where in a claim it looks first */
+	u32 boost_hint;		/* 1 + the node whose boosted task kicked it */
+	u32 boost_next;		/* next other node whose boosted queue it checks */
 	u32 _pad;
 	struct bpf_cpumask __kptr *tmp_mask;	/* scratch (numa.bpf.h) */
 };

@@ -43,16 +43,16 @@ enum scx_phase_limits {
 
 /*
  * The scheduler's queues (DSQ ids), in one place so that no two pieces
- * pick the same id: boosted work, data loaders per node, fair work per
+ * pick the same id: data loaders and boosted work per node, fair work per
  * CPU. Built-in DSQ ids have bit 63 set, so none of these collides.
  */
 enum scx_phase_dsq {
-	SCX_PHASE_BOOST_DSQ		= 1,
-	SCX_PHASE_LOADER_DSQ_BASE	= 16,		/* + node */
-	SCX_PHASE_FAIR_DSQ_BASE		= 1 << 16,	/* + CPU */
+	SCX_PHASE_LOADER_DSQ_BASE	= 16,				/* + node */
+	SCX_PHASE_BOOST_DSQ_BASE	= 16 + SCX_PHASE_MAX_NODES,	/* + node */
+	SCX_PHASE_FAIR_DSQ_BASE		= 1 << 16,			/* + CPU */
 };
-_Static_assert(SCX_PHASE_LOADER_DSQ_BASE + SCX_PHASE_MAX_NODES <= SCX_PHASE_FAIR_DSQ_BASE,
-	       "the loader queues overlap the fair ones");
+_Static_assert(SCX_PHASE_BOOST_DSQ_BASE + SCX_PHASE_MAX_NODES <= SCX_PHASE_FAIR_DSQ_BASE,
+	       "the boosted queues overlap the fair ones");
 
 /*
  * A thread-name rule: a task without an explicit hint whose name starts

@@ -22,9 +22,10 @@
  *   preempt.bpf.h   which CPU a waking boosted task takes
  *
  * Queues: boosted tasks (checkpoint, backward, forward, optimizer) wait in
- * BOOST_DSQ, un-hinted and idle-phase tasks in their CPU's FAIR_DSQ, data
- * loaders in their node's LOADER_DSQ. A CPU serves BOOST_DSQ first while
- * it has boost budget left, fair work first once it has none.
+ * their node's BOOST_DSQ, un-hinted and idle-phase tasks in their CPU's
+ * FAIR_DSQ, data loaders in their node's LOADER_DSQ. A CPU serves boosted
+ * work first while it has boost budget left, fair work first once it has
+ * none.
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
@@ -48,7 +49,7 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-#define BOOST_DSQ SCX_PHASE_BOOST_DSQ
+#define BOOST_DSQ(node) (SCX_PHASE_BOOST_DSQ_BASE + (u64)(node))
 
 /*
  * Whether @p may run on some CPU of @node: one kfunc on the node's mask.
@@ -414,12 +415,18 @@ static __always_inline void on_enqueue(struct task_struct *p, u64 enq_flags)
 	}
 
 	if (class_boosted(tctx->cls)) {
-		scx_bpf_dsq_insert_vtime(p, BOOST_DSQ, slice_ns,
-					 queue_vtime(tctx, BOOST_DSQ, enq_flags, now), enq_flags);
+		u64 dsq = BOOST_DSQ(node_of_cpu(cpu));
+		struct cpu_ctx *tc;
+
+		scx_bpf_dsq_insert_vtime(p, dsq, slice_ns,
+					 queue_vtime(tctx, dsq, enq_flags, now), enq_flags);
 		target = claimed_idle_cpu(p, tctx->wid);
 		if (target < 0)
 			target = idle_cpu_near(placeable_mask(p, tctx), cpu);
 		if (target >= 0) {
+			/* It may be of another node: name the queue to it. */
+			if ((tc = cpu_ctx_of(target)))
+				tc->boost_hint = node_of_cpu(cpu) + 1;
 			scx_bpf_kick_cpu(target, SCX_KICK_IDLE);
 			return;
 		}
@@ -427,6 +434,8 @@ static __always_inline void on_enqueue(struct task_struct *p, u64 enq_flags)
 		if (target < 0)
 			target = preemption_victim(p, tctx->wid, tctx->cls, now);
 		if (target >= 0) {
+			if ((tc = cpu_ctx_of(target)))
+				tc->boost_hint = node_of_cpu(cpu) + 1;
 			scx_bpf_kick_cpu(target, SCX_KICK_PREEMPT);
 			count_preemption(tctx->phase);
 		}
@@ -521,7 +530,7 @@ static __always_inline bool dispatch_fair(s32 cpu, s32 node, struct cpu_ctx *c,
  * and no boosted task that used less is waiting: a round trip through the
  * queue would hand the CPU to fair work and make it preempt its way back.
  */
-static __always_inline bool keep_boosted(struct task_struct *prev)
+static __always_inline bool keep_boosted(struct task_struct *prev, u64 boost)
 {
 	struct task_struct *head;
 	struct task_ctx *tctx;
@@ -533,7 +542,7 @@ static __always_inline bool keep_boosted(struct task_struct *prev)
 	if (!tctx || !class_boosted(tctx->cls) ||
 	    !placeable(prev, tctx->wid, bpf_get_smp_processor_id()))
 		return false;
-	head = dsq_peek(BOOST_DSQ);
+	head = dsq_peek(boost);
 	if (head && vtime_before(head->scx.dsq_vtime, tctx->vtime[DOMAIN_BOOST]))
 		return false;
 	c = this_cpu_ctx();
@@ -560,6 +569,60 @@ static __always_inline bool keep_last(struct task_struct *prev, s32 cpu)
 	return true;
 }
 
+/*
+ * The boosted queue @cpu of @node serves: its node's, or another node's
+ * whose head has used less and that @cpu may take. The other node is the
+ * one whose task kicked this CPU, else one in turn: two peeks, however
+ * many nodes, and boosted work runs in vtime order across nodes within a
+ * turn of them.
+ */
+static __always_inline u64 boost_queue_for(s32 cpu, s32 node, struct cpu_ctx *c)
+{
+	u64 mine = BOOST_DSQ(node), other;
+	struct task_struct *a, *b;
+	u32 n;
+
+	if (nr_nodes < 2 || !c)
+		return mine;
+	if (c->boost_hint) {
+		n = c->boost_hint - 1;
+		c->boost_hint = 0;
+	} else {
+		n = (node + 1 + c->boost_next++ % (nr_nodes - 1)) % nr_nodes;
+	}
+	if ((s32)n == node || n >= nr_nodes)
+		return mine;
+	other = BOOST_DSQ(n);
+	a = dsq_peek(mine);
+	if (a && !task_placeable_on(a, cpu))
+		a = NULL;
+	b = dsq_peek(other);
+	if (b && !task_placeable_on(b, cpu))
+		b = NULL;
+	if (b && (!a || vtime_before(b->scx.dsq_vtime, a->scx.dsq_vtime)))
+		return other;
+	return mine;
+}
+
+/*
+ * Whether boosted work waits in another node's queue (one, in turn): its
+ * CPUs may all be busy with boosted work of their own, and a single
+ * queue for the host would have made this CPU's fair task yield to it.
+ * The CPU's next dispatch then looks there first.
+ */
+static __always_inline bool boost_waits_elsewhere(s32 node, struct cpu_ctx *c)
+{
+	u32 n;
+
+	if (nr_nodes < 2)
+		return false;
+	n = (node + 1 + c->boost_next % (nr_nodes - 1)) % nr_nodes;
+	if (n >= nr_nodes || !dsq_len(BOOST_DSQ(n)))
+		return false;
+	c->boost_hint = n + 1;
+	return true;
+}
+
 static __always_inline void on_dispatch(s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = this_cpu_ctx();
@@ -567,15 +630,16 @@ static __always_inline void on_dispatch(s32 cpu, struct task_struct *prev)
 	s32 node = node_of_cpu(cpu);
 	bool boost_first = !c || budget_left(c, now);
 	bool boost_ok;
+	u64 boost;
 
 	placement_sync();
-	boost_ok = head_placeable(BOOST_DSQ, cpu);
-	if (boost_first && (keep_boosted(prev) ||
-			    (boost_ok && dsq_take(BOOST_DSQ))))
+	boost = boost_queue_for(cpu, node, c);
+	boost_ok = head_placeable(boost, cpu);
+	if (boost_first && (keep_boosted(prev, boost) || (boost_ok && dsq_take(boost))))
 		return;
 	if (dispatch_fair(cpu, node, c, prev))
 		return;
-	if (!boost_first && boost_ok && dsq_take(BOOST_DSQ))
+	if (!boost_first && boost_ok && dsq_take(boost))
 		return;
 	if (keep_last(prev, cpu))
 		return;
@@ -594,7 +658,7 @@ void BPF_STRUCT_OPS(phase_dispatch, s32 cpu, struct task_struct *prev)
 static __always_inline bool company_waits(struct task_ctx *tctx, s32 cpu)
 {
 	if (class_boosted(tctx->cls))
-		return dsq_len(BOOST_DSQ) > 0;
+		return dsq_len(BOOST_DSQ(node_of_cpu(cpu))) > 0;
 	return dsq_len(FAIR_DSQ(cpu)) > 0 ||
 	       dsq_len(LOADER_DSQ(node_of_cpu(cpu))) > 0;
 }
@@ -669,8 +733,12 @@ static __always_inline void on_tick(struct task_struct *p)
 	else if (class_boosted(tctx->cls))
 		yield = !budget && (dsq_len(FAIR_DSQ(cpu)) ||
 				    dsq_len(LOADER_DSQ(node)));
+	else if (!budget)
+		yield = false;
+	else if (dsq_len(BOOST_DSQ(node)))
+		yield = true;
 	else
-		yield = budget && dsq_len(BOOST_DSQ);
+		yield = boost_waits_elsewhere(node, c);
 	if (yield)
 		scx_bpf_task_set_slice(p, 0);
 }
@@ -743,11 +811,12 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(phase_init)
 	u32 n;
 
 	fair_init();
-	if ((err = scx_bpf_create_dsq(BOOST_DSQ, -1)) || (err = fair_queues_init()) ||
+	if ((err = fair_queues_init()) ||
 	    (err = placement_init()) || (err = node_masks_init()) || (err = cpu_ctx_init()))
 		return err;
 	bpf_for(n, 0, nr_nodes) {
-		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)))
+		if ((err = scx_bpf_create_dsq(LOADER_DSQ(n), n)) ||
+		    (err = scx_bpf_create_dsq(BOOST_DSQ(n), n)))
 			return err;
 	}
 	return spill_timer_init();

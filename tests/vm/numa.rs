@@ -173,3 +173,55 @@ fn loaders_leave_their_node_only_with_numa_spill() {
         "with spill on, loaders stayed queued on the busy node"
     );
 }
+
+/// Boosted work is queued per node, and the nodes' queues are served as
+/// one: six backward spinners that all start on node 0 (so all queue
+/// there) among hogs on every CPU end up with even shares of the host,
+/// not node 0's CPUs split six ways while node 1's run hogs.
+#[test]
+fn boosted_threads_queued_on_one_node_share_the_whole_host() {
+    let (node0, _) = two_nodes();
+    let all: Vec<usize> = (0..nr_cpus()).collect();
+    let _loader = Loader::start(&[]);
+    let hogs = Hogs::start(nr_cpus());
+    let spinners: Vec<Spinner> = (0..6).map(|_| Spinner::start(None)).collect();
+    let map = PhaseMap::open_default().unwrap();
+    for s in &spinners {
+        set_affinity(s.tid, &node0);
+        map.set(s.tid, PhaseHint::new(Phase::Backward, None))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for s in &spinners {
+        set_affinity(s.tid, &all);
+    }
+    let tids: Vec<u32> = spinners.iter().map(|s| s.tid).collect();
+    let got = shares(&tids, Duration::from_secs(5));
+    let hog = shares(&hogs.tids(), Duration::from_secs(2));
+    let (min, max) = got
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let total: f64 = got.iter().sum();
+    println!(
+        "MEASURED 6 backward spinners queued on node 0 first, {} hogs, {} vCPUs in 2 nodes, 5 s: {} (together {total:.0}% of a CPU, min/max {:.2}); hogs {}",
+        nr_cpus(),
+        nr_cpus(),
+        fmt_pct(&got),
+        min / max,
+        fmt_pct(&hog)
+    );
+    for s in &spinners {
+        map.clear(s.tid).unwrap();
+    }
+    // Node 0's CPUs alone would give them at most 2 CPUs (200%).
+    assert!(
+        total >= 100.0 * (node0.len() as f64) + 50.0,
+        "the spinners got {total:.0}%: node 1 did not serve node 0's queue"
+    );
+    assert!(min >= 0.7 * max, "uneven shares: {}", fmt_pct(&got));
+    assert!(
+        hog.iter().all(|&h| h >= 5.0),
+        "a hog starved: {}",
+        fmt_pct(&hog)
+    );
+}
