@@ -17,8 +17,14 @@ fn build_clang() -> (String, Vec<String>) {
         .find_map(|l| l.strip_prefix("scx_utils:clang="))
         .unwrap_or_else(|| panic!("{}: no scx_utils:clang= line", output.display()));
     // ClangInfo { clang: "clang-19", ... } ["-g", "-O2", ...]
-    let quoted =
-        |s: &str| -> Vec<String> { s.split('"').skip(1).step_by(2).map(str::to_owned).collect() };
+    let quoted = |s: &str| -> Vec<String> {
+        // The odd pieces between quotes are the quoted strings.
+        s.split('"')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, q)| q.to_owned())
+            .collect()
+    };
     let (info, flags) = line.split_once(" [").expect("a flag list");
     let clang = quoted(info.split("clang: ").nth(1).expect("a clang"))
         .into_iter()
