@@ -135,13 +135,14 @@ fn every_callback_counts_the_cpus_and_queues_it_looks_at() {
 }
 
 /// The most CPUs one call of a hot callback may look at, on any host:
-/// select_cpu this CPU and PREEMPT_SAMPLES (2) others; enqueue those, or
-/// a woken fair task's 4 candidate queues' CPUs and the CPU it kicks;
+/// select_cpu this CPU and PREEMPT_SAMPLES (2) others, or a woken fair
+/// task's 4 candidate queues' CPUs; enqueue the same (when select_cpu was
+/// not called) and the CPU it kicks;
 /// dispatch the CPU that kicked it and STEAL_TRIES (3) others; the rest
 /// none. On 4 vCPUs the scans these replaced looked at 5 (select_cpu: this
 /// CPU and every CPU) and 6 (dispatch: every other CPU, in two passes).
 const MAX_CPUS: [(&str, u64); 6] = [
-    ("select_cpu", 3),
+    ("select_cpu", 4),
     ("enqueue", 5),
     ("dispatch", 4),
     ("running", 0),
