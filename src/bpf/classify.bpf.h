@@ -11,8 +11,9 @@
 
 #include "intf.h"
 
-/* Knobs (--classify-rules, --no-classify). */
+/* Knobs (--classify-rules, --no-classify, --trust-names). */
 const volatile bool classify_enabled = true;
+const volatile bool classify_trusted;
 const volatile u32 nr_classify_rules;
 const volatile struct classify_rule classify_rules[SCX_PHASE_MAX_RULES];
 
@@ -52,6 +53,24 @@ static __always_inline u32 classify(const struct task_struct *p)
 			return r->phase;
 	}
 	return SCX_PHASE_NONE;
+}
+
+/*
+ * Whether @p's credentials hold the raise privilege on the host:
+ * CAP_SYS_NICE, effective, in the initial user namespace (host root has
+ * it; root of a container with its own user namespace, or without the
+ * capability, does not). The same rule the hint service applies to a
+ * client (rules::may_raise), read from the task itself.
+ */
+static __always_inline bool creds_may_raise(const struct task_struct *p)
+{
+	const struct cred *cred = BPF_CORE_READ(p, cred);
+	u64 caps;
+
+	if (!cred || BPF_CORE_READ(cred, user_ns, level) != 0)
+		return false;
+	caps = BPF_CORE_READ(cred, cap_effective.val);
+	return caps & (1ULL << 23);	/* CAP_SYS_NICE: a macro, not in vmlinux.h */
 }
 
 #endif /* __SCX_PHASE_CLASSIFY_BPF_H */

@@ -169,6 +169,27 @@ static __always_inline bool tid_map_hint(const struct task_struct *p, struct hin
 }
 
 /*
+ * Whether a name rule may put @p in @phase. A name is not a credential:
+ * anyone can name a thread pt_autograd_0, so a name may raise a thread
+ * only where the raise rule would allow it: its process holds the raise
+ * privilege (CAP_SYS_NICE on the host), or registered with the hint
+ * service and was granted @phase there (a member of the hint group;
+ * `import scx_phase` registers). Idle lowers and is anyone's. A
+ * single-tenant node may trust every name (--trust-names).
+ */
+static __always_inline bool name_may_set(const struct task_struct *p, u32 wid, u32 phase)
+{
+	struct hint_workload *w;
+
+	if (phase == SCX_PHASE_IDLE || classify_trusted)
+		return true;
+	if (wid && (w = bpf_map_lookup_elem(&hint_workloads, &wid)) &&
+	    phase < SCX_PHASE_NR && (w->allow & (1U << phase)))
+		return true;
+	return creds_may_raise(p);
+}
+
+/*
  * The phase @p is in and where it came from. Nothing found gives
  * SCX_PHASE_NONE, so a bad writer can never push a task into an
  * undefined class.
@@ -205,8 +226,12 @@ static __always_inline void resolve_hint(struct task_struct *p, struct hint_look
 	}
 	h->phase = classify(p);
 	if (h->phase != SCX_PHASE_NONE) {
-		h->source = SCX_PHASE_SRC_NAME;
-		return;
+		if (name_may_set(p, h->wid, h->phase)) {
+			h->source = SCX_PHASE_SRC_NAME;
+			return;
+		}
+		hint_ignore(h, h->phase, true);
+		h->phase = SCX_PHASE_NONE;
 	}
 	if (leader && slot_hint(&leader->process, h))
 		h->source = SCX_PHASE_SRC_PROCESS;

@@ -66,31 +66,59 @@ pub fn parse(text: &str) -> Result<Vec<Rule>> {
     Ok(rules)
 }
 
-/// The rules in force: none with `--no-classify`, the file's with
-/// `--classify-rules`, else the built-in table.
-pub fn load(file: Option<&Path>, disabled: bool) -> Result<Vec<Rule>> {
-    if disabled {
-        return Ok(Vec::new());
-    }
-    match file {
-        None => Ok(builtin()),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            parse(&text).with_context(|| format!("in {}", path.display()))
+/// The name rules in force, and whom they may raise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameRules {
+    pub rules: Vec<Rule>,
+    /// A name may raise any thread (`--trust-names`, for single-tenant
+    /// nodes). Otherwise only threads whose process may raise: CAP_SYS_NICE
+    /// on the host, or registered with the hint service and granted the
+    /// phase (the BPF side, `name_may_set()`).
+    pub trusted: bool,
+}
+
+impl NameRules {
+    /// For the start-up line: how many rules, and whom they may raise.
+    pub fn describe(&self) -> String {
+        let n = self.rules.len();
+        if self.trusted {
+            format!("{n} name rule(s), trusted for every thread (--trust-names)")
+        } else {
+            format!("{n} name rule(s), raising only threads whose process may raise")
         }
     }
 }
 
-/// Fill a BPF skeleton's `classify_*` read-only globals with `rules`. A
+/// The rules in force: none with `--no-classify`, the file's with
+/// `--classify-rules`, else the built-in table.
+pub fn load(file: Option<&Path>, disabled: bool, trusted: bool) -> Result<NameRules> {
+    let rules = if disabled {
+        Vec::new()
+    } else {
+        match file {
+            None => builtin(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                parse(&text).with_context(|| format!("in {}", path.display()))?
+            }
+        }
+    };
+    Ok(NameRules { rules, trusted })
+}
+
+/// Fill a BPF skeleton's `classify_*` read-only globals with `rules` (a
+/// [`NameRules`]). A
 /// macro because both BPF objects (scheduler, hint service) have them, each
 /// skeleton with its own Rust types.
 #[macro_export]
 macro_rules! write_rules {
     ($rodata:expr, $rules:expr) => {{
         let rodata = $rodata;
-        let rules: &[$crate::loader::classify::Rule] = $rules;
+        let named: &$crate::loader::classify::NameRules = $rules;
+        let rules = &named.rules;
         rodata.classify_enabled = !rules.is_empty();
+        rodata.classify_trusted = named.trusted;
         let slots = rodata.classify_rules.len();
         rodata.nr_classify_rules = rules.len().min(slots) as u32;
         for (slot, rule) in rodata.classify_rules.iter_mut().zip(rules) {
@@ -165,7 +193,9 @@ mod tests {
 
     #[test]
     fn no_classify_means_no_rules() {
-        assert!(load(None, true).unwrap().is_empty());
-        assert_eq!(load(None, false).unwrap(), builtin());
+        assert!(load(None, true, false).unwrap().rules.is_empty());
+        assert_eq!(load(None, false, false).unwrap().rules, builtin());
+        assert!(!load(None, false, false).unwrap().trusted);
+        assert!(load(None, false, true).unwrap().trusted);
     }
 }

@@ -97,6 +97,13 @@ pub struct RunOpts {
     #[arg(long)]
     pub no_classify: bool,
 
+    /// Let a thread's name raise it whoever runs it (single-tenant nodes)
+    /// [default: off: a name raises a thread only if its process holds
+    /// CAP_SYS_NICE or registered with the hint service as a member of the
+    /// hint group; anyone may name a thread pt_autograd_0].
+    #[arg(long)]
+    pub trust_names: bool,
+
     /// Let members of GROUP (a name or gid) raise threads above un-hinted
     /// work through the hint service (every phase but idle); anyone may set
     /// idle on threads they could signal [default: none: only holders of

@@ -18,7 +18,7 @@ use scx_utils::{
 
 use crate::loader::access;
 use crate::loader::bpf_skel::*;
-use crate::loader::classify::{self, Rule};
+use crate::loader::classify::{self, NameRules};
 use crate::loader::cli::RunOpts;
 use crate::loader::metrics;
 use crate::loader::notify;
@@ -49,7 +49,7 @@ impl<'a> Scheduler<'a> {
         opts: &RunOpts,
         pin_dir: &Path,
         topo: &HostTopology,
-        rules: &[Rule],
+        rules: &NameRules,
         service: &ServiceBpf<'_>,
         socket: &Path,
         open_object: &'a mut MaybeUninit<OpenObject>,
@@ -122,7 +122,7 @@ impl<'a> Scheduler<'a> {
 
         let link = scx_ops_attach!(skel, phase_ops)?;
         info!(
-            "scx_phase attached: slice {} us, {} NUMA node(s){}, boost budget {}% of {} ms, {} name rule(s), pins in {}",
+            "scx_phase attached: slice {} us, {} NUMA node(s){}, boost budget {}% of {} ms, {}, pins in {}",
             opts.slice_us,
             topo.nodes.len(),
             if numa_idle {
@@ -132,7 +132,7 @@ impl<'a> Scheduler<'a> {
             },
             opts.boost_budget_pct,
             opts.boost_window_ms,
-            rules.len(),
+            rules.describe(),
             pin_dir.display()
         );
         Ok(Scheduler {
@@ -247,7 +247,7 @@ fn start_service<'a>(
     opts: &RunOpts,
     pin_dir: &Path,
     socket: &Path,
-    rules: &[Rule],
+    rules: &NameRules,
     open_object: &'a mut MaybeUninit<OpenObject>,
 ) -> Result<(ServiceBpf<'a>, Service)> {
     let service = ServiceBpf::load(pin_dir, opts.max_hints, rules, opts.verbose, open_object)?;
@@ -294,7 +294,11 @@ fn tell_manager(state: &str) {
 /// Load, attach and run until stopped; restart when the kernel asks (CPU
 /// hotplug). The hint service runs throughout, across restarts.
 pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBool>) -> Result<()> {
-    let rules = classify::load(opts.classify_rules.as_deref(), opts.no_classify)?;
+    let rules = classify::load(
+        opts.classify_rules.as_deref(),
+        opts.no_classify,
+        opts.trust_names,
+    )?;
     let mut service_object = MaybeUninit::uninit();
     let (service, _running) = start_service(opts, pin_dir, socket, &rules, &mut service_object)?;
     if let Some(addr) = opts.metrics {

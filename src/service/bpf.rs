@@ -19,7 +19,7 @@ use scx_phase::inspect::{
 use scx_phase::sys;
 
 use super::maps::HintMaps;
-use crate::loader::classify::Rule;
+use crate::loader::classify::NameRules;
 
 mod skel {
     #![allow(clippy::all)]
@@ -143,7 +143,7 @@ impl<'a> ServiceBpf<'a> {
     pub fn load(
         pin_dir: &Path,
         max_hints: u32,
-        rules: &[Rule],
+        rules: &NameRules,
         verbose: bool,
         open_object: &'a mut MaybeUninit<OpenObject>,
     ) -> Result<Self> {

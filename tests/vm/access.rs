@@ -3,9 +3,15 @@
 //! kernel.unprivileged_bpf_disabled at 2 (Debian's default) and at 1: the
 //! service path needs no bpf() from the client at all.
 
+use std::path::Path;
 use std::process::{Child, Command, Output};
+use std::time::Duration;
 
+use scx_phase::stats::StatsMap;
+
+use crate::clients::{Client, tag};
 use crate::support::*;
+use crate::workload::{Hogs, nr_cpus, shares};
 
 const GID: &str = "4242";
 const UID: &str = "4243";
@@ -103,4 +109,107 @@ fn the_hint_group_may_raise_through_the_service_and_the_maps_are_roots() {
     println!("MEASURED --hint-group: {}", seen.join("; "));
     let _ = target.kill();
     let _ = target.wait();
+}
+
+/// A Python process of uid UID (in the hint group if `member`) that names
+/// its main thread `name`, registers with the hint service if `register`
+/// (as `import scx_phase` does on its first call), prints its tid and
+/// spins until its stdin closes.
+fn named_spinner(name: &str, member: bool, register: bool) -> (Client, u32) {
+    let code = format!(
+        r#"
+import ctypes, json, os, sys, threading
+ctypes.CDLL(None).prctl(15, b"{name}", 0, 0, 0)
+if {register}:
+    import scx_phase
+    scx_phase.clear_process_phase()
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+print(json.dumps({{"tid": threading.get_native_id()}}), flush=True)
+while True:
+    pass
+"#,
+        register = if register { "True" } else { "False" }
+    );
+    let t = tag("named");
+    let groups = if member {
+        format!("--groups={GID}")
+    } else {
+        "--clear-groups".into()
+    };
+    let argv: Vec<String> = [
+        "setpriv",
+        &format!("--reuid={UID}"),
+        &format!("--regid={UID}"),
+        &groups,
+        "/usr/bin/python3",
+        "-c",
+        &code,
+        &t,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = Client::spawn(&argv, &t);
+    let tid = c.line()["tid"].as_u64().expect("tid");
+    let host = c.host_tid(tid);
+    (c, host)
+}
+
+/// The share of a CPU `name`'s spinner gets among the hogs, over 4 s.
+fn named_share(name: &str, member: bool, register: bool) -> f64 {
+    let (_c, tid) = named_spinner(name, member, register);
+    shares(&[tid], Duration::from_secs(4))[0]
+}
+
+fn refused() -> u64 {
+    StatsMap::open(Path::new(PIN_DIR))
+        .unwrap()
+        .read()
+        .unwrap()
+        .refused_hints()
+}
+
+#[test]
+fn a_name_raises_only_a_thread_whose_process_may_raise() {
+    require_sched_ext();
+    let mut seen = Vec::new();
+    {
+        let _loader = Loader::start(&["--hint-group", GID]);
+        let _hogs = Hogs::start(4);
+        let plain = named_share("spin", false, false);
+        let r0 = refused();
+        let outsider = named_share("pt_autograd_0", false, false);
+        let r1 = refused();
+        let member = named_share("pt_autograd_0", true, true);
+        let outsider_registered = named_share("pt_autograd_0", false, true);
+        println!(
+            "MEASURED a thread named pt_autograd_0 among 4 hogs on {} vCPUs, uid {UID}: plain name {plain:.1}%; named, outside the hint group {outsider:.1}% ({} lookups refused); named, outside the group but registered {outsider_registered:.1}%; named, a registered member of the group {member:.1}%",
+            nr_cpus(),
+            r1 - r0
+        );
+        seen.push(format!("{plain:.1} {outsider:.1} {member:.1}"));
+        assert!(
+            (outsider - plain).abs() < 10.0,
+            "a name raised a thread of a process that may not raise: {outsider:.1}% against {plain:.1}% for its plain twin"
+        );
+        assert!(
+            (outsider_registered - plain).abs() < 10.0,
+            "a name raised a registered outsider: {outsider_registered:.1}% against {plain:.1}%"
+        );
+        assert!(r1 > r0, "the refused name was not counted");
+        assert!(
+            member >= 85.0,
+            "a registered member's pt_autograd_0 got {member:.1}%: zero-code-change PyTorch lost its boost"
+        );
+        assert_eq!(state(), "enabled");
+    }
+    // A single-tenant node may trust every name.
+    let _loader = Loader::start(&["--hint-group", GID, "--trust-names"]);
+    let _hogs = Hogs::start(4);
+    let trusted = named_share("pt_autograd_0", false, false);
+    println!("MEASURED with --trust-names, the outsider's pt_autograd_0: {trusted:.1}%");
+    assert!(
+        trusted >= 85.0,
+        "--trust-names: the outsider's named thread got {trusted:.1}%"
+    );
 }
