@@ -48,6 +48,22 @@ pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether the task of `pidfd` has exited: its pidfd reads as readable,
+/// as epoll reported it. A process exited when its last thread did, even
+/// while it waits to be reaped (a zombie still takes signal 0, so
+/// [`pidfd_alive`] says alive); a `PIDFD_THREAD` pidfd, when its thread
+/// exited.
+pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
 /// A connected `SOCK_SEQPACKET` Unix socket (close-on-exec).
 pub fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
     let bytes = path.as_os_str().as_bytes();

@@ -35,6 +35,7 @@ pub mod memlock;
 pub mod pressure;
 pub mod rules;
 pub mod server;
+pub mod watch;
 pub mod workload_api;
 pub mod workloads;
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use scx_phase::sys;
 use super::identity::{Peer, Target};
 use super::maps::HintMaps;
 use super::rules::{self, Policy, Who, Whom};
+use super::watch::{Watched, epoll_add};
 use super::workload_api::{Config, Held, WorkloadApi};
 use super::workloads::{Full, Workloads};
 
@@ -75,7 +76,7 @@ pub(super) struct Client {
 }
 
 pub struct Server {
-    pub(super) epoll: OwnedFd,
+    pub(super) epoll: Arc<OwnedFd>,
     listener: OwnedFd,
     pub(super) maps: HintMaps,
     pub(super) policy: Policy,
@@ -89,32 +90,6 @@ pub struct Server {
     pub(super) api: WorkloadApi,
     counters: service_counters,
     published: Option<service_counters>,
-}
-
-pub(super) fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-    epoll_add_events(epoll, fd, token, libc::EPOLLIN as u32)
-}
-
-pub(super) fn epoll_add_events(
-    epoll: BorrowedFd<'_>,
-    fd: BorrowedFd<'_>,
-    token: u64,
-    events: u32,
-) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: valid fds and event.
-    if unsafe {
-        libc::epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd.as_raw_fd(),
-            &mut ev,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn zero_counters() -> service_counters {
@@ -201,7 +176,7 @@ impl Server {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh fd.
-        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
         epoll_add(epoll.as_fd(), listener.as_fd(), LISTENER)?;
         let per_uid_workloads = limits.workloads_per_uid;
         let installer = maps.spawn_installer()?;
@@ -586,6 +561,7 @@ impl Server {
             .pidfd
             .try_clone()
             .map_err(|e| Reply::error(libc::ENOSPC, format!("refused: {e}")))?;
+        let pidfd = Watched::new(&self.epoll, pidfd);
         let (pid, uid, start, cgroup_id) =
             (c.peer.pid, c.peer.uid, c.peer.start_time, c.peer.cgroup_id);
         let wid = self
@@ -610,7 +586,7 @@ impl Server {
         let bound = self
             .maps
             .rebind(w.pidfd.as_fd(), |b| b.process = process)
-            .and_then(|_| epoll_add(self.epoll.as_fd(), w.pidfd.as_fd(), PROCESS | wid as u64));
+            .and_then(|_| w.pidfd.watch(PROCESS | wid as u64));
         if let Err(e) = bound {
             self.workloads.remove(&self.maps, wid);
             return Err(Reply::error(
@@ -668,7 +644,7 @@ impl Server {
             );
         }
         let watch = match pidfd.try_clone() {
-            Ok(fd) => fd,
+            Ok(fd) => Watched::new(&self.epoll, fd),
             Err(e) => return Reply::error(libc::ENOSPC, format!("refused: {e}")),
         };
         let slot = match self.workloads.take_slot(wid, watch) {
@@ -683,20 +659,14 @@ impl Server {
                 );
             }
         };
-        let Some(w) = self.workloads.get(wid) else {
+        let Some(w) = self.workloads.get_mut(wid) else {
             return Reply::error(libc::EIO, "workload vanished");
         };
         let r = w.binding_ref(slot);
         let done = self
             .maps
             .rebind(pidfd.as_fd(), |b| b.thread = r)
-            .and_then(|_| {
-                epoll_add(
-                    self.epoll.as_fd(),
-                    pidfd.as_fd(),
-                    THREAD | (wid as u64) << 32 | slot as u64,
-                )
-            });
+            .and_then(|_| w.watch_slot(slot, THREAD | (wid as u64) << 32 | slot as u64));
         if let Err(e) = done {
             self.workloads.free_slot(wid, slot);
             return target_error(e);
@@ -786,9 +756,10 @@ impl Server {
         let Some(w) = self.workloads.get(wid) else {
             return;
         };
-        // A stale event for a slot that a new thread holds now: ignore.
+        // A stale event (from this turn's batch) for a slot that a new
+        // thread holds now: ignore.
         if w.thread_pidfd(slot)
-            .is_some_and(|fd| sys::pidfd_alive(fd.as_fd()))
+            .is_some_and(|fd| !sys::pidfd_exited(fd.as_fd()))
         {
             return;
         }
@@ -798,7 +769,7 @@ impl Server {
     fn process_event(&mut self, token: u64) {
         let wid = (token & 0xffff_ffff) as u32;
         if let Some(w) = self.workloads.get(wid)
-            && !sys::pidfd_alive(w.pidfd.as_fd())
+            && sys::pidfd_exited(w.pidfd.as_fd())
         {
             self.end_workload(wid);
         }
@@ -845,8 +816,8 @@ impl Server {
                             "idle only"
                         }
                     );
-                    let token = PROCESS | wid as u64;
-                    if epoll_add(self.epoll.as_fd(), pidfd.as_fd(), token).is_ok()
+                    let mut pidfd = Watched::new(&self.epoll, pidfd);
+                    if pidfd.watch(PROCESS | wid as u64).is_ok()
                         && self
                             .workloads
                             .adopt(wid, &entry, grant, pidfd, memory)
@@ -880,8 +851,10 @@ impl Server {
             {
                 continue;
             }
-            let token = THREAD | (t.wid as u64) << 32 | t.slot as u64;
-            if epoll_add(self.epoll.as_fd(), pidfd.as_fd(), token).is_ok()
+            let mut pidfd = Watched::new(&self.epoll, pidfd);
+            if pidfd
+                .watch(THREAD | (t.wid as u64) << 32 | t.slot as u64)
+                .is_ok()
                 && self.workloads.claim(t.wid, t.slot, pidfd)
             {
                 claimed += 1;

@@ -23,7 +23,8 @@ use super::claims::{ClaimRequest, Claims, CpuTopology, Holder, NodeChoice, forma
 use super::memlock::{Budget, human};
 use super::pressure::Watch;
 use super::rules::{self, Policy};
-use super::server::{Client, Server, WATCH, epoll_add_events};
+use super::server::{Client, Server, WATCH};
+use super::watch::epoll_add_events;
 
 /// What the admin set for the workload API.
 #[derive(Clone, Debug)]

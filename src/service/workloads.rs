@@ -15,6 +15,7 @@ use scx_phase::hint::client::UNSET_WORD;
 use scx_phase::sys::Mapping;
 
 use super::maps::{HintMaps, Installer, MEMORY_BYTES, NO_REF};
+use super::watch::Watched;
 
 pub struct Workload {
     pub wid: u32,
@@ -25,11 +26,11 @@ pub struct Workload {
     pub allow: u32,
     pub grant: String,
     /// Its process, watched for exit; the key of its process binding.
-    pub pidfd: OwnedFd,
+    pub pidfd: Watched,
     pub memory_fd: OwnedFd,
     memory: Mapping,
-    /// Slot -> the pidfd of the thread bound to it.
-    threads: Vec<Option<OwnedFd>>,
+    /// Slot -> the pidfd of the thread bound to it, watched for its exit.
+    threads: Vec<Option<Watched>>,
     free: Vec<u32>,
     /// Slots bound to a thread now.
     bound_count: usize,
@@ -57,8 +58,16 @@ impl Workload {
         }
     }
 
-    pub fn thread_pidfd(&self, slot: u32) -> Option<&OwnedFd> {
+    pub fn thread_pidfd(&self, slot: u32) -> Option<&Watched> {
         self.threads.get(slot as usize)?.as_ref()
+    }
+
+    /// Watch the pidfd of the thread bound to `slot`, tagged `token`.
+    pub fn watch_slot(&mut self, slot: u32, token: u64) -> std::io::Result<()> {
+        match self.threads.get_mut(slot as usize) {
+            Some(Some(t)) => t.watch(token),
+            _ => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        }
     }
 }
 
@@ -146,7 +155,7 @@ impl Workloads {
         cgroup_id: u64,
         allow: u32,
         grant: String,
-        pidfd: OwnedFd,
+        pidfd: Watched,
     ) -> Result<u32, Full> {
         let count = self.per_uid.get(&uid).copied().unwrap_or(0);
         if count >= self.per_uid_limit {
@@ -202,7 +211,7 @@ impl Workloads {
         wid: u32,
         entry: &hint_workload,
         grant: String,
-        pidfd: OwnedFd,
+        pidfd: Watched,
         memory_fd: OwnedFd,
     ) -> std::io::Result<()> {
         let memory = Mapping::new(memory_fd.as_fd(), MEMORY_BYTES)?;
@@ -234,7 +243,7 @@ impl Workloads {
     }
 
     /// Give an adopted workload's slot back to the thread still bound to it.
-    pub fn claim(&mut self, wid: u32, slot: u32, pidfd: OwnedFd) -> bool {
+    pub fn claim(&mut self, wid: u32, slot: u32, pidfd: Watched) -> bool {
         let Some(w) = self.get_mut(wid) else {
             return false;
         };
@@ -263,7 +272,7 @@ impl Workloads {
     }
 
     /// A free slot of `wid`, emptied, holding `pidfd` from now on.
-    pub fn take_slot(&mut self, wid: u32, pidfd: OwnedFd) -> Result<u32, Full> {
+    pub fn take_slot(&mut self, wid: u32, pidfd: Watched) -> Result<u32, Full> {
         let w = self.get_mut(wid).ok_or(Full::Slots)?;
         let slot = w.free.pop().ok_or(Full::Slots)?;
         w.reset_slot(slot);

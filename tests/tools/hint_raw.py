@@ -19,6 +19,10 @@ lies, garbage and floods. Used by the host and VM tests.
     hint_raw.py stats                       ask for figures before Hello,
                                             then for every slot (and two
                                             lies) at each line on stdin
+    hint_raw.py bind-and-keep               bind a short-lived thread, and
+                                            keep the pidfd sent for it
+    hint_raw.py register-fork-exit          register, fork a child that
+                                            keeps the socket, and exit
 
 Each prints one JSON object per line; those that hold something hold it
 until stdin closes. The constants below repeat
@@ -289,7 +293,35 @@ def cmd_stats(_):
         out(slots=slots, lies=lies)
 
 
+def cmd_bind_and_keep(_):
+    s = connect()
+    hello(s)
+    kept = {}
+
+    def short_lived():
+        kept["fd"] = os.pidfd_open(threading.get_native_id(), PIDFD_THREAD)
+        kept["bind"], _ = call(s, request(OP_THREAD), [kept["fd"]])
+
+    t = threading.Thread(target=short_lived)
+    t.start()
+    t.join()
+    out(pid=os.getpid(), bind=kept["bind"], kept_fd=kept["fd"])
+    hold()
+
+
+def cmd_register_fork_exit(_):
+    s = connect()
+    r, _ = hello(s)
+    child = os.fork()
+    if child == 0:
+        hold()
+        os._exit(0)
+    out(pid=os.getpid(), child=child, hello=r)
+    os._exit(0)
+
+
 COMMANDS = {
+    "bind-and-keep": cmd_bind_and_keep, "register-fork-exit": cmd_register_fork_exit,
     "hello": cmd_hello, "scribble": cmd_scribble, "own": cmd_own,
     "garbage": cmd_garbage, "flood": cmd_flood, "set-fd": cmd_set_fd,
     "connect": cmd_connect, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,

@@ -315,3 +315,45 @@ fn pytorch_intra_op_threads_follow_the_process_phase() {
         "the process phase did not help: {with:.0} vs {without:.0} samples/s"
     );
 }
+
+/// The hint service's CPU use over `d`, in ms per second (the loader's
+/// process: the scheduler's loader and the service's threads).
+fn service_ms_per_s(pid: u32, d: Duration) -> f64 {
+    let (c0, t0) = (process_cpu_ns(pid), Instant::now());
+    std::thread::sleep(d);
+    (process_cpu_ns(pid) - c0) as f64 / 1e6 / t0.elapsed().as_secs_f64()
+}
+
+#[test]
+fn a_departed_clients_watches_end_with_it() {
+    let loader = Loader::start(&[]);
+    let pid = loader.pid() as u32;
+    let idle = service_ms_per_s(pid, Duration::from_secs(2));
+
+    // A client binds a thread that exits at once, and keeps the pidfd it
+    // sent: the file stays open in the client.
+    let mut kept = raw(&["bind-and-keep"], None);
+    let k = kept.line();
+    assert_eq!(k["bind"]["status"], 0, "{k}");
+    let thread_gone = service_ms_per_s(pid, Duration::from_secs(3));
+
+    // A client registers, forks a child that keeps the socket, and exits
+    // (a zombie until this harness reaps it).
+    let mut forked = raw(&["register-fork-exit"], None);
+    let f = forked.line();
+    assert_eq!(f["hello"]["status"], 0, "{f}");
+    let process_gone = service_ms_per_s(pid, Duration::from_secs(3));
+    println!(
+        "MEASURED the service's CPU, ms per second: idle {idle:.1}; after a bound thread exited while its client kept the pidfd {thread_gone:.1}; after a registered client forked a child that keeps the socket and exited {process_gone:.1}"
+    );
+    for (what, got) in [
+        ("a bound thread exited, its pidfd kept", thread_gone),
+        ("a registered process exited, its socket kept", process_gone),
+    ] {
+        assert!(
+            got <= idle + 20.0,
+            "{what}: the service used {got:.1} ms/s against {idle:.1} idle"
+        );
+    }
+    assert_eq!(state(), "enabled");
+}

@@ -240,3 +240,22 @@ pub fn kernel_complaints(dmesg: &[String]) -> Vec<&String> {
         })
         .collect()
 }
+
+/// The CPU time of process `pid`, all its threads, in ns (utime + stime).
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("process {pid}: {e}"));
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // utime and stime, fields 14 and 15 of proc(5); the state (field 3)
+    // comes first after the name.
+    let field = |n: usize| -> u64 {
+        after_comm
+            .split_whitespace()
+            .nth(n - 3)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("/proc/{pid}/stat field {n}: {stat}"))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    (field(14) + field(15)) * 1_000_000_000 / hz
+}
