@@ -137,6 +137,7 @@ pub struct RunOpts {
 
     /// Workloads that --metrics lists one by one (pid, uid and cgroup
     /// labels), the busiest first; the rest are summed under pid "other".
+    /// 0 names no tenant: whoever can scrape sees only the sums.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub metrics_max_workloads: usize,
 

@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use log::warn;
@@ -22,9 +24,13 @@ use serde_json::Value;
 
 use crate::loader::commands::read_workloads;
 
-/// A client gets this long to send its request and read the answer: one
-/// that stalls cannot hold the server longer.
+/// A client gets this long, in all, to send its request, and as long
+/// again to take the answer: one that trickles a byte at a time cannot
+/// hold its connection longer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Scrapes served at once, each on a thread of its own: a slow client
+/// holds only its own. Connections beyond this are closed unanswered.
+const MAX_CONCURRENT: usize = 16;
 const MAX_REQUEST: usize = 8192;
 const MAX_CGROUP_LABEL: usize = 256;
 
@@ -434,12 +440,19 @@ pub fn render(inp: &Inputs, open_metrics: bool) -> String {
 const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The time left until `deadline`, or None once it passed.
+fn left(deadline: Instant) -> Option<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    (!d.is_zero()).then_some(d)
+}
+
 /// Read one request head: its request line and whether it asks for
-/// OpenMetrics. None if the client sent nothing usable in time.
-fn read_request(conn: &mut TcpStream) -> Option<(String, bool)> {
+/// OpenMetrics. None if the client sent nothing usable by `deadline`.
+fn read_request(conn: &mut TcpStream, deadline: Instant) -> Option<(String, bool)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        conn.set_read_timeout(Some(left(deadline)?)).ok()?;
         let n = conn.read(&mut chunk).ok()?;
         if n == 0 || buf.len() + n > MAX_REQUEST {
             return None;
@@ -455,21 +468,34 @@ fn read_request(conn: &mut TcpStream) -> Option<(String, bool)> {
     Some((line, open_metrics))
 }
 
+/// Write all of `bytes` by `deadline`, or give up.
+fn write_by(conn: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> Option<()> {
+    while !bytes.is_empty() {
+        conn.set_write_timeout(Some(left(deadline)?)).ok()?;
+        match conn.write(bytes) {
+            Ok(0) => return None,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(())
+}
+
 fn answer(conn: &mut TcpStream, status: &str, ctype: &str, body: &str) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    // A client that went away is its own problem.
-    let _ = conn
-        .write_all(head.as_bytes())
-        .and_then(|_| conn.write_all(body.as_bytes()));
+    // A client that went away, or reads too slowly, is its own problem.
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let _ = write_by(conn, head.as_bytes(), deadline)
+        .and_then(|_| write_by(conn, body.as_bytes(), deadline));
 }
 
 fn serve_one(mut conn: TcpStream, pin_dir: &Path, socket: &Path, max_workloads: usize) {
-    let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let Some((line, open_metrics)) = read_request(&mut conn) else {
+    let Some((line, open_metrics)) = read_request(&mut conn, Instant::now() + CLIENT_TIMEOUT)
+    else {
         return;
     };
     let mut parts = line.split_whitespace();
@@ -496,23 +522,50 @@ fn serve_one(mut conn: TcpStream, pin_dir: &Path, socket: &Path, max_workloads: 
     }
 }
 
-/// Listen on `addr` and serve scrapes, one at a time, on a thread of its
-/// own for as long as the process runs. Fails only if `addr` cannot be
-/// bound.
+/// One scrape being served; counted out when its thread ends.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Listen on `addr` and serve scrapes for as long as the process runs,
+/// each on a thread of its own, up to MAX_CONCURRENT at once. Fails only
+/// if `addr` cannot be bound.
 pub fn start(addr: SocketAddr, pin_dir: &Path, socket: &Path, max_workloads: usize) -> Result<()> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("--metrics: cannot listen on {addr}"))?;
-    let (pin_dir, socket): (PathBuf, PathBuf) = (pin_dir.into(), socket.into());
+    let (pin_dir, socket): (Arc<PathBuf>, Arc<PathBuf>) =
+        (Arc::new(pin_dir.into()), Arc::new(socket.into()));
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("scx_phase-metrics".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                match conn {
-                    Ok(c) => serve_one(c, &pin_dir, &socket, max_workloads),
+                let conn = match conn {
+                    Ok(c) => c,
                     Err(e) => {
                         warn!("--metrics: accept failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
+                        continue;
                     }
+                };
+                if active.fetch_add(1, Ordering::Relaxed) >= MAX_CONCURRENT {
+                    active.fetch_sub(1, Ordering::Relaxed);
+                    continue; // closed unanswered: as many are being served
+                }
+                let guard = Active(Arc::clone(&active));
+                let (pin_dir, socket) = (Arc::clone(&pin_dir), Arc::clone(&socket));
+                let spawned = std::thread::Builder::new()
+                    .name("scx_phase-scrape".into())
+                    .spawn(move || {
+                        let _guard = guard;
+                        serve_one(conn, &pin_dir, &socket, max_workloads);
+                    });
+                if let Err(e) = spawned {
+                    warn!("--metrics: cannot start a thread for a scrape: {e}");
                 }
             }
         })
@@ -598,5 +651,18 @@ mod tests {
             "scx_phase_workload_cpu_seconds_total{pid=\"other\",uid=\"\",cgroup=\"\",phase=\"forward\"} 0.015\n"
         ));
         assert!(text.contains("scx_phase_workloads 3\n"));
+    }
+
+    #[test]
+    fn a_bound_of_zero_names_no_tenant() {
+        let mut inp = inputs();
+        inp.max_workloads = 0;
+        let text = render(&inp, true);
+        for tenant in ["pid=\"10\"", "pid=\"11\"", "uid=\"1000\"", "cgroup=\"/c\""] {
+            assert!(!text.contains(tenant), "{tenant} in {text}");
+        }
+        assert!(text.contains(
+            "scx_phase_workload_cpu_seconds_total{pid=\"other\",uid=\"\",cgroup=\"\",phase=\"backward\"} 1.5\n"
+        ), "{text}");
     }
 }

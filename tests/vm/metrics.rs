@@ -283,3 +283,56 @@ fn prometheus_scrapes_what_monitor_shows_and_the_dashboard_finds_its_metrics() {
         "dashboard queries without data: {empty:?}"
     );
 }
+
+#[test]
+fn a_client_that_trickles_its_request_delays_no_other_scrape() {
+    let _loader = Loader::start(&["--metrics", METRICS]);
+    let (status, _) = get(METRICS, "/metrics", None);
+    assert!(status.contains("200"), "{status}");
+    // Three clients send a byte every 1.5 s and never finish a request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(METRICS).unwrap();
+                let mut held = Duration::ZERO;
+                for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || s.write_all(&[*b]).is_err()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1500));
+                    held += Duration::from_millis(1500);
+                }
+                held
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let (status, body) = get(METRICS, "/metrics", None);
+        took.push(t0.elapsed());
+        assert!(
+            status.contains("200") && body.contains("scx_phase_attached 1"),
+            "{status}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let held: Vec<Duration> = slow.into_iter().map(|h| h.join().unwrap()).collect();
+    let worst = took.iter().max().unwrap();
+    println!(
+        "MEASURED 5 scrapes beside 3 clients sending a byte every 1.5 s: {:?} ms each; the slow clients were cut off after {:?} ms",
+        took.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        held.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
+    assert!(
+        *worst < Duration::from_millis(1500),
+        "a scrape took {worst:?} beside slow clients"
+    );
+    assert_eq!(state(), "enabled");
+}
