@@ -48,8 +48,11 @@ pub const CAP_SYS_NICE: u32 = 23;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Status {
     pub tgid: u32,
-    /// Real, effective, saved and filesystem uids.
+    /// Real, effective, saved and filesystem uids, and gids.
     pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
     pub cap_eff: u64,
     /// Its pid in each PID namespace from ours down to its own.
     pub nspid: Vec<u32>,
@@ -75,6 +78,12 @@ impl Status {
                         st.uids = [r, e, s, f];
                     }
                 }
+                "Gid" => {
+                    if let [r, e, s, f] = ids(v)[..] {
+                        st.gids = [r, e, s, f];
+                    }
+                }
+                "Groups" => st.groups = ids(v),
                 "CapEff" => st.cap_eff = u64::from_str_radix(v.trim(), 16).unwrap_or(0),
                 "NSpid" => st.nspid = ids(v),
                 _ => {}
@@ -146,6 +155,43 @@ fn sockopt<T>(sock: BorrowedFd<'_>, opt: i32, out: &mut T) -> io::Result<libc::s
     Ok(len)
 }
 
+/// An error that says a client's credentials changed since it connected.
+fn changed(what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("refused: your credentials changed since you connected ({what}): connect again"),
+    )
+}
+
+/// The supplementary groups of the peer of `sock`, all of them.
+fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut gids = vec![0u32; 256];
+    loop {
+        let mut len = (gids.len() * 4) as libc::socklen_t;
+        // SAFETY: `gids` has room for `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                gids.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            gids.truncate(len as usize / 4);
+            return Ok(gids);
+        }
+        let e = io::Error::last_os_error();
+        // More groups than room: the kernel said how many (up to
+        // NGROUPS_MAX). Never count the room's zeros as gid 0.
+        if e.raw_os_error() != Some(libc::ERANGE) || len as usize <= gids.len() * 4 {
+            return Err(e);
+        }
+        gids = vec![0u32; len as usize / 4];
+    }
+}
+
 /// A connected client, as the kernel reported it at connect time.
 #[derive(Debug)]
 pub struct Peer {
@@ -179,13 +225,7 @@ impl Peer {
             .ok()
             .filter(|&p| p > 0)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-        let mut gids = [0u32; 256];
-        let groups = match sockopt(sock, libc::SO_PEERGROUPS, &mut gids) {
-            Ok(len) => gids[..len as usize / 4].to_vec(),
-            // More than 256 groups: look at the first 256 only.
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => gids.to_vec(),
-            Err(e) => return Err(e),
-        };
+        let groups = peer_groups(sock)?;
         let mut raw: i32 = -1;
         let pidfd = match sockopt(sock, libc::SO_PEERPIDFD, &mut raw) {
             // SAFETY: the kernel installed a fresh pidfd for us.
@@ -193,6 +233,21 @@ impl Peer {
             _ => sys::pidfd_open(pid as i32, false)?,
         };
         let status = Status::read(pid)?;
+        // Its credentials now must be those it connected with: a process
+        // that connects, then execs a setuid program before we accept,
+        // would otherwise be judged by that program's rights.
+        let same_groups = {
+            let (mut a, mut b) = (groups.clone(), status.groups.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        };
+        if status.uids[1] != cred.uid || status.gids[1] != cred.gid || !same_groups {
+            return Err(changed(format!(
+                "uid {} gid {} at connect, {} {} now",
+                cred.uid, cred.gid, status.uids[1], status.gids[1]
+            )));
+        }
         let start_time = start_time(pid)?;
         let pidns = NsId::of_path(&format!("/proc/{pid}/ns/pid"))?;
         let userns = NsId::of_path(&format!("/proc/{pid}/ns/user"))?;
@@ -216,6 +271,30 @@ impl Peer {
             cgroup_id,
             pidfd,
         })
+    }
+
+    /// Ok if its credentials are still those it was judged by (uids,
+    /// gids, groups, capabilities), else why not. Read from /proc at each
+    /// request, while its pidfd holds the process: an exec of a setuid
+    /// program, leaving a group or dropping a capability ends what the
+    /// connection may do.
+    pub fn unchanged(&self) -> Result<(), String> {
+        let now = Status::read(self.pid)
+            .ok()
+            .filter(|_| sys::pidfd_alive(self.pidfd.as_fd()))
+            .ok_or_else(|| "refused: your process is gone".to_string())?;
+        let then = &self.status;
+        if now.uids == then.uids
+            && now.gids == then.gids
+            && now.groups == then.groups
+            && now.cap_eff == then.cap_eff
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "refused: your credentials changed since you connected (uids {:?} then, {:?} now; capabilities {:#x} then, {:#x} now): connect again",
+            then.uids, now.uids, then.cap_eff, now.cap_eff
+        ))
     }
 
     /// Whether it holds `cap` over every task (in our user namespace).
@@ -372,10 +451,13 @@ mod tests {
     #[test]
     fn status_parses_the_fields_that_identify_a_task() {
         let text = "Name:\tpython3\nTgid:\t812\nPid:\t815\nUid:\t1000\t1000\t1001\t1000\n\
+                    Gid:\t100\t101\t102\t103\nGroups:\t4242 27 \n\
                     CapEff:\t0000000000800020\nNSpid:\t815\t7\n";
         let st = Status::parse(text).unwrap();
         assert_eq!(st.tgid, 812);
         assert_eq!(st.uids, [1000, 1000, 1001, 1000]);
+        assert_eq!(st.gids, [100, 101, 102, 103]);
+        assert_eq!(st.groups, vec![4242, 27]);
         assert!(st.has_cap(CAP_KILL) && st.has_cap(CAP_SYS_NICE));
         assert_eq!(st.nspid, vec![815, 7]);
         assert_eq!(st.depth(), 1);
@@ -396,6 +478,19 @@ mod tests {
         );
         assert_eq!(lacks(Ok(()), err(libc::ENOPROTOOPT)), [&PEER_PIDFD]);
         assert!(lacks(err(libc::EMFILE), err(libc::EMFILE)).is_empty());
+    }
+
+    #[test]
+    fn a_peer_whose_credentials_did_not_change_is_unchanged() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let peer = Peer::of(a.as_fd()).unwrap();
+        assert_eq!(peer.pid, std::process::id());
+        assert_eq!(peer.unchanged(), Ok(()));
+        let mut groups = peer.groups.clone();
+        groups.sort_unstable();
+        let mut seen = peer.status.groups.clone();
+        seen.sort_unstable();
+        assert_eq!(groups, seen, "SO_PEERGROUPS and /proc agree");
     }
 
     #[test]

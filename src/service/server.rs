@@ -277,6 +277,16 @@ impl Server {
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
             let peer = match Peer::of(fd.as_fd()) {
                 Ok(p) => p,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    self.counters.refused += 1;
+                    let _ = sys::send_with_fd(
+                        fd.as_fd(),
+                        &Reply::error(libc::EPERM, e.to_string()).encode(),
+                        None,
+                        libc::MSG_DONTWAIT,
+                    );
+                    continue;
+                }
                 Err(e) => {
                     debug!("hint service: dropping a client we cannot identify: {e}");
                     continue;
@@ -449,6 +459,15 @@ impl Server {
         req: Request,
         fd: Option<OwnedFd>,
     ) -> (Reply, Option<OwnedFd>) {
+        // Rights never outlive the credentials they were read from: a
+        // changed process is refused and cut off (reply() closes it).
+        if let Some(c) = self.clients[index].as_mut()
+            && let Err(why) = c.peer.unchanged()
+        {
+            c.bad = u32::MAX;
+            self.counters.refused += 1;
+            return (refusal(why), None);
+        }
         let reply = match (req.op, fd) {
             (Op::Hello, _) => return self.hello(index),
             (Op::Thread, Some(fd)) => self.thread(index, fd),

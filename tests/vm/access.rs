@@ -213,3 +213,90 @@ fn a_name_raises_only_a_thread_whose_process_may_raise() {
         "--trust-names: the outsider's named thread got {trusted:.1}%"
     );
 }
+
+/// A client of uid UID connects to the hint service and forks; the parent
+/// then execs `exec` (or sleeps, if None), and the child, once the parent
+/// runs it, sends Hello on the shared connection. The reply, as JSON.
+fn hello_after_exec(exec: Option<&str>) -> serde_json::Value {
+    let code = format!(
+        r#"
+import json, os, socket, struct, sys, time
+exec_path = {exec}
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(os.environ.get("SCX_PHASE_SOCKET", "/run/scx_phase/hint.sock"))
+parent = os.getpid()
+if os.fork() == 0:
+    def euid():
+        return int([l.split()[2] for l in open(f"/proc/{{parent}}/status") if l.startswith("Uid:")][0])
+    for _ in range(200):
+        if exec_path is None or euid() == 0:
+            break
+        time.sleep(0.05)
+    s.send(struct.pack("<HHIiI", 1, 1, 0, -1, 0))
+    data = s.recv(4096)
+    _, n, status = struct.unpack_from("<HHi", data)
+    print(json.dumps({{"status": status, "message": data[28:28 + n].decode(), "parent_euid": euid()}}), flush=True)
+    sys.exit(0)
+if exec_path is not None:
+    os.execv(exec_path, ["sleep", "20"])
+time.sleep(20)
+"#,
+        exec = exec.map_or("None".to_string(), |p| format!("'{p}'")),
+    );
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={UID}"),
+            &format!("--regid={UID}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &code,
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the child's reply");
+    let _ = child.kill();
+    let _ = child.wait();
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("child printed {line:?}"))
+}
+
+#[test]
+fn a_client_whose_credentials_changed_since_it_connected_is_refused() {
+    require_sched_ext();
+    let _loader = Loader::start(&["--hint-group", GID]);
+    // A setuid-root program of our own (the VM's /tmp allows setuid).
+    let suid = "/tmp/scx-test-suid-sleep";
+    std::fs::copy("/usr/bin/sleep", suid).expect("copy sleep");
+    std::os::unix::fs::chown(suid, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let plain = hello_after_exec(None);
+    let exec = hello_after_exec(Some(suid));
+    println!(
+        "MEASURED a client of uid {UID} that connected, forked, and then sent Hello from the child: parent unchanged: status {} (parent euid {}); parent exec'd a setuid-root program: status {} (parent euid {}): {}",
+        plain["status"], plain["parent_euid"], exec["status"], exec["parent_euid"], exec["message"]
+    );
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", suid])
+        .status();
+    assert_eq!(plain["status"], 0, "{plain}");
+    assert_eq!(
+        exec["parent_euid"], 0,
+        "the setuid program did not run: {exec}"
+    );
+    assert_eq!(exec["status"], -libc::EPERM, "{exec}");
+    assert!(
+        exec["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("credentials changed since you connected"),
+        "{exec}"
+    );
+    assert_eq!(state(), "enabled");
+}
