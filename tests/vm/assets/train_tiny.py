@@ -31,7 +31,11 @@ def main():
     model = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(8 * 8 * 8, 4))
+        # A wide layer (1M parameters): the optimizer's step then lasts
+        # several scheduler ticks. A phase set by a plain store is seen at
+        # the next tick or wake-up, and the step over the small layers
+        # alone was often over before one came.
+        nn.Linear(8 * 8 * 8, 2048), nn.ReLU(), nn.Linear(2048, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     loader = DataLoader(Synthetic(), batch_size=8, num_workers=2)
     ckpt = os.path.join(tempfile.gettempdir(), "train_tiny.pt")
