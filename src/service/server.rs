@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -278,13 +278,7 @@ impl Server {
             let peer = match Peer::of(fd.as_fd()) {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    self.counters.refused += 1;
-                    let _ = sys::send_with_fd(
-                        fd.as_fd(),
-                        &Reply::error(libc::EPERM, e.to_string()).encode(),
-                        None,
-                        libc::MSG_DONTWAIT,
-                    );
+                    self.refuse_at_accept(fd.as_fd(), Reply::error(libc::EPERM, e.to_string()));
                     continue;
                 }
                 Err(e) => {
@@ -307,13 +301,7 @@ impl Server {
                 None
             };
             if let Some(why) = why {
-                self.counters.refused += 1;
-                let _ = sys::send_with_fd(
-                    fd.as_fd(),
-                    &Reply::error(libc::EMFILE, why).encode(),
-                    None,
-                    libc::MSG_DONTWAIT,
-                );
+                self.refuse_at_accept(fd.as_fd(), Reply::error(libc::EMFILE, why));
                 continue;
             }
             let index = match self.clients.iter().position(Option::is_none) {
@@ -341,6 +329,13 @@ impl Server {
                 held: Held::default(),
             });
         }
+    }
+
+    /// Refuse a connection as it is accepted: one reply, if the client
+    /// takes it at once, then it is closed.
+    fn refuse_at_accept(&mut self, fd: BorrowedFd<'_>, reply: Reply) {
+        self.counters.refused += 1;
+        let _ = sys::send_with_fd(fd, &reply.encode(), None, libc::MSG_DONTWAIT);
     }
 
     fn client_index(&self, token: u64) -> Option<usize> {
