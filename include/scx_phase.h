@@ -19,6 +19,9 @@
  *   -ESRCH   no thread with that id
  *   -EINVAL  invalid phase, node or thread id
  *   -ENOSPC  the service has no room left (slots, processes)
+ *   -ETIMEDOUT the service did not answer within $SCX_PHASE_TIMEOUT_MS
+ *            (default 1000): carry on un-hinted; it is asked again
+ *            after a second
  * scx_phase_last_error() gives the one-line reason for the calling
  * thread's last failure.
  */

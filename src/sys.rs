@@ -96,6 +96,27 @@ pub fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
+/// Make blocking sends and receives on `sock` fail with EAGAIN after `d`.
+pub fn set_timeouts(sock: BorrowedFd<'_>, d: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: a valid timeval of the size given.
+        check(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        } as libc::c_long)?;
+    }
+    Ok(())
+}
+
 /// Room for one fd in a control message.
 const CMSG_ONE_FD: usize = 24;
 
@@ -139,32 +160,41 @@ pub fn send_with_fd(
 pub struct Received {
     /// Bytes of the message (it was longer than the buffer if `truncated`).
     pub len: usize,
-    /// The first fd that came with it; any others are closed by the kernel
-    /// for lack of room.
-    pub fd: Option<OwnedFd>,
+    /// Every fd that came with it, in order.
+    pub fds: Vec<OwnedFd>,
     pub truncated: bool,
 }
 
-/// Receive one message into `buf`, taking at most one fd (close-on-exec).
-pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<Received> {
+/// The most fds one message can carry (the kernel's SCM_MAX_FD).
+const SCM_MAX_FD: usize = 253;
+/// Room for SCM_MAX_FD fds in a control message: a 16-byte header and
+/// 253 ints, rounded up to 8 bytes.
+const CMSG_MAX_FDS: usize = 16 + (SCM_MAX_FD * 4).next_multiple_of(8);
+
+/// Receive one message into `buf` with every fd it carries (close-on-exec).
+///
+/// The control buffer holds as many fds as a message can carry: with less
+/// room the kernel drops the rest, and dropping a file runs its last close
+/// in the caller's thread, which may block (a socket with SO_LINGER).
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<Received> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut cbuf = [0u64; CMSG_ONE_FD / 8];
+    let mut cbuf = [0u64; CMSG_MAX_FDS / 8];
     // SAFETY: plain data; the pointers outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = CMSG_ONE_FD;
+    msg.msg_controllen = CMSG_MAX_FDS;
     // SAFETY: msg describes valid buffers.
     let n =
         check(
             unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) }
                 as libc::c_long,
         )?;
-    let mut fd = None;
+    let mut fds = Vec::new();
     // SAFETY: walking the control buffer the kernel just filled.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -173,11 +203,7 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Res
                 let data = libc::CMSG_DATA(c).cast::<i32>();
                 let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
                 for i in 0..count {
-                    let raw = std::ptr::read_unaligned(data.add(i));
-                    let owned = OwnedFd::from_raw_fd(raw);
-                    if fd.is_none() {
-                        fd = Some(owned);
-                    }
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
@@ -185,9 +211,17 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Res
     }
     Ok(Received {
         len: n as usize,
-        fd,
+        fds,
         truncated: msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0,
     })
+}
+
+/// Whether `fd` is a pidfd, from the name of its file in /proc/self/fd:
+/// a readlink runs no operation of the file itself, where fdinfo, fstat or
+/// fstatfs of a file a client sent could wait on its driver or daemon.
+pub fn is_pidfd(fd: BorrowedFd<'_>) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|p| p.as_os_str() == "anon_inode:[pidfd]")
 }
 
 /// A shared, writable mapping of a file (a BPF array map's memory).

@@ -732,3 +732,52 @@ fn an_older_versions_figures_map_is_replaced_and_its_hints_map_refused() {
         last
     );
 }
+
+#[test]
+fn a_client_that_sends_files_that_block_when_closed_stalls_nobody() {
+    let svc = HintService::start();
+    // 12 Hellos, each with a TCP socket whose close waits 30 s for a peer
+    // that never reads, from uid nobody; then Hello of its own.
+    let mut hostile = client(
+        &svc,
+        &[],
+        Some(NOBODY),
+        None,
+        &[&raw_tool(), "linger-hello", "12"],
+    );
+    let h = line(&mut hostile);
+    // Another user registers meanwhile.
+    let other = client(&svc, &[], Some(OTHER), None, &[&raw_tool(), "hello-ms"]);
+    let (_, out) = finish(other);
+    let o: Value = serde_json::from_str(out.lines().next().unwrap_or("{}")).unwrap();
+    println!(
+        "MEASURED 12 Hellos carrying lingering sockets from nobody: its own Hello then {h}; another user's Hello {o}"
+    );
+    let ms = o["ms"].as_f64().unwrap_or(f64::INFINITY);
+    assert!(
+        o["hello"]["status"] == 0 && ms < 1000.0,
+        "another user's Hello beside files that block when closed: {o}"
+    );
+    // The sender is refused while its files wait to be closed.
+    assert!(
+        h["hello"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still closing")),
+        "{h}"
+    );
+    // Its peers go when it exits, the closes end, and it may connect again.
+    finish(hostile);
+    let t0 = Instant::now();
+    loop {
+        let again = client(&svc, &[], Some(NOBODY), None, &[&raw_tool(), "hello-ms"]);
+        let (_, out) = finish(again);
+        if out.contains("\"status\": 0") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "nobody stays refused: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -157,17 +157,19 @@ _state = threading.local()
 
 def _check(ret):
     """True if written; False (with one warning per process) if scx_phase
-    is not running; raises otherwise."""
+    is not running or its service did not answer in time; raises otherwise."""
     global _warned
     if ret == 0:
         return True
     err = -ret
-    if err == errno.ENOENT:
+    if err in (errno.ENOENT, errno.ETIMEDOUT):
         if not _warned:
             _warned = True
-            warnings.warn(
-                f"scx_phase is not running (no hint service at {socket_path()}); "
-                "phase hints are ignored", RuntimeWarning, stacklevel=3)
+            why = (f"scx_phase is not running (no hint service at {socket_path()})"
+                   if err == errno.ENOENT else
+                   "scx_phase's hint service did not answer in time "
+                   "(SCX_PHASE_TIMEOUT_MS, default 1000)")
+            warnings.warn(f"{why}; phase hints are ignored", RuntimeWarning, stacklevel=3)
         return False
     _raise(ret)
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -160,6 +161,34 @@ class WithoutTheScheduler(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("[False, False, False, False, False] 1 scx_phase is not running", r.stdout)
         self.assertIn("/nothing-here/hint.sock", r.stdout)
+
+    def test_a_silent_service_costs_one_timeout_then_nothing(self):
+        # A service that accepts and never answers (stuck, or hostile).
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "hint.sock")
+            silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            silent.bind(path)
+            silent.listen(8)
+            r = run_py(
+                "import time, warnings, scx_phase\n"
+                "warnings.simplefilter('always')\n"
+                "with warnings.catch_warnings(record=True) as w:\n"
+                "    t = time.monotonic(); first = scx_phase.set_phase('backward')\n"
+                "    t1 = time.monotonic() - t; t = time.monotonic()\n"
+                "    rest = [scx_phase.set_phase('backward') for _ in range(5)]\n"
+                "    t2 = time.monotonic() - t\n"
+                "print(first, rest, round(t1, 2), round(t2, 3), len(w), w[0].message)\n",
+                env={"SCX_PHASE_SOCKET": path, "SCX_PHASE_TIMEOUT_MS": "300"})
+            silent.close()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        words = r.stdout.split()
+        self.assertTrue(r.stdout.startswith("False [False, False, False, False, False] "), r.stdout)
+        t1, t2, n = float(words[6]), float(words[7]), int(words[8])
+        # One wait of the timeout, then un-hinted at once, one warning.
+        self.assertTrue(0.25 <= t1 < 2.0, r.stdout)
+        self.assertLess(t2, 0.1, r.stdout)
+        self.assertEqual(n, 1, r.stdout)
+        self.assertIn("did not answer in time", r.stdout)
 
     def test_a_refused_phase_names_the_rule(self):
         if os.geteuid() != 0:

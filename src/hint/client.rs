@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::protocol::{MAX_REPLY_LEN, Op, Reply, Request, decode_stats};
+use super::protocol::{
+    DEFAULT_TIMEOUT_MS, MAX_REPLY_LEN, Op, Reply, Request, TIMEOUT_ENV, decode_stats,
+};
 use crate::bpf_intf::{self, workload_phase_stats};
 use crate::phase::Phase;
 use crate::stats::NR_SLOTS;
@@ -38,6 +40,19 @@ pub fn unword(w: u64) -> (u32, i32) {
     (w as u32, (w >> 32) as u32 as i32)
 }
 
+/// How long a request waits for its reply: `$SCX_PHASE_TIMEOUT_MS`, or
+/// one second (1-60000 ms).
+fn timeout_ms() -> u64 {
+    static MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MS.get_or_init(|| {
+        std::env::var(TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_TIMEOUT_MS)
+            .clamp(1, 60_000)
+    })
+}
+
 /// A connection to the hint service and this process's hint memory.
 struct Session {
     sock: OwnedFd,
@@ -46,6 +61,9 @@ struct Session {
     generation: u32,
     allow: u32,
     grant: String,
+    /// A request timed out: a late reply could answer the next one, so
+    /// the connection is replaced before it is used again.
+    broken: bool,
 }
 
 fn os(op: &'static str) -> impl Fn(io::Error) -> Error {
@@ -70,6 +88,8 @@ impl Session {
                 errno: errno.unwrap_or(libc::EIO),
             },
         })?;
+        sys::set_timeouts(sock.as_fd(), Duration::from_millis(timeout_ms()))
+            .map_err(os("set the hint service's timeout"))?;
         let (reply, fd) = call(&sock, Request::new(Op::Hello), None)?;
         let fd = fd.ok_or(Error::Os {
             op: "register with the hint service (no memory in its reply)",
@@ -84,6 +104,7 @@ impl Session {
             generation: reply.generation,
             allow: reply.allow,
             grant: reply.message,
+            broken: false,
         })
     }
 
@@ -94,7 +115,7 @@ impl Session {
     }
 }
 
-/// One request and its reply, on a blocking socket.
+/// One request and its reply, on a blocking socket with a timeout.
 fn call(
     sock: &OwnedFd,
     req: Request,
@@ -104,6 +125,9 @@ fn call(
         Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => Error::NotRunning {
             socket: PathBuf::from("(connection lost)"),
         },
+        Some(libc::EAGAIN) => Error::TimedOut {
+            after_ms: timeout_ms(),
+        },
         errno => Error::Os {
             op: "talk to the hint service",
             errno: errno.unwrap_or(libc::EIO),
@@ -111,7 +135,7 @@ fn call(
     };
     sys::send_with_fd(sock.as_fd(), &req.encode(), fd.map(|f| f.as_fd()), 0).map_err(lost)?;
     let mut buf = [0u8; MAX_REPLY_LEN];
-    let got = sys::recv_with_fd(sock.as_fd(), &mut buf, 0).map_err(lost)?;
+    let got = sys::recv_with_fds(sock.as_fd(), &mut buf, 0).map_err(lost)?;
     if got.len == 0 {
         return Err(lost(io::Error::from_raw_os_error(libc::ECONNRESET)));
     }
@@ -125,7 +149,7 @@ fn call(
             message: reply.message,
         });
     }
-    Ok((reply, got.fd))
+    Ok((reply, got.fds.into_iter().next()))
 }
 
 /// A mutex that fork cannot leave locked: held across fork() by the
@@ -172,10 +196,38 @@ impl<T> ForkLock<T> {
 
 struct State {
     session: Option<Session>,
-    last_miss: Option<Instant>,
+    /// When the service was last missing or silent, and the error then.
+    last_miss: Option<(Instant, Missed)>,
     /// Memory the service replaced: another thread may be storing to a
     /// slot in it right now, so it stays mapped until the process ends.
     retired: Vec<Mapping>,
+}
+
+#[derive(Clone, Copy)]
+enum Missed {
+    NotRunning,
+    TimedOut,
+}
+
+impl Missed {
+    fn error(self, path: &Path) -> Error {
+        match self {
+            Missed::NotRunning => Error::NotRunning {
+                socket: path.to_path_buf(),
+            },
+            Missed::TimedOut => Error::TimedOut {
+                after_ms: timeout_ms(),
+            },
+        }
+    }
+
+    fn of(e: &Error) -> Option<Missed> {
+        match e {
+            Error::NotRunning { .. } => Some(Missed::NotRunning),
+            Error::TimedOut { .. } => Some(Missed::TimedOut),
+            _ => None,
+        }
+    }
 }
 
 static STATE: ForkLock<State> = ForkLock::new(State {
@@ -255,51 +307,61 @@ fn with_session<R>(path: &Path, f: impl Fn(&Session) -> Result<R, Error>) -> Res
         };
     });
     STATE.with(|st| {
-        if st.session.is_none() {
-            if let Some(at) = st.last_miss
-                && at.elapsed() < RETRY
-            {
-                return Err(Error::NotRunning {
-                    socket: path.to_path_buf(),
-                });
-            }
-            match Session::connect(path) {
-                Ok(s) => {
-                    st.session = Some(s);
-                    st.last_miss = None;
-                }
-                Err(e) => {
-                    if matches!(e, Error::NotRunning { .. }) {
-                        st.last_miss = Some(Instant::now());
-                    }
-                    return Err(e);
-                }
-            }
+        // Missing or silent a moment ago: answer at once, un-hinted.
+        if let Some((at, missed)) = st.last_miss
+            && at.elapsed() < RETRY
+        {
+            return Err(missed.error(path));
         }
         let missing = || Error::NotRunning {
             socket: path.to_path_buf(),
         };
-        let s = st.session.as_mut().ok_or_else(missing)?;
-        match f(s) {
-            // The service restarted: reconnect once. It keeps this
-            // process's memory, so existing slots stay valid; if it hands
-            // out other memory, every thread looks its slot up again.
-            Err(Error::NotRunning { .. }) => {
-                let fresh = Session::connect(path)?;
-                if (fresh.wid, fresh.generation) == (s.wid, s.generation) {
-                    s.sock = fresh.sock;
-                    s.allow = fresh.allow;
-                    s.grant = fresh.grant;
-                } else {
-                    GENERATION.fetch_add(1, Ordering::Relaxed);
-                    let old = std::mem::replace(s, fresh);
-                    st.retired.push(old.memory);
+        let ready = match &st.session {
+            None => Session::connect(path).map(|s| st.session = Some(s)),
+            Some(s) if s.broken => reconnect(st, path),
+            Some(_) => Ok(()),
+        };
+        let result = ready.and_then(|()| {
+            match f(st.session.as_ref().ok_or_else(missing)?) {
+                // The service restarted: reconnect once.
+                Err(Error::NotRunning { .. }) => {
+                    reconnect(st, path)?;
+                    f(st.session.as_ref().ok_or_else(missing)?)
                 }
-                f(st.session.as_ref().ok_or_else(missing)?)
+                other => other,
             }
-            other => other,
+        });
+        st.last_miss = match &result {
+            Err(e) => Missed::of(e).map(|m| (Instant::now(), m)),
+            Ok(_) => None,
+        };
+        if let (Some((_, Missed::TimedOut)), Some(s)) = (st.last_miss, st.session.as_mut()) {
+            s.broken = true;
         }
+        result
     })
+}
+
+/// A new connection in place of the session's. The service keeps this
+/// process's memory, so existing slots stay valid; if it hands out other
+/// memory, every thread looks its slot up again.
+fn reconnect(st: &mut State, path: &Path) -> Result<(), Error> {
+    let fresh = Session::connect(path)?;
+    match st.session.as_mut() {
+        Some(s) if (fresh.wid, fresh.generation) == (s.wid, s.generation) => {
+            s.sock = fresh.sock;
+            s.allow = fresh.allow;
+            s.grant = fresh.grant;
+            s.broken = false;
+        }
+        Some(s) => {
+            GENERATION.fetch_add(1, Ordering::Relaxed);
+            let old = std::mem::replace(s, fresh);
+            st.retired.push(old.memory);
+        }
+        None => st.session = Some(fresh),
+    }
+    Ok(())
 }
 
 fn slot_in(s: &Session, index: u32) -> Result<Slot, Error> {

@@ -51,6 +51,9 @@ pub enum Error {
     NoSuchThread { tid: i32 },
     /// The pinned tid map refused (with `$SCX_PHASE_MAP`).
     Map(tid_map::Error),
+    /// The service did not answer in time: hints are not applied, and
+    /// the library tries again after a second.
+    TimedOut { after_ms: u64 },
     /// A system call failed.
     Os { op: &'static str, errno: i32 },
 }
@@ -63,6 +66,7 @@ impl Error {
             Error::Refused { errno, .. } => *errno,
             Error::NoSuchThread { .. } => libc::ESRCH,
             Error::Map(e) => e.errno(),
+            Error::TimedOut { .. } => libc::ETIMEDOUT,
             Error::Os { errno, .. } => *errno,
         }
     }
@@ -79,6 +83,11 @@ impl fmt::Display for Error {
             Error::Refused { message, .. } => f.write_str(message),
             Error::NoSuchThread { tid } => write!(f, "no thread with id {tid}"),
             Error::Map(e) => e.fmt(f),
+            Error::TimedOut { after_ms } => write!(
+                f,
+                "the hint service did not answer within {after_ms} ms, so hints are not applied (wait longer with {}=MS)",
+                protocol::TIMEOUT_ENV
+            ),
             Error::Os { op, errno } => {
                 write!(f, "{op}: {}", std::io::Error::from_raw_os_error(*errno))
             }

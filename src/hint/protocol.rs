@@ -14,6 +14,12 @@ use crate::bpf_intf::workload_phase_stats;
 pub const DEFAULT_SOCKET: &str = "/run/scx_phase/hint.sock";
 /// Environment variable naming the socket for the library.
 pub const SOCKET_ENV: &str = "SCX_PHASE_SOCKET";
+/// Environment variable: how long the library waits for the service's
+/// reply, in milliseconds (default [`DEFAULT_TIMEOUT_MS`]).
+pub const TIMEOUT_ENV: &str = "SCX_PHASE_TIMEOUT_MS";
+/// A service that has not answered in a second is stuck or hostile; the
+/// caller carries on un-hinted rather than wait.
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 /// Protocol version; a request of another version is refused.
 pub const VERSION: u16 = 1;
 /// Bytes in a request.

@@ -229,7 +229,7 @@ pub fn gpu_index() -> u32 {
 fn read_loop(shared: Arc<Shared>, tx: Sender<Reply>) {
     let mut buf = [0u8; MAX_REPLY_LEN];
     loop {
-        let Ok(got) = sys::recv_with_fd(shared.sock.as_fd(), &mut buf, 0) else {
+        let Ok(got) = sys::recv_with_fds(shared.sock.as_fd(), &mut buf, 0) else {
             return;
         };
         if got.len == 0 {

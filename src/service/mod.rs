@@ -29,6 +29,7 @@
 
 pub mod bpf;
 pub mod claims;
+pub mod closer;
 pub mod identity;
 pub mod maps;
 pub mod memlock;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use scx_phase::hint::protocol::{Op, REQUEST_LEN, Reply, Request, encode_stats};
 use scx_phase::stats::NR_SLOTS;
 use scx_phase::sys;
 
+use super::closer::{self, Closer};
 use super::identity::{Peer, Target};
 use super::maps::HintMaps;
 use super::rules::{self, Policy, Who, Whom};
@@ -61,6 +62,8 @@ const THREAD: u64 = 3 << 56;
 const PROCESS: u64 = 4 << 56;
 pub(super) const WATCH: u64 = 5 << 56;
 const KIND: u64 = 0xff << 56;
+/// The uid charged for a client the service could not identify.
+const UNKNOWN_UID: u32 = u32::MAX;
 /// How often the counters are published and the stop flag looked at.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -90,6 +93,8 @@ pub struct Server {
     pub(super) api: WorkloadApi,
     counters: service_counters,
     published: Option<service_counters>,
+    /// Closes what clients handed us: never on this loop.
+    closer: Closer,
 }
 
 fn zero_counters() -> service_counters {
@@ -194,6 +199,7 @@ impl Server {
             workloads: Workloads::new(installer, per_uid_workloads),
             counters: zero_counters(),
             published: None,
+            closer: Closer::new(),
         };
         // Before the first client is served, so that a process that
         // reconnects finds its workload.
@@ -278,17 +284,28 @@ impl Server {
             let peer = match Peer::of(fd.as_fd()) {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    self.refuse_at_accept(fd.as_fd(), Reply::error(libc::EPERM, e.to_string()));
+                    self.refuse_at_accept(
+                        fd,
+                        UNKNOWN_UID,
+                        Reply::error(libc::EPERM, e.to_string()),
+                    );
                     continue;
                 }
                 Err(e) => {
                     debug!("hint service: dropping a client we cannot identify: {e}");
+                    self.closer.close(UNKNOWN_UID, fd);
                     continue;
                 }
             };
             let open = self.clients.iter().flatten().count();
             let theirs = self.per_uid.get(&peer.uid).copied().unwrap_or(0);
-            let why = if open >= self.limits.connections {
+            let closing = self.closer.pending(peer.uid);
+            let why = if closing >= closer::PER_USER {
+                Some(format!(
+                    "refused: uid {} has {closing} files the service is still closing (fds it sent, or sockets holding them, that block when closed): connect again once they are closed",
+                    peer.uid
+                ))
+            } else if open >= self.limits.connections {
                 Some(format!(
                     "refused: the hint service has {open} clients, its limit"
                 ))
@@ -301,7 +318,7 @@ impl Server {
                 None
             };
             if let Some(why) = why {
-                self.refuse_at_accept(fd.as_fd(), Reply::error(libc::EMFILE, why));
+                self.refuse_at_accept(fd, peer.uid, Reply::error(libc::EMFILE, why));
                 continue;
             }
             let index = match self.clients.iter().position(Option::is_none) {
@@ -315,6 +332,7 @@ impl Server {
             self.client_gen[index] = (self.client_gen[index] + 1) & 0xff_ffff;
             let token = CLIENT | (self.client_gen[index] as u64) << 32 | index as u64;
             if epoll_add(self.epoll.as_fd(), fd.as_fd(), token).is_err() {
+                self.closer.close(peer.uid, fd);
                 continue;
             }
             *self.per_uid.entry(peer.uid).or_default() += 1;
@@ -332,10 +350,12 @@ impl Server {
     }
 
     /// Refuse a connection as it is accepted: one reply, if the client
-    /// takes it at once, then it is closed.
-    fn refuse_at_accept(&mut self, fd: BorrowedFd<'_>, reply: Reply) {
+    /// takes it at once, then it is closed (off the loop: messages it sent
+    /// before the accept may hold fds).
+    fn refuse_at_accept(&mut self, fd: OwnedFd, uid: u32, reply: Reply) {
         self.counters.refused += 1;
-        let _ = sys::send_with_fd(fd, &reply.encode(), None, libc::MSG_DONTWAIT);
+        let _ = sys::send_with_fd(fd.as_fd(), &reply.encode(), None, libc::MSG_DONTWAIT);
+        self.closer.close(uid, fd);
     }
 
     fn client_index(&self, token: u64) -> Option<usize> {
@@ -350,6 +370,8 @@ impl Server {
             return;
         };
         self.release_held(&c);
+        // Unread messages in its socket may hold fds.
+        self.closer.close(c.peer.uid, c.fd);
         if let Some(n) = self.per_uid.get_mut(&c.peer.uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -381,8 +403,9 @@ impl Server {
             let Some(c) = self.clients[index].as_ref() else {
                 return;
             };
-            let got = match sys::recv_with_fd(c.fd.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
-                Ok(g) if g.len == 0 && !g.truncated => {
+            let uid = c.peer.uid;
+            let got = match sys::recv_with_fds(c.fd.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
+                Ok(g) if g.len == 0 && !g.truncated && g.fds.is_empty() => {
                     self.close_client(index);
                     return;
                 }
@@ -393,21 +416,48 @@ impl Server {
                     return;
                 }
             };
+            let pidfd = self.take_pidfd(uid, got.fds);
             let (reply, fd) = match Request::decode(&buf[..got.len.min(buf.len())]) {
                 _ if got.truncated => {
                     self.bad_request(index, "refused: a request is one message of 16 bytes")
                 }
-                Ok(req) if req.op.needs_fd() != got.fd.is_some() => self.bad_request(
+                _ if pidfd.is_err() => self.bad_request(
                     index,
-                    "refused: Thread, Set and Clear need a pidfd, Hello none",
+                    "refused: the hint service takes one pidfd per request and no other fd",
                 ),
-                Ok(req) => self.handle(index, req, got.fd),
+                Ok(req) if req.op.needs_fd() != pidfd.as_ref().is_ok_and(Option::is_some) => self
+                    .bad_request(
+                        index,
+                        "refused: Thread, Set and Clear need a pidfd, Hello none",
+                    ),
+                Ok(req) => self.handle(index, req, pidfd.ok().flatten()),
                 Err(e) => self.bad_request(index, &format!("refused: bad request: {e}")),
             };
+            // A client whose files block when closed is cut off before it
+            // can hand over more (reply() closes it).
+            if self.closer.pending(uid) >= closer::PER_USER
+                && let Some(c) = self.clients[index].as_mut()
+            {
+                c.bad = u32::MAX;
+            }
             if !self.reply(index, &reply, fd) {
                 return;
             }
         }
+    }
+
+    /// The one pidfd a request may carry. Anything else (another kind of
+    /// file, or more than one fd) goes to the closer before anything
+    /// touches it: reading its fdinfo, or closing it here, could wait.
+    fn take_pidfd(&mut self, uid: u32, fds: Vec<OwnedFd>) -> Result<Option<OwnedFd>, ()> {
+        if fds.len() == 1 && sys::is_pidfd(fds[0].as_fd()) {
+            return Ok(fds.into_iter().next());
+        }
+        let none = fds.is_empty();
+        for fd in fds {
+            self.closer.close(uid, fd);
+        }
+        if none { Ok(None) } else { Err(()) }
     }
 
     fn bad_request(&mut self, index: usize, why: &str) -> (Reply, Option<OwnedFd>) {

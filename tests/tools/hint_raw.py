@@ -23,6 +23,13 @@ lies, garbage and floods. Used by the host and VM tests.
                                             keep the pidfd sent for it
     hint_raw.py register-fork-exit          register, fork a child that
                                             keeps the socket, and exit
+    hint_raw.py linger-hello N              N times: a child sends Hello with
+                                            a TCP socket whose close blocks
+                                            (SO_LINGER 30 s, a peer that
+                                            never reads) and exits; then
+                                            Hello of our own, 10 s timeout
+    hint_raw.py hello-ms                    register; print how long it took
+                                            (10 s timeout)
 
 Each prints one JSON object per line; those that hold something hold it
 until stdin closes. The constants below repeat
@@ -309,6 +316,73 @@ def cmd_bind_and_keep(_):
     hold()
 
 
+def timed_hello(s, timeout=10.0):
+    """Hello's reply and its latency in ms, or a timeout after `timeout` s."""
+    s.settimeout(timeout)
+    t = time.monotonic()
+    try:
+        r, _ = hello(s)
+    except (socket.timeout, TimeoutError):
+        return {"status": None, "timeout": True}, None
+    return r, (time.monotonic() - t) * 1e3
+
+
+def send_lingering(listener):
+    """In a child: connect to `listener` (whose connections nobody reads),
+    fill the connection, set SO_LINGER 30 s, send that socket with Hello,
+    and close it at once, so that the service's copy is most likely the
+    last, the one whose close waits for the peer. (If the service was
+    quicker, the child's close waits instead; nobody waits for the child.)"""
+    r, w = os.pipe()
+    if os.fork():
+        os.close(w)
+        os.read(r, 1)
+        os.close(r)
+        return
+    # Hold nothing of the parent's that its reader waits on (stdout), or
+    # that keeps the peer alive (the listener).
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    c.connect(listener.getsockname())
+    listener.close()
+    c.setblocking(False)
+    try:
+        while True:
+            c.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    c.setblocking(True)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 30))
+    s = connect()
+    fd = c.detach()
+    socket.send_fds(s, [request(OP_HELLO)], [fd])
+    os.close(fd)
+    os.write(w, b"sent")
+    os._exit(0)
+
+
+def cmd_linger_hello(args):
+    n = int(args[0])
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(n + 1)
+    for _ in range(n):
+        send_lingering(listener)
+    time.sleep(0.5)
+    r, ms = timed_hello(connect())
+    out(sent=n, hello=r, ms=ms)
+    hold()
+
+
+def cmd_hello_ms(_):
+    r, ms = timed_hello(connect())
+    out(hello=r, ms=ms)
+
+
 def cmd_register_fork_exit(_):
     s = connect()
     r, _ = hello(s)
@@ -326,6 +400,7 @@ COMMANDS = {
     "garbage": cmd_garbage, "flood": cmd_flood, "set-fd": cmd_set_fd,
     "connect": cmd_connect, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,
     "workload-garbage": cmd_workload_garbage, "stats": cmd_stats,
+    "linger-hello": cmd_linger_hello, "hello-ms": cmd_hello_ms,
 }
 
 if __name__ == "__main__":

@@ -357,3 +357,52 @@ fn a_departed_clients_watches_end_with_it() {
     }
     assert_eq!(state(), "enabled");
 }
+
+/// A fresh client's Hello: its reply and how long it took, in ms.
+fn hello_ms(user: Option<&str>) -> (serde_json::Value, f64) {
+    let v = raw(&["hello-ms"], user).line();
+    let ms = v["ms"].as_f64().unwrap_or(f64::INFINITY);
+    (v, ms)
+}
+
+#[test]
+fn a_client_that_sends_files_that_block_when_closed_stalls_nobody() {
+    let _loader = Loader::start(&[]);
+    let (_, quiet) = hello_ms(Some("4244"));
+    // 12 Hellos from uid 4245, each carrying a TCP socket whose close
+    // waits 30 s for a peer that never reads; then a Hello of its own.
+    let mut hostile = raw(&["linger-hello", "12"], Some("4245"));
+    let h = hostile.line();
+    let (other, busy) = hello_ms(Some("4244"));
+    println!(
+        "MEASURED Hello latency of another user: {quiet:.1} ms quiet, {busy:.1} ms after uid 4245 sent 12 Hellos carrying lingering TCP sockets (30 s); the sender's own Hello then: {}",
+        h["hello"]
+    );
+    assert_eq!(other["hello"]["status"], 0, "{other}");
+    assert!(busy < 1000.0, "another user's Hello took {busy:.0} ms");
+    assert!(
+        h["hello"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still closing")),
+        "the sender must be refused while its files wait to be closed: {h}"
+    );
+    // Its peers go when it exits, the closes end, and it may connect again.
+    drop(hostile.rest());
+    let t0 = Instant::now();
+    loop {
+        let (again, _) = hello_ms(Some("4245"));
+        if again["hello"]["status"] == 0 {
+            println!(
+                "MEASURED the sender registered again {} ms after it exited",
+                t0.elapsed().as_millis()
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "uid 4245 stays refused: {again}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(state(), "enabled");
+}
