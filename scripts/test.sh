@@ -120,7 +120,10 @@ vm() {
     scripts/vm.sh "$@" 2>&1 | tee -a "$vm_log" || { failed=1; failures+=("$what"); }
 }
 step "VM tests (sched_ext kernel $kernel, 2 vCPUs in 2 NUMA nodes): $n1 tests"
-vm "VM tests, 2 vCPUs on $kernel" --cpus 2 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${first[@]}"
+# Its tests take about 18 minutes on an idle 2-core host, and more on a
+# busy one: vm.sh's default limit of 20 minutes cut this run short (a
+# CI failure with no failing test named), so it gets 40.
+vm "VM tests, 2 vCPUs on $kernel" --cpus 2 --nodes 2 --timeout 2400 -- "$vm_tests" --test-threads=1 --nocapture "${first[@]}"
 
 step "VM NUMA, claim and work-counter tests (sched_ext kernel $kernel, 4 vCPUs in 2 NUMA nodes): $n2 tests"
 vm "VM NUMA, claim and work-counter tests on $kernel" --cpus 4 --nodes 2 -- "$vm_tests" --test-threads=1 --nocapture "${second[@]}"
@@ -179,7 +182,10 @@ step "done"
 
 if [ "$failed" -ne 0 ]; then
     echo "test.sh: failed: $(IFS=';'; echo "${failures[*]}")" >&2
-    # The failing tests by name, and each panic with the lines after it.
+    # The failing tests by name, each panic with the lines after it, and
+    # for a VM that timed out, the test it was running.
+    awk '/^test .* \.\.\. / { last = substr($0, 1, 200) }
+         /vm: timed out/ { print "timed out in: " last; print }' "$vm_log" >&2 || true
     grep -aE -A3 ' FAILED\s*$|panicked at' "$vm_log" | head -60 >&2 || true
     exit 1
 fi
