@@ -22,10 +22,16 @@
 //! - `identity.rs`: who a client is, which thread a pidfd names;
 //! - `rules.rs`: who may hint what;
 //! - `workloads.rs`: registered processes, their memory and slots;
-//! - `server.rs`: the event loop, limits, and adoption after a restart;
-//! - `workload_api.rs`: what a job holds through the workload API (CPU
+//! - `server/`: the `Server`, its event loop and limits (`mod.rs`), its
+//!   hint requests and adoption after a restart (`hints.rs`), and its
+//!   workload-API requests (`workload.rs`);
+//! - `watch.rs`: the epoll tokens, and fds that leave the set when dropped;
+//! - `closer.rs`: closing what clients sent, off the event loop;
+//! - `workload_api.rs`: what jobs hold through the workload API (CPU
 //!   claims in `claims.rs`, locked memory in `memlock.rs`, pressure
-//!   watches in `pressure.rs`), released when its connection closes.
+//!   watches in `pressure.rs`), released when their connections close.
+//!
+//! Layers point one way: `server/` uses the others; none uses it.
 
 pub mod bpf;
 pub mod claims;

@@ -15,7 +15,7 @@ use scx_phase::hint::client::UNSET_WORD;
 use scx_phase::sys::Mapping;
 
 use super::maps::{HintMaps, Installer, MEMORY_BYTES, NO_REF};
-use super::watch::Watched;
+use super::watch::{Token, Watched};
 
 pub struct Workload {
     pub wid: u32,
@@ -63,7 +63,7 @@ impl Workload {
     }
 
     /// Watch the pidfd of the thread bound to `slot`, tagged `token`.
-    pub fn watch_slot(&mut self, slot: u32, token: u64) -> std::io::Result<()> {
+    pub fn watch_slot(&mut self, slot: u32, token: Token) -> std::io::Result<()> {
         match self.threads.get_mut(slot as usize) {
             Some(Some(t)) => t.watch(token),
             _ => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),

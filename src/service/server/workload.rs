@@ -1,0 +1,351 @@
+//! The workload API's requests: CPU claims, locked memory and
+//! memory-pressure watches, each held by the connection that asked for it
+//! (see `workload_api`), and what the service does for them every tick.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use scx_phase::hint::protocol::{
+    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, Reply, Request,
+};
+use scx_phase::sys;
+use serde_json::json;
+
+use super::super::claims::{ClaimRequest, CpuTopology, Holder, NodeChoice, format_cpulist};
+use super::super::memlock::human;
+use super::super::pressure::Watch;
+use super::super::rules;
+use super::super::watch::{Token, epoll_add_events};
+use super::super::workload_api::online_cpus;
+use super::{Client, Server};
+
+/// Pressure watches a connection may hold, and a user.
+const WATCHES_PER_CLIENT: usize = 4;
+const WATCHES_PER_UID: usize = 16;
+/// How often the online CPUs are looked at, for hotplug.
+const HOTPLUG_CHECK: Duration = Duration::from_secs(1);
+
+fn refusal(errno: i32, message: impl Into<String>) -> Reply {
+    Reply::error(errno, message)
+}
+
+impl Server {
+    /// Publish the claims to the scheduler.
+    fn publish_claims(&mut self) {
+        let api = &mut self.api;
+        let by_cpu = api.claims.by_cpu();
+        let mut by_wid: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (&cpu, &(wid, _)) in &by_cpu {
+            by_wid.entry(wid).or_default().push(cpu);
+        }
+        api.written_cpus
+            .extend(api.claims.topo.nodes.values().flatten().copied());
+        api.written_cpus.extend(by_cpu.keys().copied());
+        let all: Vec<u32> = api.written_cpus.iter().copied().collect();
+        let cleared: Vec<u32> = api.claimed_wids.iter().copied().collect();
+        api.generation += 1;
+        if let Err(e) = self
+            .maps
+            .write_claims(&all, &by_cpu, &by_wid, &cleared, api.generation)
+        {
+            warn!("hint service: cannot publish the CPU claims: {e}");
+        }
+        api.claimed_wids = by_wid.keys().copied().collect();
+        api.dirty = true;
+    }
+
+    pub(super) fn claim(&mut self, index: usize, req: Request) -> Reply {
+        let Some(wid) = self.workload_of(index) else {
+            return refusal(
+                libc::EPERM,
+                "refused: register the process (Hello) before claiming CPUs",
+            );
+        };
+        let Some(c) = self.clients[index].as_ref() else {
+            return refusal(libc::EBADF, "gone");
+        };
+        if let Err(why) = rules::may_claim(&c.who, &self.policy) {
+            return refusal(libc::EPERM, why);
+        }
+        if req.c & !(CLAIM_EXCLUSIVE | CLAIM_SPREAD) != 0 {
+            return refusal(
+                libc::EINVAL,
+                format!("refused: unknown claim flags {:#x}", req.c),
+            );
+        }
+        let request = ClaimRequest {
+            cpus: req.a,
+            node: NodeChoice::from_wire(req.b),
+            exclusive: req.c & CLAIM_EXCLUSIVE != 0,
+            spread: req.c & CLAIM_SPREAD != 0,
+        };
+        let holder = Holder {
+            wid,
+            pid: c.peer.pid,
+            uid: c.peer.uid,
+        };
+        let id = match self.api.claims.grant(holder, request) {
+            Ok(id) => id,
+            Err(why) => return refusal(libc::EBUSY, why),
+        };
+        if let Some(c) = self.clients[index].as_mut() {
+            c.held.claims.push(id);
+        }
+        self.publish_claims();
+        let Some(claim) = self.api.claims.get(id) else {
+            return refusal(libc::EIO, "claim vanished");
+        };
+        Reply {
+            slot: claim.node,
+            slots: claim.cpus.len() as u32,
+            message: format_cpulist(&claim.cpus),
+            ..Reply::ok()
+        }
+    }
+
+    pub(super) fn lock_memory(&mut self, index: usize, req: Request) -> Reply {
+        let Some(c) = self.clients[index].as_ref() else {
+            return refusal(libc::EBADF, "gone");
+        };
+        if !sys::pidfd_alive(c.peer.pidfd.as_fd()) {
+            return refusal(libc::ESRCH, "refused: your process is gone");
+        }
+        let (pid, uid) = (c.peer.pid, c.peer.uid);
+        match self.api.budget.grant(pid, uid, req.bytes()) {
+            Ok((id, limit)) => {
+                if let Some(c) = self.clients[index].as_mut() {
+                    c.held.memlock.push(id);
+                }
+                self.api.dirty = true;
+                Reply {
+                    message: format!(
+                        "{} granted; RLIMIT_MEMLOCK of pid {pid} is now {}",
+                        human(req.bytes()),
+                        if limit == libc::RLIM_INFINITY {
+                            "unlimited".into()
+                        } else {
+                            human(limit)
+                        }
+                    ),
+                    ..Reply::ok()
+                }
+            }
+            Err(why) => refusal(libc::ENOMEM, why),
+        }
+    }
+
+    pub(super) fn watch(&mut self, index: usize, req: Request) -> Reply {
+        let Some(c) = self.clients[index].as_ref() else {
+            return refusal(libc::EBADF, "gone");
+        };
+        if c.held.watches.len() >= WATCHES_PER_CLIENT {
+            return refusal(
+                libc::ENOSPC,
+                format!(
+                    "refused: a connection watches at most {WATCHES_PER_CLIENT} pressure triggers"
+                ),
+            );
+        }
+        if req.c > 1 {
+            return refusal(
+                libc::EINVAL,
+                format!("refused: pressure level {} (0 some, 1 full)", req.c),
+            );
+        }
+        let uid = c.peer.uid;
+        let theirs = self.api.watches.values().filter(|w| w.3 == uid).count();
+        if theirs >= WATCHES_PER_UID {
+            return refusal(
+                libc::ENOSPC,
+                format!("refused: uid {uid} has {theirs} pressure watches, the per-user limit"),
+            );
+        }
+        let watch = match Watch::open(c.peer.pid, req.a, req.b.max(0) as u32, req.c == 1) {
+            Ok(w) => w,
+            Err(why) => return refusal(libc::EINVAL, why),
+        };
+        // Ids wrap after 2^32 watches; one still held is skipped.
+        let mut id = self.api.next_watch;
+        while self.api.watches.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.api.next_watch = id.wrapping_add(1);
+        let token = Token::Pressure { id };
+        if let Err(e) = epoll_add_events(
+            self.epoll.as_fd(),
+            watch.fd(),
+            token,
+            (libc::EPOLLPRI | libc::EPOLLERR) as u32,
+        ) {
+            return refusal(libc::EIO, format!("refused: cannot poll the trigger: {e}"));
+        }
+        let path = watch.path.display().to_string();
+        let owner_gen = self.client_gen[index];
+        self.api.watches.insert(id, (watch, index, owner_gen, uid));
+        if let Some(c) = self.clients[index].as_mut() {
+            c.held.watches.push(id);
+        }
+        self.api.dirty = true;
+        Reply {
+            message: format!("watching {path}"),
+            ..Reply::ok()
+        }
+    }
+
+    /// A trigger fired: send the figures to its client (best effort: an
+    /// event that does not fit in its socket is dropped).
+    pub(super) fn watch_event(&mut self, id: u32, events: u32) {
+        let Some((watch, index, owner_gen, _)) = self.api.watches.get_mut(&id) else {
+            return;
+        };
+        if events & libc::EPOLLERR as u32 != 0 {
+            // The cgroup went away.
+            self.api.watches.remove(&id);
+            return;
+        }
+        let figures = watch.figures().unwrap_or_default();
+        let event = Reply {
+            status: EVENT_PRESSURE,
+            slot: watch.stall_us,
+            slots: watch.window_us,
+            allow: u32::from(watch.full),
+            message: figures,
+            ..Reply::ok()
+        };
+        let (index, owner_gen) = (*index, *owner_gen);
+        if self.client_gen.get(index) == Some(&owner_gen)
+            && let Some(c) = self.clients[index].as_ref()
+            && sys::send_with_fd(c.fd.as_fd(), &event.encode(), None, libc::MSG_DONTWAIT).is_err()
+        {
+            debug!(
+                "hint service: a pressure event for pid {} was dropped",
+                c.peer.pid
+            );
+        }
+    }
+
+    /// Everything a closing connection held goes back.
+    pub(super) fn release_held(&mut self, c: &Client) {
+        let alive = sys::pidfd_alive(c.peer.pidfd.as_fd());
+        for id in &c.held.memlock {
+            self.api.budget.release(*id, alive);
+        }
+        for id in &c.held.watches {
+            self.api.watches.remove(id);
+        }
+        let had_claims = !c.held.claims.is_empty();
+        for id in &c.held.claims {
+            self.api.claims.release(*id);
+        }
+        if had_claims {
+            self.publish_claims();
+        }
+        if !c.held.memlock.is_empty() || !c.held.watches.is_empty() {
+            self.api.dirty = true;
+        }
+    }
+
+    /// Every tick: CPUs that went off or on line re-home the claims; the
+    /// status file follows what changed.
+    pub(super) fn api_tick(&mut self) {
+        if self.api.last_check.elapsed() >= HOTPLUG_CHECK {
+            self.api.last_check = Instant::now();
+            let online = online_cpus();
+            if online != self.api.online {
+                self.api.online = online;
+                let changed = self
+                    .api
+                    .claims
+                    .rehome(CpuTopology::read(self.api.gpu_nodes.clone()));
+                if !changed.is_empty() {
+                    self.publish_claims();
+                    self.tell_claims_changed(&changed);
+                }
+            }
+        }
+        if self.api.dirty {
+            self.api.dirty = false;
+            self.write_status();
+        }
+    }
+
+    fn tell_claims_changed(&mut self, changed: &[u64]) {
+        for c in self.clients.iter().flatten() {
+            for id in c.held.claims.iter().filter(|id| changed.contains(id)) {
+                if let Some(claim) = self.api.claims.get(*id) {
+                    let event = Reply {
+                        status: EVENT_CLAIM,
+                        slot: claim.node,
+                        slots: claim.cpus.len() as u32,
+                        message: format_cpulist(&claim.cpus),
+                        ..Reply::ok()
+                    };
+                    let _ =
+                        sys::send_with_fd(c.fd.as_fd(), &event.encode(), None, libc::MSG_DONTWAIT);
+                }
+            }
+        }
+    }
+
+    /// `workloads.json`: every registered process and what it holds.
+    fn write_status(&self) {
+        let Some(path) = &self.api.status_path else {
+            return;
+        };
+        let mut rows = Vec::new();
+        for w in self.workloads.iter() {
+            let claims: Vec<_> = self
+                .api
+                .claims
+                .iter()
+                .filter(|(_, c)| c.holder.wid == w.wid)
+                .map(|(_, c)| {
+                    json!({"node": c.node, "cpus": c.cpus, "exclusive": c.request.exclusive,
+                           "placement": if c.request.spread { "spread" } else { "pack" }})
+                })
+                .collect();
+            let watches: Vec<_> = self
+                .clients
+                .iter()
+                .flatten()
+                .filter(|c| c.workload.map(|x| x.0) == Some(w.wid))
+                .flat_map(|c| c.held.watches.iter())
+                .filter_map(|id| self.api.watches.get(id))
+                .map(|(wt, ..)| {
+                    json!({"path": wt.path, "stall_ms": wt.stall_us / 1000,
+                           "window_ms": wt.window_us / 1000,
+                           "level": if wt.full { "full" } else { "some" }})
+                })
+                .collect();
+            let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+                });
+            rows.push(json!({
+                "wid": w.wid, "pid": w.pid, "uid": w.uid, "cgroup": cgroup,
+                "threads_bound": w.bound(), "connections": w.connections,
+                "claims": claims, "locked_bytes": self.api.budget.held_by(w.pid),
+                "pressure_watches": watches,
+            }));
+        }
+        let status = json!({
+            "workloads": rows,
+            "locked_budget_bytes": self.api.budget.total,
+            "locked_used_bytes": self.api.budget.used(),
+            "max_exclusive_pct": self.api.claims.max_exclusive_pct,
+        });
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, status.to_string())
+            .and_then(|_| {
+                std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            })
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            debug!("hint service: cannot write {}: {e}", path.display());
+        }
+    }
+}
