@@ -196,6 +196,48 @@ fn a_claim_is_whole_or_refused_naming_the_holder_and_a_kill_frees_it() {
 }
 
 #[test]
+fn a_claim_ends_with_its_process_whatever_holds_its_socket() {
+    let svc = HintService::start_with(&["--max-exclusive-pct", "100"]);
+    let n = all_cpus().to_string();
+    // The probe registers first: a workload registered later could get
+    // the id of the one that ended, and its claim with it.
+    let mut probe = Client::raw(&svc, &["claim-on-line", &n, "-1", "1"]);
+    assert_eq!(probe.line()["registered"], true);
+    // Every CPU, exclusively; then a fork that keeps the socket, and exit.
+    let mut c = Client::raw(&svc, &["claim-fork-exit", &n, "-1", "1"]);
+    let got = c.line();
+    assert_eq!(got["status"], 0, "{got}");
+    let child = got["child"].as_u64().unwrap() as i32;
+    // Reaped without Child::wait(), which closes the stdin that the child
+    // that keeps the socket waits on.
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(c.pid() as i32, std::ptr::null_mut(), 0) };
+    let t0 = Instant::now();
+    let mut freed = None;
+    let mut last = Value::Null;
+    while t0.elapsed() < Duration::from_secs(5) {
+        probe.poke();
+        last = probe.line();
+        if last["status"] == 0 {
+            freed = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The child that keeps the socket is still there (not a zombie).
+    let alive = std::fs::read_to_string(format!("/proc/{child}/status"))
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")));
+    println!(
+        "MEASURED host: a process claimed every CPU exclusively, forked a child that keeps the socket, and exited: another workload's claim of them granted after {:?} (the child alive: {alive})",
+        freed.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+    );
+    drop(c);
+    let freed = freed.unwrap_or_else(|| panic!("the claim outlived its process by 5 s: {last}"));
+    assert!(alive, "the child exited: the test proved nothing");
+    assert!(freed < Duration::from_secs(1), "{freed:?}");
+}
+
+#[test]
 fn a_client_that_dies_mid_request_holds_nothing() {
     let svc = HintService::start_with(&["--max-exclusive-pct", "100"]);
     let mut times = Vec::new();

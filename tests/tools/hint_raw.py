@@ -12,6 +12,12 @@ lies, garbage and floods. Used by the host and VM tests.
     hint_raw.py set-fd FD PHASE             a one-shot Set with inherited FD
     hint_raw.py connect N                   open N connections
     hint_raw.py claim CPUS NODE FLAGS       claim CPUs; hold them
+    hint_raw.py claim-fork-exit CPUS NODE FLAGS
+                                            claim, fork a child that keeps
+                                            the socket, and exit
+    hint_raw.py claim-on-line CPUS NODE FLAGS
+                                            register, then claim at each
+                                            line on stdin
     hint_raw.py claim-and-die CPUS NODE FLAGS
                                             send a claim and exit at once,
                                             without reading the reply
@@ -186,6 +192,32 @@ def cmd_claim(args):
     r, _ = call(s, workload_request(OP_CLAIM, cpus, node, flags))
     out(pid=os.getpid(), **r)
     hold()
+
+
+def cmd_claim_fork_exit(args):
+    """Claim, fork a child that keeps the socket (until stdin closes), and
+    exit: the claim must end with this process, not with the socket."""
+    cpus, node, flags = int(args[0]), int(args[1]), int(args[2])
+    s = connect()
+    hello(s)
+    r, _ = call(s, workload_request(OP_CLAIM, cpus, node, flags))
+    child = os.fork()
+    if child == 0:
+        hold()
+        os._exit(0)
+    out(pid=os.getpid(), child=child, **r)
+    os._exit(0)
+
+
+def cmd_claim_on_line(args):
+    """Register now; claim at each line on stdin, printing the reply."""
+    cpus, node, flags = int(args[0]), int(args[1]), int(args[2])
+    s = connect()
+    hello(s)
+    out(pid=os.getpid(), registered=True)
+    while sys.stdin.readline():
+        r, _ = call(s, workload_request(OP_CLAIM, cpus, node, flags))
+        out(**r)
 
 
 def cmd_claim_and_die(args):
@@ -401,6 +433,7 @@ COMMANDS = {
     "connect": cmd_connect, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,
     "workload-garbage": cmd_workload_garbage, "stats": cmd_stats,
     "linger-hello": cmd_linger_hello, "hello-ms": cmd_hello_ms,
+    "claim-fork-exit": cmd_claim_fork_exit, "claim-on-line": cmd_claim_on_line,
 }
 
 if __name__ == "__main__":

@@ -322,14 +322,31 @@ impl Server {
         }
     }
 
+    /// The workload's process exited, or its last connection closed.
+    /// Everything granted to it ends now: connections still open to it
+    /// (a child that kept the socket, a process it was passed to) are cut
+    /// off, and what they hold (claims, locked memory, watches) released.
     pub(super) fn end_workload(&mut self, wid: u32) {
         self.api.dirty = true;
-        if let Some(w) = self.workloads.remove(&self.maps, wid) {
-            debug!(
-                "hint service: workload {wid} (pid {}) ended, {} thread(s) unbound",
-                w.pid,
-                w.bound()
-            );
+        let Some(w) = self.workloads.remove(&self.maps, wid) else {
+            return;
+        };
+        let theirs: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| {
+                self.clients[i]
+                    .as_ref()
+                    .is_some_and(|c| c.workload == Some((wid, w.generation)))
+            })
+            .collect();
+        debug!(
+            "hint service: workload {wid} (pid {}) ended, {} thread(s) unbound, {} connection(s) still open cut off",
+            w.pid,
+            w.bound(),
+            theirs.len()
+        );
+        // Its entry is gone, so closing them does not end it again.
+        for index in theirs {
+            self.close_client(index);
         }
     }
 

@@ -361,7 +361,7 @@ impl Server {
         self.client_gen.get(index) == Some(&generation) && self.clients[index].is_some()
     }
 
-    fn close_client(&mut self, index: usize) {
+    pub(super) fn close_client(&mut self, index: usize) {
         let Some(c) = self.clients[index].take() else {
             return;
         };

@@ -106,6 +106,13 @@ impl Server {
     }
 
     pub(super) fn lock_memory(&mut self, index: usize, req: Request) -> Reply {
+        // Every grant belongs to a registered process and ends with it.
+        if self.workload_of(index).is_none() {
+            return refusal(
+                libc::EPERM,
+                "refused: register the process (Hello) before locking memory",
+            );
+        }
         let Some(c) = self.clients[index].as_ref() else {
             return refusal(libc::EBADF, "gone");
         };
@@ -137,6 +144,12 @@ impl Server {
     }
 
     pub(super) fn watch(&mut self, index: usize, req: Request) -> Reply {
+        if self.workload_of(index).is_none() {
+            return refusal(
+                libc::EPERM,
+                "refused: register the process (Hello) before watching memory pressure",
+            );
+        }
         let Some(c) = self.clients[index].as_ref() else {
             return refusal(libc::EBADF, "gone");
         };
