@@ -227,10 +227,13 @@ impl Peer {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
         let groups = peer_groups(sock)?;
         let mut raw: i32 = -1;
+        // From the socket, never pidfd_open(pid): the pid may name another
+        // process by now. Every kernel with sched_ext has it (6.5).
         let pidfd = match sockopt(sock, libc::SO_PEERPIDFD, &mut raw) {
             // SAFETY: the kernel installed a fresh pidfd for us.
             Ok(_) if raw >= 0 => unsafe { OwnedFd::from_raw_fd(raw) },
-            _ => sys::pidfd_open(pid as i32, false)?,
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ESRCH)),
+            Err(e) => return Err(e),
         };
         let status = Status::read(pid)?;
         // Its credentials now must be those it connected with: a process

@@ -154,6 +154,11 @@ impl Server {
         let Some(w) = self.workloads.get(wid) else {
             return Reply::error(libc::EIO, "workload vanished");
         };
+        // Its process exited (its end not handled yet): the pid may be
+        // another's now.
+        if sys::pidfd_exited(w.pidfd.as_fd()) {
+            return target_error(io::Error::from_raw_os_error(libc::ESRCH));
+        }
         if target.status.tgid != w.pid {
             return refusal(format!(
                 "refused: thread {} is not in your process: a slot binds only your own threads (use a one-shot hint for others)",

@@ -179,6 +179,10 @@ impl Server {
             Ok(w) => w,
             Err(why) => return refusal(libc::EINVAL, why),
         };
+        // Its cgroup was read by pid: still the same process?
+        if !sys::pidfd_alive(c.peer.pidfd.as_fd()) {
+            return refusal(libc::ESRCH, "refused: your process is gone");
+        }
         // Ids wrap after 2^32 watches; one still held is skipped.
         let mut id = self.api.next_watch;
         while self.api.watches.contains_key(&id) {
