@@ -225,8 +225,10 @@ fn a_claim_ends_with_its_process_whatever_holds_its_socket() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The child that keeps the socket is still there (not a zombie).
-    let alive = std::fs::read_to_string(format!("/proc/{child}/status"))
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")));
+    let alive = std::fs::read_to_string(format!("/proc/{child}/status")).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("State:") && !l.contains("zombie"))
+    });
     println!(
         "MEASURED host: a process claimed every CPU exclusively, forked a child that keeps the socket, and exited: another workload's claim of them granted after {:?} (the child alive: {alive})",
         freed.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
@@ -508,4 +510,43 @@ fn a_process_reads_its_own_figures_and_nobody_elses() {
             .collect::<Vec<_>>()
             .join("; ")
     );
+}
+
+#[test]
+fn a_shared_socket_folder_keeps_its_mode_and_a_planted_symlink_is_not_followed() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let mut svc = HintService::start();
+    svc.stop();
+    // The socket's folder as a shared one (sticky, world-writable, as
+    // /tmp), where another user planted the status file's temporary name
+    // as a symlink to a file of root's.
+    let dir = svc.socket().parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = dir.parent().unwrap().join("victim");
+    std::fs::write(&victim, "root's file\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    symlink(&victim, dir.join("workloads.json.tmp")).unwrap();
+    svc.restart();
+    let mut c = Client::raw(&svc, &["claim", "1", "-1", "0"]);
+    assert_eq!(c.line()["status"], 0);
+    let w = workloads_when(&svc, |w| row_of(w, c.pid()).is_some());
+    assert!(row_of(&w, c.pid()).is_some(), "{w}");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+    let victim_text = std::fs::read_to_string(&victim).unwrap();
+    let victim_mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    let status = std::fs::symlink_metadata(dir.join("workloads.json")).unwrap();
+    println!(
+        "MEASURED host: socket folder mode {mode:o} after the start (was 1777); the symlink's target {victim_text:?} mode {victim_mode:o}; workloads.json a regular file: {}",
+        status.file_type().is_file()
+    );
+    assert_eq!(
+        mode, 0o1777,
+        "the service changed a folder it did not create"
+    );
+    assert_eq!(
+        victim_text, "root's file\n",
+        "written through a planted symlink"
+    );
+    assert_eq!(victim_mode, 0o644, "chmodded through a planted symlink");
+    assert!(status.file_type().is_file());
 }

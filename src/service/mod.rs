@@ -98,8 +98,12 @@ fn inherited_socket() -> Option<OwnedFd> {
 /// Bind `path` (mode 0666: anyone may connect; the rules decide what
 /// they may do), replacing a stale socket, refusing a live one.
 fn listen(path: &Path) -> Result<OwnedFd> {
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Only a folder of its own: one given (a shared /tmp, say) keeps
+        // its mode.
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
     }
     if path.exists() {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -355,11 +356,18 @@ impl Server {
             "locked_used_bytes": self.api.budget.used(),
             "max_exclusive_pct": self.api.claims.max_exclusive_pct,
         });
+        // A fresh file, never one that is there (a symlink planted in a
+        // shared folder would have root write where it points), then
+        // renamed over the last, which replaces a symlink, not its target.
         let tmp = path.with_extension("json.tmp");
-        let written = std::fs::write(&tmp, status.to_string())
-            .and_then(|_| {
-                std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            })
+        let _ = std::fs::remove_file(&tmp);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, status.to_string().as_bytes()))
             .and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = written {
             debug!("hint service: cannot write {}: {e}", path.display());
