@@ -238,6 +238,41 @@ fn an_exclusive_claim_keeps_everyone_else_off_its_cpus() {
 }
 
 #[test]
+fn an_exclusive_claim_holds_while_its_owner_sleeps_or_runs_one_thread() {
+    let _loader = Loader::start(&["--max-exclusive-pct", "100"]);
+    let node1 = node_cpus(1);
+    // Hogs first: they run on node 1 when the claim comes.
+    let hogs = Hogs::start(2 * nr_cpus());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = on_cpus(&hogs.tids(), &node1, 20) * 10.0;
+    let mut w = Claimant::start(node1.len() as u32, 1, true, 1);
+    assert!(w.ok(), "{}", w.reply);
+    let claimed: Vec<usize> = w.cpus().iter().map(|c| *c as usize).collect();
+    assert_eq!(claimed, node1, "{}", w.reply);
+    // Its one thread asleep, then spinning (one CPU of the claim idle).
+    w.set_busy(false);
+    std::thread::sleep(Duration::from_secs(1));
+    let asleep = on_cpus(&hogs.tids(), &node1, 100) * 10.0;
+    w.set_busy(true);
+    std::thread::sleep(Duration::from_secs(1));
+    let one = on_cpus(&hogs.tids(), &node1, 100) * 10.0;
+    println!(
+        "MEASURED exclusive claim of node 1 (CPUs {node1:?}) among {} hogs started before it on {} vCPUs: hog samples on node 1 {before:.0} per mille before; {asleep:.1} per mille of 100 samples while the owner's thread sleeps; {one:.1} per mille while it spins on one CPU of the two",
+        hogs.tids().len(),
+        nr_cpus()
+    );
+    assert!(
+        asleep <= 20.0,
+        "hogs on CPUs claimed exclusively by a sleeping owner: {asleep:.1} per mille"
+    );
+    assert!(
+        one <= 20.0,
+        "hogs on CPUs claimed exclusively by an owner running one thread: {one:.1} per mille"
+    );
+    assert_eq!(state(), "enabled");
+}
+
+#[test]
 fn a_preferred_claim_runs_its_threads_first_and_lends_its_cpus_when_idle() {
     let _loader = Loader::start(&[]);
     let node1 = node_cpus(1);
