@@ -74,10 +74,9 @@ impl Server {
     /// What the scheduler counted for the caller's own process in one
     /// phase slot: a process reads its own figures and nobody else's.
     pub(super) fn stats(&self, index: usize, req: Request) -> Reply {
-        let Some(wid) = self.workload_of(index) else {
-            return refusal(
-                "refused: register the process (Hello) before asking for its figures".into(),
-            );
+        let wid = match self.registered(index, "asking for its figures") {
+            Ok(wid) => wid,
+            Err(refused) => return refused,
         };
         let slot = req.a as usize;
         if slot >= NR_SLOTS {
@@ -144,8 +143,9 @@ impl Server {
     }
 
     pub(super) fn thread(&mut self, index: usize, pidfd: OwnedFd) -> Reply {
-        let Some(wid) = self.workload_of(index) else {
-            return refusal("refused: register the process (Hello) before its threads".into());
+        let wid = match self.registered(index, "its threads") {
+            Ok(wid) => wid,
+            Err(refused) => return refused,
         };
         let target = match Target::of(pidfd.as_fd()) {
             Ok(t) => t,

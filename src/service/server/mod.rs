@@ -533,6 +533,16 @@ impl Server {
         (reply, None)
     }
 
+    /// The client's workload, or the refusal to send: every request but
+    /// Hello and one-shot hints needs a registered process (Hello) first.
+    fn registered(&self, index: usize, before: &str) -> Result<u32, Reply> {
+        self.workload_of(index).ok_or_else(|| {
+            refusal(format!(
+                "refused: register the process (Hello) before {before}"
+            ))
+        })
+    }
+
     /// The client's workload, if it registered and it still exists.
     pub(super) fn workload_of(&self, index: usize) -> Option<u32> {
         let (wid, generation) = self.clients[index].as_ref()?.workload?;

@@ -58,11 +58,9 @@ impl Server {
     }
 
     pub(super) fn claim(&mut self, index: usize, req: Request) -> Reply {
-        let Some(wid) = self.workload_of(index) else {
-            return refusal(
-                libc::EPERM,
-                "refused: register the process (Hello) before claiming CPUs",
-            );
+        let wid = match self.registered(index, "claiming CPUs") {
+            Ok(wid) => wid,
+            Err(refused) => return refused,
         };
         let Some(c) = self.clients[index].as_ref() else {
             return refusal(libc::EBADF, "gone");
@@ -108,11 +106,8 @@ impl Server {
 
     pub(super) fn lock_memory(&mut self, index: usize, req: Request) -> Reply {
         // Every grant belongs to a registered process and ends with it.
-        if self.workload_of(index).is_none() {
-            return refusal(
-                libc::EPERM,
-                "refused: register the process (Hello) before locking memory",
-            );
+        if let Err(refused) = self.registered(index, "locking memory") {
+            return refused;
         }
         let Some(c) = self.clients[index].as_ref() else {
             return refusal(libc::EBADF, "gone");
@@ -145,11 +140,8 @@ impl Server {
     }
 
     pub(super) fn watch(&mut self, index: usize, req: Request) -> Reply {
-        if self.workload_of(index).is_none() {
-            return refusal(
-                libc::EPERM,
-                "refused: register the process (Hello) before watching memory pressure",
-            );
+        if let Err(refused) = self.registered(index, "watching memory pressure") {
+            return refused;
         }
         let Some(c) = self.clients[index].as_ref() else {
             return refusal(libc::EBADF, "gone");
