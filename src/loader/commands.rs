@@ -23,6 +23,7 @@ use scx_phase::{bpffs, inspect};
 use serde::Serialize;
 
 use crate::loader::cli::Command;
+use crate::service::status_file::WorkloadsFile;
 
 fn is_root() -> bool {
     // SAFETY: geteuid never fails.
@@ -294,7 +295,7 @@ pub fn status_path(socket: &Path) -> std::path::PathBuf {
 }
 
 /// The service's view of the workloads, with their CPU time per phase.
-pub fn read_workloads(pin_dir: &Path, socket: &Path) -> Result<serde_json::Value> {
+pub fn read_workloads(pin_dir: &Path, socket: &Path) -> Result<WorkloadsFile> {
     let path = status_path(socket);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -309,22 +310,23 @@ pub fn read_workloads(pin_dir: &Path, socket: &Path) -> Result<serde_json::Value
         }
         Err(e) => bail!("cannot read {}: {e}", path.display()),
     };
-    let mut v: serde_json::Value = serde_json::from_str(&text)?;
-    if let Some(rows) = v["workloads"].as_array_mut() {
-        for row in rows {
-            let wid = row["wid"].as_u64().unwrap_or(0) as u32;
-            let figures = inspect::read_workload_stats(pin_dir, wid).unwrap_or_default();
-            let mut ms = serde_json::Map::new();
-            for (i, f) in figures.iter().enumerate() {
-                ms.insert(
-                    scx_phase::stats::slot_name(i).into(),
-                    (f.runtime_ns / 1_000_000).into(),
-                );
-            }
-            row["cpu_ms"] = serde_json::Value::Object(ms);
-        }
+    let mut file = WorkloadsFile::parse(&text, &path).map_err(anyhow::Error::msg)?;
+    for row in &mut file.workloads {
+        let figures = inspect::read_workload_stats(pin_dir, row.wid).unwrap_or_default();
+        row.cpu_ms = Some(
+            figures
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    (
+                        scx_phase::stats::slot_name(i).to_string(),
+                        f.runtime_ns / 1_000_000,
+                    )
+                })
+                .collect(),
+        );
     }
-    Ok(v)
+    Ok(file)
 }
 
 fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
@@ -333,7 +335,6 @@ fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let rows = v["workloads"].as_array().cloned().unwrap_or_default();
     println!(
         "{:>8} {:>6}  {:<12} {:<5} {:>9}  {:<14} {:>7}  {:<34}  cgroup",
         "pid",
@@ -345,62 +346,59 @@ fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         "threads",
         "cpu s: idle load fwd bwd opt ckpt none"
     );
-    for r in &rows {
-        let claims = r["claims"].as_array().cloned().unwrap_or_default();
-        let cpus: Vec<String> = claims
+    for r in &v.workloads {
+        let cpus: Vec<String> = r
+            .claims
             .iter()
-            .flat_map(|c| c["cpus"].as_array().cloned().unwrap_or_default())
-            .map(|c| c.to_string())
+            .flat_map(|c| &c.cpus)
+            .map(u32::to_string)
             .collect();
-        let excl = claims.iter().any(|c| c["exclusive"] == true);
-        let watches: Vec<String> = r["pressure_watches"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let excl = r.claims.iter().any(|c| c.exclusive);
+        let watches: Vec<String> = r
+            .pressure_watches
             .iter()
-            .map(|w| format!("{}ms/{}ms", w["stall_ms"], w["window_ms"]))
+            .map(|w| format!("{}ms/{}ms", w.stall_ms, w.window_ms))
             .collect();
         let secs: Vec<String> = (0..scx_phase::stats::NR_SLOTS)
             .map(|i| {
-                let ms = r["cpu_ms"][scx_phase::stats::slot_name(i)]
-                    .as_u64()
-                    .unwrap_or(0);
-                format!("{:.1}", ms as f64 / 1000.0)
+                format!(
+                    "{:.1}",
+                    r.cpu_ms(scx_phase::stats::slot_name(i)) as f64 / 1000.0
+                )
             })
             .collect();
         println!(
             "{:>8} {:>6}  {:<12} {:<5} {:>9}  {:<14} {:>7}  {:<34}  {}",
-            // Numbers, not JSON values: only they take the padding.
-            r["pid"].as_u64().unwrap_or(0),
-            r["uid"].as_u64().unwrap_or(0),
+            r.pid,
+            r.uid,
             if cpus.is_empty() {
                 "-".into()
             } else {
                 cpus.join(",")
             },
-            if claims.is_empty() {
+            if r.claims.is_empty() {
                 "-"
             } else if excl {
                 "yes"
             } else {
                 "no"
             },
-            crate::service::memlock::human(r["locked_bytes"].as_u64().unwrap_or(0)),
+            crate::service::memlock::human(r.locked_bytes),
             if watches.is_empty() {
                 "-".into()
             } else {
                 watches.join(",")
             },
-            r["threads_bound"].as_u64().unwrap_or(0),
+            r.threads_bound,
             secs.join(" "),
-            r["cgroup"].as_str().unwrap_or("-"),
+            r.cgroup.as_deref().unwrap_or("-"),
         );
     }
     println!(
         "{} workload(s); locked memory {} of {}",
-        rows.len(),
-        crate::service::memlock::human(v["locked_used_bytes"].as_u64().unwrap_or(0)),
-        crate::service::memlock::human(v["locked_budget_bytes"].as_u64().unwrap_or(0))
+        v.workloads.len(),
+        crate::service::memlock::human(v.locked_used_bytes),
+        crate::service::memlock::human(v.locked_budget_bytes)
     );
     Ok(())
 }

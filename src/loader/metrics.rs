@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::loader::commands::read_workloads;
+use crate::service::status_file::{WorkloadRow, WorkloadsFile};
 use anyhow::{Context, Result};
 use log::warn;
 use scx_phase::stats::{self, NR_SLOTS, ServiceReport, Snapshot, StatsMap, WAIT_BUCKETS};
-use serde_json::Value;
-
-use crate::loader::commands::read_workloads;
 
 /// A client gets this long, in all, to send its request, and as long
 /// again to take the answer: one that trickles a byte at a time cannot
@@ -84,7 +83,7 @@ pub struct Inputs {
     pub attached: bool,
     pub stats: Option<Snapshot>,
     pub service: Option<ServiceReport>,
-    pub workloads: Option<Value>,
+    pub workloads: Option<WorkloadsFile>,
     pub max_workloads: usize,
 }
 
@@ -275,8 +274,8 @@ fn service_families(s: &ServiceReport) -> Vec<Family> {
 }
 
 /// A workload's labels: pid, uid, and its cgroup (cut to a bounded length).
-fn workload_labels(w: &Value) -> Vec<(&'static str, String)> {
-    let mut cgroup = w["cgroup"].as_str().unwrap_or("").to_string();
+fn workload_labels(w: &WorkloadRow) -> Vec<(&'static str, String)> {
+    let mut cgroup = w.cgroup.clone().unwrap_or_default();
     if cgroup.len() > MAX_CGROUP_LABEL {
         let mut cut = MAX_CGROUP_LABEL;
         while !cgroup.is_char_boundary(cut) {
@@ -285,19 +284,19 @@ fn workload_labels(w: &Value) -> Vec<(&'static str, String)> {
         cgroup.truncate(cut);
     }
     vec![
-        ("pid", w["pid"].as_u64().unwrap_or(0).to_string()),
-        ("uid", w["uid"].as_u64().unwrap_or(0).to_string()),
+        ("pid", w.pid.to_string()),
+        ("uid", w.uid.to_string()),
         ("cgroup", cgroup),
     ]
 }
 
-fn workload_cpu_ms(w: &Value, slot: usize) -> u64 {
-    w["cpu_ms"][stats::slot_name(slot)].as_u64().unwrap_or(0)
+fn workload_cpu_ms(w: &WorkloadRow, slot: usize) -> u64 {
+    w.cpu_ms(stats::slot_name(slot))
 }
 
-fn workload_families(v: &Value, max: usize) -> Vec<Family> {
-    let mut rows = v["workloads"].as_array().cloned().unwrap_or_default();
-    let busy = |w: &Value| (0..NR_SLOTS).map(|i| workload_cpu_ms(w, i)).sum::<u64>();
+fn workload_families(v: &WorkloadsFile, max: usize) -> Vec<Family> {
+    let mut rows: Vec<&WorkloadRow> = v.workloads.iter().collect();
+    let busy = |w: &WorkloadRow| (0..NR_SLOTS).map(|i| workload_cpu_ms(w, i)).sum::<u64>();
     rows.sort_by_key(|w| std::cmp::Reverse(busy(w)));
     let mut n = Family::new(
         "scx_phase_workloads",
@@ -318,11 +317,8 @@ fn workload_families(v: &Value, max: usize) -> Vec<Family> {
     let mut other_claims = [0u64; 2];
     let mut other_cpu = [0u64; NR_SLOTS];
     for (k, w) in rows.iter().enumerate() {
-        let mut cpus = [0u64; 2];
-        for c in w["claims"].as_array().cloned().unwrap_or_default() {
-            let n = c["cpus"].as_array().map_or(0, |a| a.len() as u64);
-            cpus[usize::from(c["exclusive"] == true)] += n;
-        }
+        let (shared, exclusive) = w.cpus_claimed();
+        let cpus = [shared, exclusive];
         if k >= max {
             for (o, c) in other_claims.iter_mut().zip(cpus) {
                 *o += c;
@@ -576,7 +572,9 @@ pub fn start(addr: SocketAddr, pin_dir: &Path, socket: &Path, max_workloads: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    use crate::service::status_file::ClaimRow;
 
     fn inputs() -> Inputs {
         let mut s = Snapshot {
@@ -591,13 +589,31 @@ mod tests {
         s.slots[bwd].runtime_ns = 2_500_000_000;
         s.slots[bwd].wait_hist = [1, 2, 3, 0, 0, 0, 4];
         s.slots[bwd].wait_ns = 7_000_000_000;
-        let workloads = json!({"workloads": [
-            {"pid": 10, "uid": 1000, "cgroup": "/a\"b", "claims": [{"cpus": [2, 3], "exclusive": true}],
-             "cpu_ms": {"backward": 1500}},
-            {"pid": 11, "uid": 1001, "cgroup": "/c", "claims": [], "cpu_ms": {"forward": 10}},
-            {"pid": 12, "uid": 1002, "cgroup": "/d", "claims": [{"cpus": [1], "exclusive": false}],
-             "cpu_ms": {"forward": 5}},
-        ]});
+        let row =
+            |pid: u32, cgroup: &str, cpus: &[u32], exclusive: bool, ms: (&str, u64)| WorkloadRow {
+                pid,
+                uid: 990 + pid,
+                cgroup: Some(cgroup.into()),
+                claims: if cpus.is_empty() {
+                    vec![]
+                } else {
+                    vec![ClaimRow {
+                        cpus: cpus.to_vec(),
+                        exclusive,
+                        ..Default::default()
+                    }]
+                },
+                cpu_ms: Some(BTreeMap::from([(ms.0.to_string(), ms.1)])),
+                ..Default::default()
+            };
+        let workloads = WorkloadsFile {
+            workloads: vec![
+                row(10, "/a\"b", &[2, 3], true, ("backward", 1500)),
+                row(11, "/c", &[], false, ("forward", 10)),
+                row(12, "/d", &[1], false, ("forward", 5)),
+            ],
+            ..Default::default()
+        };
         Inputs {
             attached: true,
             stats: Some(s),

@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use scx_phase::stats::{self, Report, StatsMap};
 
 use crate::loader::preflight;
+use crate::service::status_file::WorkloadsFile;
 
 /// The report between two snapshots, with the hint service's counters
 /// from `pin_dir` and the workloads' totals when they can be read.
@@ -28,27 +29,20 @@ pub fn full_report(
     r
 }
 
-fn workloads_report(v: &serde_json::Value) -> stats::WorkloadsReport {
-    let rows = v["workloads"].as_array().cloned().unwrap_or_default();
+fn workloads_report(v: &WorkloadsFile) -> stats::WorkloadsReport {
     let mut t = stats::WorkloadsReport {
-        workloads: rows.len() as u64,
+        workloads: v.workloads.len() as u64,
         cpu_ms: vec![0; stats::NR_SLOTS],
         ..Default::default()
     };
-    for r in &rows {
-        for c in r["claims"].as_array().cloned().unwrap_or_default() {
-            let n = c["cpus"].as_array().map_or(0, |a| a.len() as u64);
-            t.cpus_claimed += n;
-            if c["exclusive"] == true {
-                t.cpus_exclusive += n;
-            }
-        }
-        t.locked_bytes += r["locked_bytes"].as_u64().unwrap_or(0);
-        t.pressure_watches += r["pressure_watches"]
-            .as_array()
-            .map_or(0, |a| a.len() as u64);
+    for r in &v.workloads {
+        let (shared, exclusive) = r.cpus_claimed();
+        t.cpus_claimed += shared + exclusive;
+        t.cpus_exclusive += exclusive;
+        t.locked_bytes += r.locked_bytes;
+        t.pressure_watches += r.pressure_watches.len() as u64;
         for (i, ms) in t.cpu_ms.iter_mut().enumerate() {
-            *ms += r["cpu_ms"][stats::slot_name(i)].as_u64().unwrap_or(0);
+            *ms += r.cpu_ms(stats::slot_name(i));
         }
     }
     t

@@ -129,9 +129,9 @@ pub fn collect(pin_dir: &Path, socket: &Path) -> (Value, bool) {
         "ops": ops,
         "loader": record,
         "loader_running": loader_alive,
-        "workloads": workloads.as_ref().ok().map(|w| w["workloads"].clone()),
-        "locked_used_bytes": workloads.as_ref().ok().map(|w| w["locked_used_bytes"].clone()),
-        "locked_budget_bytes": workloads.as_ref().ok().map(|w| w["locked_budget_bytes"].clone()),
+        "workloads": workloads.as_ref().ok().map(|w| &w.workloads),
+        "locked_used_bytes": workloads.as_ref().ok().map(|w| w.locked_used_bytes),
+        "locked_budget_bytes": workloads.as_ref().ok().map(|w| w.locked_budget_bytes),
         "workloads_error": workloads.err(),
     });
     (v, attached)

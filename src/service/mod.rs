@@ -42,6 +42,7 @@ pub mod memlock;
 pub mod pressure;
 pub mod rules;
 pub mod server;
+pub mod status_file;
 pub mod watch;
 pub mod workload_api;
 pub mod workloads;

@@ -7,12 +7,12 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
+use super::super::status_file::{ClaimRow, Level, Placement, WatchRow, WorkloadRow, WorkloadsFile};
 use log::{debug, warn};
 use scx_phase::hint::protocol::{
     CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, Reply, Request,
 };
 use scx_phase::sys;
-use serde_json::json;
 
 use super::super::claims::{ClaimRequest, CpuTopology, Holder, NodeChoice, format_cpulist};
 use super::super::memlock::human;
@@ -304,50 +304,61 @@ impl Server {
         let Some(path) = &self.api.status_path else {
             return;
         };
-        let mut rows = Vec::new();
-        for w in self.workloads.iter() {
-            let claims: Vec<_> = self
-                .api
-                .claims
-                .iter()
-                .filter(|(_, c)| c.holder.wid == w.wid)
-                .map(|(_, c)| {
-                    json!({"node": c.node, "cpus": c.cpus, "exclusive": c.request.exclusive,
-                           "placement": if c.request.spread { "spread" } else { "pack" }})
-                })
-                .collect();
-            let watches: Vec<_> = self
-                .clients
-                .iter()
-                .flatten()
-                .filter(|c| c.workload.map(|x| x.0) == Some(w.wid))
-                .flat_map(|c| c.held.watches.iter())
-                .filter_map(|id| self.api.watches.get(id))
-                .map(|(wt, ..)| {
-                    json!({"path": wt.path, "stall_ms": wt.stall_us / 1000,
-                           "window_ms": wt.window_us / 1000,
-                           "level": if wt.full { "full" } else { "some" }})
-                })
-                .collect();
-            let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-                });
-            rows.push(json!({
-                "wid": w.wid, "pid": w.pid, "uid": w.uid, "cgroup": cgroup,
-                "threads_bound": w.bound(), "connections": w.connections,
-                "claims": claims, "locked_bytes": self.api.budget.held_by(w.pid),
-                "pressure_watches": watches,
-            }));
-        }
-        let status = json!({
-            "workloads": rows,
-            "locked_budget_bytes": self.api.budget.total,
-            "locked_used_bytes": self.api.budget.used(),
-            "max_exclusive_pct": self.api.claims.max_exclusive_pct,
-        });
+        let rows = self
+            .workloads
+            .iter()
+            .map(|w| WorkloadRow {
+                wid: w.wid,
+                pid: w.pid,
+                uid: w.uid,
+                cgroup: std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+                    }),
+                threads_bound: w.bound(),
+                connections: w.connections,
+                claims: self
+                    .api
+                    .claims
+                    .iter()
+                    .filter(|(_, c)| c.holder.wid == w.wid)
+                    .map(|(_, c)| ClaimRow {
+                        node: c.node,
+                        cpus: c.cpus.clone(),
+                        exclusive: c.request.exclusive,
+                        placement: if c.request.spread {
+                            Placement::Spread
+                        } else {
+                            Placement::Pack
+                        },
+                    })
+                    .collect(),
+                locked_bytes: self.api.budget.held_by(w.pid),
+                pressure_watches: self
+                    .clients
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.workload.map(|x| x.0) == Some(w.wid))
+                    .flat_map(|c| c.held.watches.iter())
+                    .filter_map(|id| self.api.watches.get(id))
+                    .map(|(wt, ..)| WatchRow {
+                        path: wt.path.display().to_string(),
+                        stall_ms: wt.stall_us / 1000,
+                        window_ms: wt.window_us / 1000,
+                        level: if wt.full { Level::Full } else { Level::Some },
+                    })
+                    .collect(),
+                cpu_ms: None,
+            })
+            .collect();
+        let status = WorkloadsFile {
+            workloads: rows,
+            locked_budget_bytes: self.api.budget.total,
+            locked_used_bytes: self.api.budget.used(),
+            max_exclusive_pct: self.api.claims.max_exclusive_pct,
+        };
         // A fresh file, never one that is there (a symlink planted in a
         // shared folder would have root write where it points), then
         // renamed over the last, which replaces a symlink, not its target.
@@ -359,7 +370,7 @@ impl Server {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, status.to_string().as_bytes()))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, status.to_json().as_bytes()))
             .and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = written {
             debug!("hint service: cannot write {}: {e}", path.display());
