@@ -4,7 +4,7 @@
 //! feature and what running without it costs, in the log at start and in
 //! `status` (and its `--json`).
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::btf::Btf;
 
@@ -121,19 +121,37 @@ pub fn missing_here(release: &str) -> Vec<&'static Feature> {
     lacks
 }
 
-/// For the status record.
-pub fn to_json(release: &str, lacks: &[&Feature]) -> Value {
-    json!({
-        "release": release,
-        "lacks": lacks.iter().map(|f| json!({
-            "feature": f.name,
-            "since": match &f.since {
-                Needs::Linux(major, minor) => format!("{major}.{minor}"),
-                Needs::Pahole(v) => format!("pahole {v}"),
-            },
-            "without": f.without,
-        })).collect::<Vec<_>>(),
-    })
+/// The running kernel in the loader's record (`status`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelRecord {
+    pub release: String,
+    pub lacks: Vec<Lack>,
+}
+
+/// A feature the kernel lacks: what brought it, and what its fallback costs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lack {
+    pub feature: String,
+    /// "6.15", or "pahole 1.24 ..." for a BTF encoding.
+    pub since: String,
+    pub without: String,
+}
+
+pub fn record(release: &str, lacks: &[&Feature]) -> KernelRecord {
+    KernelRecord {
+        release: release.into(),
+        lacks: lacks
+            .iter()
+            .map(|f| Lack {
+                feature: f.name.into(),
+                since: match &f.since {
+                    Needs::Linux(major, minor) => format!("{major}.{minor}"),
+                    Needs::Pahole(v) => format!("pahole {v}"),
+                },
+                without: f.without.into(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +200,7 @@ mod tests {
             "this kernel (6.6.56+) lacks 64-bit enum values in its BTF (a kernel BTF from pahole 1.24 without --skip_encoding_btf_enum64): sched_ext's 64-bit constants are taken from the kernel scx_phase was built against, checked only in their low 32 bits (so a kernel that moved one would be misread)"
         );
         assert_eq!(
-            to_json("6.6.56+", &[&ENUM64])["lacks"][0]["since"],
+            record("6.6.56+", &[&ENUM64]).lacks[0].since,
             "pahole 1.24 without --skip_encoding_btf_enum64"
         );
     }
@@ -197,9 +215,9 @@ mod tests {
 
     #[test]
     fn the_status_record_lists_each_with_its_release() {
-        let v = to_json("6.14.0", &[&FEATURES[1]]);
-        assert_eq!(v["release"], "6.14.0");
-        assert_eq!(v["lacks"][0]["feature"], "per-node idle tracking");
-        assert_eq!(v["lacks"][0]["since"], "6.15");
+        let v = record("6.14.0", &[&FEATURES[1]]);
+        assert_eq!(v.release, "6.14.0");
+        assert_eq!(v.lacks[0].feature, "per-node idle tracking");
+        assert_eq!(v.lacks[0].since, "6.15");
     }
 }

@@ -322,7 +322,7 @@ pub fn run(opts: &RunOpts, pin_dir: &Path, socket: &Path, shutdown: Arc<AtomicBo
     for f in &lacks {
         info!("{}", kernel::line(&release, f));
     }
-    record.kernel(kernel::to_json(&release, &lacks));
+    record.kernel(kernel::record(&release, &lacks));
     loop {
         // Again on each restart: a hotplug restart means the CPUs changed.
         let topo = HostTopology::discover()?;

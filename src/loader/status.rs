@@ -10,9 +10,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use log::debug;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::loader::commands::read_workloads;
+use crate::loader::kernel::KernelRecord;
+use crate::service::claims::format_cpulist;
+use crate::service::memlock::human;
+use crate::service::status_file::WorkloadRow;
 
 const SCHED_EXT: &str = "/sys/kernel/sched_ext";
 
@@ -30,49 +34,70 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What the running loader writes about itself.
+/// `loader.json`: what the running loader writes about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoaderRecord {
+    pub pid: u32,
+    pub version: String,
+    pub args: Vec<String>,
+    pub started_at: u64,
+    /// The loader's own word: cleared when the scheduler leaves; a loader
+    /// killed outright cannot clear it.
+    pub attached: bool,
+    pub attached_at: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub kernel: Option<KernelRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastExit {
+    pub at: u64,
+    /// As the kernel gave it.
+    pub reason: String,
+}
+
+/// Keeps `loader.json` up to date.
 pub struct Recorder {
     path: PathBuf,
-    record: Value,
+    record: LoaderRecord,
 }
 
 impl Recorder {
     pub fn new(socket: &Path) -> Recorder {
-        let record = json!({
-            "pid": std::process::id(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "args": std::env::args().skip(1).collect::<Vec<_>>(),
-            "started_at": now(),
-            "attached": false,
-            "attached_at": null,
-            "restarts": 0,
-            "last_exit": null,
-        });
         Recorder {
             path: record_path(socket),
-            record,
+            record: LoaderRecord {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                args: std::env::args().skip(1).collect(),
+                started_at: now(),
+                ..Default::default()
+            },
         }
     }
 
-    /// The running kernel and the features it lacks (kernel::to_json).
-    pub fn kernel(&mut self, kernel: Value) {
-        self.record["kernel"] = kernel;
+    /// The running kernel and the features it lacks.
+    pub fn kernel(&mut self, kernel: KernelRecord) {
+        self.record.kernel = Some(kernel);
     }
 
     pub fn attached(&mut self) {
-        self.record["attached"] = true.into();
-        self.record["attached_at"] = now().into();
+        self.record.attached = true;
+        self.record.attached_at = Some(now());
         self.write();
     }
 
     /// The scheduler left: `reason` as the kernel gave it; `restarting`
     /// if the loader attaches it again.
     pub fn exited(&mut self, reason: &str, restarting: bool) {
-        self.record["attached"] = false.into();
-        self.record["last_exit"] = json!({"at": now(), "reason": reason});
+        self.record.attached = false;
+        self.record.last_exit = Some(LastExit {
+            at: now(),
+            reason: reason.into(),
+        });
         if restarting {
-            let n = self.record["restarts"].as_u64().unwrap_or(0);
-            self.record["restarts"] = (n + 1).into();
+            self.record.restarts += 1;
         }
         self.write();
     }
@@ -81,8 +106,8 @@ impl Recorder {
     /// costs only the status screen, never the scheduler.
     fn write(&self) {
         let tmp = self.path.with_extension("json.tmp");
-        let written = std::fs::write(&tmp, self.record.to_string())
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        let text = serde_json::to_string(&self.record).unwrap_or_default();
+        let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             debug!("cannot write {}: {e}", self.path.display());
         }
@@ -110,31 +135,57 @@ fn pid_alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The status as JSON, and whether this scheduler is attached.
-pub fn collect(pin_dir: &Path, socket: &Path) -> (Value, bool) {
+/// What `status` shows: sched_ext's state, the loader's record, the
+/// service's workloads.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub attached: bool,
+    pub sched_ext: String,
+    pub ops: Option<String>,
+    pub loader: Option<LoaderRecord>,
+    /// Why there is no record: none was written, or it cannot be read.
+    pub loader_error: Option<String>,
+    pub loader_running: bool,
+    pub workloads: Option<Vec<WorkloadRow>>,
+    pub locked_used_bytes: Option<u64>,
+    pub locked_budget_bytes: Option<u64>,
+    pub workloads_error: Option<String>,
+}
+
+/// The status, and whether this scheduler is attached.
+pub fn collect(pin_dir: &Path, socket: &Path) -> (Status, bool) {
     let (state, ops) = sched_ext_state();
     let ours = ops.as_deref().is_some_and(|o| o.starts_with("scx_phase"));
-    let record: Option<Value> = std::fs::read_to_string(record_path(socket))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let loader_alive = record
-        .as_ref()
-        .and_then(|r| r["pid"].as_u64())
-        .is_some_and(pid_alive);
+    let path = record_path(socket);
+    let record = match std::fs::read_to_string(&path) {
+        Ok(t) => serde_json::from_str::<LoaderRecord>(&t)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(format!("no {}: {e}", path.display())),
+    };
+    let loader_running = record.as_ref().is_ok_and(|r| pid_alive(u64::from(r.pid)));
     let workloads = read_workloads(pin_dir, socket).map_err(|e| format!("{e:#}"));
     let attached = state == "enabled" && ours;
-    let v = json!({
-        "attached": attached,
-        "sched_ext": state,
-        "ops": ops,
-        "loader": record,
-        "loader_running": loader_alive,
-        "workloads": workloads.as_ref().ok().map(|w| &w.workloads),
-        "locked_used_bytes": workloads.as_ref().ok().map(|w| w.locked_used_bytes),
-        "locked_budget_bytes": workloads.as_ref().ok().map(|w| w.locked_budget_bytes),
-        "workloads_error": workloads.err(),
-    });
-    (v, attached)
+    let (loader, loader_error) = match record {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e)),
+    };
+    let (workloads, workloads_error) = match workloads {
+        Ok(w) => (Some(w), None),
+        Err(e) => (None, Some(e)),
+    };
+    let status = Status {
+        attached,
+        sched_ext: state,
+        ops,
+        loader,
+        loader_error,
+        loader_running,
+        locked_used_bytes: workloads.as_ref().map(|w| w.locked_used_bytes),
+        locked_budget_bytes: workloads.as_ref().map(|w| w.locked_budget_bytes),
+        workloads: workloads.map(|w| w.workloads),
+        workloads_error,
+    };
+    (status, attached)
 }
 
 fn ago(at: u64) -> String {
@@ -147,71 +198,49 @@ fn ago(at: u64) -> String {
 }
 
 /// The screen: what is attached, the loader, the workloads, the last exit.
-pub fn render(v: &Value) -> String {
+pub fn render(v: &Status) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, s: String| {
+    let mut line = |s: String| {
         out.push_str(&s);
         out.push('\n');
     };
-    let ops = v["ops"].as_str().unwrap_or("");
-    let state = v["sched_ext"].as_str().unwrap_or("?");
-    line(
-        &mut out,
-        match (v["attached"].as_bool(), state) {
-            (Some(true), _) => format!("attached: yes ({ops})"),
-            (_, "absent") => "attached: no (this kernel has no sched_ext)".into(),
-            (_, "enabled") => format!("attached: no; another scheduler is: {ops}"),
-            _ => format!("attached: no (sched_ext {state})"),
-        },
-    );
-    let r = &v["loader"];
-    if r.is_object() {
-        let running = v["loader_running"].as_bool() == Some(true);
-        let args: Vec<&str> = r["args"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        line(
-            &mut out,
-            format!(
+    let ops = v.ops.as_deref().unwrap_or("");
+    let state = v.sched_ext.as_str();
+    line(match (v.attached, state) {
+        (true, _) => format!("attached: yes ({ops})"),
+        (_, "absent") => "attached: no (this kernel has no sched_ext)".into(),
+        (_, "enabled") => format!("attached: no; another scheduler is: {ops}"),
+        _ => format!("attached: no (sched_ext {state})"),
+    });
+    match &v.loader {
+        Some(r) => {
+            line(format!(
                 "loader: pid {} ({}), version {}, flags: {}",
-                r["pid"],
-                if running { "running" } else { "gone" },
-                r["version"].as_str().unwrap_or("?"),
-                if args.is_empty() {
+                r.pid,
+                if v.loader_running { "running" } else { "gone" },
+                r.version,
+                if r.args.is_empty() {
                     "(none)".to_string()
                 } else {
-                    args.join(" ")
+                    r.args.join(" ")
                 }
-            ),
-        );
-        if let Some(lacks) = r["kernel"]["lacks"].as_array().filter(|l| !l.is_empty()) {
-            let names: Vec<String> = lacks
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} ({})",
-                        f["feature"].as_str().unwrap_or("?"),
-                        f["since"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
-            line(
-                &mut out,
-                format!(
+            ));
+            if let Some(k) = r.kernel.as_ref().filter(|k| !k.lacks.is_empty()) {
+                let names: Vec<String> = k
+                    .lacks
+                    .iter()
+                    .map(|f| format!("{} ({})", f.feature, f.since))
+                    .collect();
+                line(format!(
                     "kernel {}: runs without {} (the log says what each costs)",
-                    r["kernel"]["release"].as_str().unwrap_or("?"),
+                    k.release,
                     names.join(", ")
-                ),
-            );
-        }
-        if let Some(at) = r["attached_at"].as_u64() {
-            // The record's own word: the loader clears it when the
-            // scheduler leaves; a loader killed outright cannot.
-            let now_attached = running && r["attached"] == true;
-            line(
-                &mut out,
-                format!(
+                ));
+            }
+            if let Some(at) = r.attached_at {
+                // The record's own word, and only while its loader runs.
+                let now_attached = v.loader_running && r.attached;
+                line(format!(
                     "{}: {} ({}); restarts: {}",
                     if now_attached {
                         "attached since"
@@ -220,89 +249,72 @@ pub fn render(v: &Value) -> String {
                     },
                     iso(at),
                     ago(at),
-                    r["restarts"]
-                ),
-            );
-        }
-        match r["last_exit"]["at"].as_u64() {
-            Some(at) => line(
-                &mut out,
-                format!(
+                    r.restarts
+                ));
+            }
+            match &r.last_exit {
+                Some(e) => line(format!(
                     "last exit: {} ({}): {}",
-                    iso(at),
-                    ago(at),
-                    r["last_exit"]["reason"].as_str().unwrap_or("?")
-                ),
-            ),
-            None => line(&mut out, "last exit: none".into()),
-        }
-    } else {
-        line(
-            &mut out,
-            "loader: no record (scx_phase has not run since boot, or another --hint-socket)".into(),
-        );
-    }
-    let loader_gone = r.is_object() && v["loader_running"].as_bool() != Some(true);
-    match v["workloads"].as_array() {
-        // The service's list outlives it; a dead loader's is stale.
-        Some(_) if loader_gone => line(&mut out, "workloads: none (the loader is gone)".into()),
-        Some(rows) => {
-            line(
-                &mut out,
-                format!(
-                    "workloads: {} registered; locked memory {} of {}",
-                    rows.len(),
-                    crate::service::memlock::human(v["locked_used_bytes"].as_u64().unwrap_or(0)),
-                    crate::service::memlock::human(v["locked_budget_bytes"].as_u64().unwrap_or(0))
-                ),
-            );
-            for w in rows {
-                let claims: Vec<String> = w["claims"]
-                    .as_array()
-                    .map(|c| {
-                        c.iter()
-                            .map(|c| {
-                                format!(
-                                    "CPUs {} on node {}{}",
-                                    c["cpus"],
-                                    c["node"],
-                                    if c["exclusive"] == true {
-                                        " exclusively"
-                                    } else {
-                                        ""
-                                    }
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                line(
-                    &mut out,
-                    format!(
-                        "  pid {} uid {}: {}{}",
-                        w["pid"],
-                        w["uid"],
-                        if claims.is_empty() {
-                            "hints only".to_string()
-                        } else {
-                            claims.join(", ")
-                        },
-                        match w["locked_bytes"].as_u64() {
-                            Some(b) if b > 0 =>
-                                format!(", {} locked", crate::service::memlock::human(b)),
-                            _ => String::new(),
-                        }
-                    ),
-                );
+                    iso(e.at),
+                    ago(e.at),
+                    e.reason
+                )),
+                None => line("last exit: none".into()),
             }
         }
-        None => line(
-            &mut out,
-            format!(
-                "workloads: unknown ({})",
-                v["workloads_error"].as_str().unwrap_or("?")
-            ),
-        ),
+        None => line(format!(
+            "loader: no record (scx_phase has not run since boot, or another --hint-socket){}",
+            v.loader_error
+                .as_ref()
+                .filter(|e| !e.starts_with("no "))
+                .map_or_else(String::new, |e| format!(": {e}"))
+        )),
+    }
+    let loader_gone = v.loader.is_some() && !v.loader_running;
+    match &v.workloads {
+        // The service's list outlives it; a dead loader's is stale.
+        Some(_) if loader_gone => line("workloads: none (the loader is gone)".into()),
+        Some(rows) => {
+            line(format!(
+                "workloads: {} registered; locked memory {} of {}",
+                rows.len(),
+                human(v.locked_used_bytes.unwrap_or(0)),
+                human(v.locked_budget_bytes.unwrap_or(0))
+            ));
+            for w in rows {
+                let claims: Vec<String> = w
+                    .claims
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "CPUs {} on node {}{}",
+                            format_cpulist(&c.cpus),
+                            c.node,
+                            if c.exclusive { " exclusively" } else { "" }
+                        )
+                    })
+                    .collect();
+                line(format!(
+                    "  pid {} uid {}: {}{}",
+                    w.pid,
+                    w.uid,
+                    if claims.is_empty() {
+                        "hints only".to_string()
+                    } else {
+                        claims.join(", ")
+                    },
+                    if w.locked_bytes > 0 {
+                        format!(", {} locked", human(w.locked_bytes))
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+        None => line(format!(
+            "workloads: unknown ({})",
+            v.workloads_error.as_deref().unwrap_or("?")
+        )),
     }
     out
 }
@@ -353,18 +365,42 @@ mod tests {
         assert_eq!(iso(1_796_212_800 + 3_723), "2026-12-02 13:02:03 UTC");
     }
 
+    fn stopped() -> Status {
+        Status {
+            sched_ext: "disabled".into(),
+            loader: Some(LoaderRecord {
+                pid: 4242,
+                version: "0.1.0".into(),
+                args: vec!["--hint-group".into(), "train".into()],
+                attached_at: Some(60),
+                restarts: 2,
+                last_exit: Some(LastExit {
+                    at: 120,
+                    reason: "EXIT: unregistered from user space".into(),
+                }),
+                ..Default::default()
+            }),
+            workloads: Some(vec![WorkloadRow {
+                pid: 7,
+                uid: 1000,
+                locked_bytes: 1 << 20,
+                claims: vec![crate::service::status_file::ClaimRow {
+                    cpus: vec![2, 3],
+                    node: 1,
+                    exclusive: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]),
+            locked_used_bytes: Some(1 << 20),
+            locked_budget_bytes: Some(1 << 30),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn the_screen_names_the_state_the_loader_and_the_last_exit() {
-        let v = json!({
-            "attached": false, "sched_ext": "disabled", "ops": null,
-            "loader": {"pid": 4242, "version": "0.1.0", "args": ["--hint-group", "train"],
-                       "started_at": 0, "attached": false, "attached_at": 60, "restarts": 2,
-                       "last_exit": {"at": 120, "reason": "EXIT: unregistered from user space"}},
-            "loader_running": false,
-            "workloads": [{"pid": 7, "uid": 1000, "locked_bytes": 1 << 20,
-                           "claims": [{"cpus": [2, 3], "node": 1, "exclusive": true}]}],
-            "locked_used_bytes": 1 << 20, "locked_budget_bytes": 1 << 30,
-        });
+        let v = stopped();
         let s = render(&v);
         assert!(s.starts_with("attached: no (sched_ext disabled)\n"), "{s}");
         assert!(
@@ -379,8 +415,8 @@ mod tests {
 
         // The same workloads from a running loader are listed.
         let mut v = v;
-        v["loader_running"] = true.into();
-        v["loader"]["attached"] = true.into();
+        v.loader_running = true;
+        v.loader.as_mut().unwrap().attached = true;
         let s = render(&v);
         assert!(s.contains("attached since: 1970-01-01 00:01:00 UTC"), "{s}");
         assert!(
@@ -388,7 +424,28 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("pid 7 uid 1000: CPUs [2,3] on node 1 exclusively, 1 MiB locked"),
+            s.contains("pid 7 uid 1000: CPUs 2-3 on node 1 exclusively, 1 MiB locked"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn a_record_that_does_not_parse_is_named_not_read_as_zeros() {
+        let text = serde_json::to_string(&stopped().loader)
+            .unwrap()
+            .replace("restarts", "restart");
+        let err = serde_json::from_str::<LoaderRecord>(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `restarts`"),
+            "{err}"
+        );
+        let v = Status {
+            loader_error: Some(format!("cannot read /run/scx_phase/loader.json: {err}")),
+            ..Default::default()
+        };
+        let s = render(&v);
+        assert!(
+            s.contains("loader: no record (scx_phase has not run since boot, or another --hint-socket): cannot read /run/scx_phase/loader.json: missing field `restarts`"),
             "{s}"
         );
     }
@@ -399,28 +456,40 @@ mod tests {
             |f| f != "scx_bpf_pick_idle_cpu_node",
             crate::loader::kernel::release_version("6.17.0-8-generic"),
         );
-        let v = json!({
-            "attached": true, "sched_ext": "enabled", "ops": "scx_phase_0.1.0",
-            "loader": {"pid": 1, "version": "0.1.0", "args": [], "attached": true,
-                       "attached_at": 60, "restarts": 0, "last_exit": null,
-                       "kernel": crate::loader::kernel::to_json("6.17.0-8-generic", &lacks)},
-            "loader_running": true, "workloads": [],
-        });
+        let mut v = Status {
+            attached: true,
+            sched_ext: "enabled".into(),
+            ops: Some("scx_phase_0.1.0".into()),
+            loader: Some(LoaderRecord {
+                pid: 1,
+                version: "0.1.0".into(),
+                attached: true,
+                attached_at: Some(60),
+                kernel: Some(crate::loader::kernel::record("6.17.0-8-generic", &lacks)),
+                ..Default::default()
+            }),
+            loader_running: true,
+            workloads: Some(vec![]),
+            ..Default::default()
+        };
         let s = render(&v);
         assert!(
             s.contains("kernel 6.17.0-8-generic: runs without per-node idle tracking (6.15), a reliable scx_bpf_dsq_peek (7.1)"),
             "{s}"
         );
         // A kernel that lacks nothing gets no line.
-        let mut v = v;
-        v["loader"]["kernel"] = crate::loader::kernel::to_json("7.3.4", &[]);
+        v.loader.as_mut().unwrap().kernel = Some(crate::loader::kernel::record("7.3.4", &[]));
         assert!(!render(&v).contains("runs without"));
     }
 
     #[test]
     fn without_sched_ext_or_a_record_it_says_so() {
-        let v = json!({"attached": false, "sched_ext": "absent", "loader": null,
-                       "workloads": null, "workloads_error": "scx_phase is not running"});
+        let v = Status {
+            sched_ext: "absent".into(),
+            loader_error: Some("no /run/scx_phase/loader.json: No such file or directory".into()),
+            workloads_error: Some("scx_phase is not running".into()),
+            ..Default::default()
+        };
         let s = render(&v);
         assert!(
             s.starts_with("attached: no (this kernel has no sched_ext)"),
