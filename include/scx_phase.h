@@ -121,7 +121,8 @@ int scx_phase_workload_open(const struct scx_phase_workload_req *req,
 /* The claimed CPUs: up to max into cpus; returns how many there are. */
 int scx_phase_workload_cpus(const struct scx_phase_workload *w, int *cpus, int max);
 int scx_phase_workload_node(const struct scx_phase_workload *w);
-/* Locked, resident memory, valid until the workload closes. */
+/* Locked, resident memory, valid until the workload closes: a memfd of
+ * this process's that the service locks (no limit of this process changes). */
 int scx_phase_workload_checkpoint_buffer(struct scx_phase_workload *w, size_t size,
 					 void **buf);
 /* fn runs on a background thread, with arg. */

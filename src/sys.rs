@@ -224,8 +224,49 @@ pub fn is_pidfd(fd: BorrowedFd<'_>) -> bool {
         .is_ok_and(|p| p.as_os_str() == "anon_inode:[pidfd]")
 }
 
-/// A shared, writable mapping of a file (a BPF array map's memory).
-/// Unmapped on drop.
+/// A memfd of `len` bytes, close-on-exec, named `name` (shown in
+/// /proc/PID/maps as /memfd:NAME).
+pub fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: memfd_create with a valid name; the fd is ours.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ftruncate of our own memfd.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// The size of `fd`, if it is a memfd; None for any other file. Both
+/// questions are asked without running an operation of the file's own
+/// filesystem: F_GET_SEALS answers only for shmem and hugetlbfs files
+/// (EINVAL for others, FUSE included), and then the name in /proc/self/fd
+/// tells a memfd from a file of a tmpfs; fstat of either is memory only.
+pub fn memfd_size(fd: BorrowedFd<'_>) -> Option<u64> {
+    // SAFETY: fcntl on an fd we hold.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) } < 0 {
+        return None;
+    }
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    if !name.to_string_lossy().starts_with("/memfd:") {
+        return None;
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat into our buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    Some(unsafe { st.assume_init() }.st_size as u64)
+}
+
+/// A shared, writable mapping of a file (a BPF array map's memory, a
+/// locked checkpoint buffer). Unmapped on drop.
 #[derive(Debug)]
 pub struct Mapping {
     ptr: *mut u8,
@@ -259,12 +300,55 @@ impl Mapping {
         })
     }
 
+    /// Map `len` bytes of `fd` shared and read-only, its pages read in
+    /// and locked in memory (mlock): they stay resident, whoever else maps
+    /// them, until this mapping goes.
+    pub fn locked(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping; the kernel checks fd and len.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let m = Mapping {
+            ptr: ptr.cast(),
+            len,
+        };
+        // SAFETY: the region just mapped.
+        if unsafe { libc::mlock(ptr, len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(m)
+    }
+
+    /// Fault every page in for writing now, so that the pages are
+    /// allocated (and charged to a cgroup) by this process.
+    pub fn populate(&self) -> io::Result<()> {
+        // SAFETY: madvise on our own mapping.
+        if unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_POPULATE_WRITE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
     }
 
     /// The 8-byte word at `index`, or None past the end.

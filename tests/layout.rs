@@ -336,7 +336,14 @@ mod copies {
                 protocol::Op::WatchPressure as u16
             )
         );
-        assert_eq!(value("OP_STATS"), (protocol::Op::Stats as u16).to_string());
+        assert_eq!(
+            value("OP_STATS, OP_UNLOCK_MEMORY"),
+            format!(
+                "{}, {}",
+                protocol::Op::Stats as u16,
+                protocol::Op::UnlockMemory as u16
+            )
+        );
         assert_eq!(value("NR_SLOTS"), scx_phase::stats::NR_SLOTS.to_string());
         assert_eq!(
             value("CLAIM_EXCLUSIVE, CLAIM_SPREAD"),

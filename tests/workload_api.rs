@@ -19,8 +19,6 @@ const NOBODY: &[&str] = &[
     "--regid=65534",
     "--clear-groups",
 ];
-/// capability(7) number.
-const CAP_SYS_RESOURCE: u32 = 24;
 
 fn root() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -270,7 +268,7 @@ fn lying_workload_requests_get_one_line_refusals_and_change_nothing() {
     let svc = HintService::start_with(&["--max-locked-mem", "64M"]);
     let mut liar = Client::raw(&svc, &["workload-garbage"]);
     let mut seen = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..14 {
         seen.push(liar.line());
     }
     for r in &seen {
@@ -296,56 +294,72 @@ fn lying_workload_requests_get_one_line_refusals_and_change_nothing() {
     );
 }
 
-/// Python as `user` (root if empty), RLIMIT_MEMLOCK 1 MiB soft, 8 MiB
-/// hard, asking for a `size` buffer.
+/// Python as `user` (root if empty), RLIMIT_MEMLOCK 1 MiB soft, 2 MiB
+/// hard, asking for a `size` buffer. It prints what it got and the limits
+/// of a child forked while the buffer is held; on a line in, it releases
+/// the buffer and prints its limits again.
 fn locker(svc: &HintService, user: &[&str], size: &str) -> Client {
     let code = r#"
-import json, resource, sys, scx_phase
+import json, os, resource, sys, scx_phase
 def vmlck():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmLck'))
+def limits():
+    return list(resource.getrlimit(resource.RLIMIT_MEMLOCK))
 try:
     w = scx_phase.Workload(locked_memory=sys.argv[1])
     b = w.checkpoint_buffer(sys.argv[1])
     b[:5] = b'hello'
-    soft = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
-    print(json.dumps({'ok': True, 'vmlck_kb': vmlck(), 'soft': soft, 'head': bytes(b[:5]).decode()}), flush=True)
+    r, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(wr, json.dumps(limits()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = json.loads(os.read(r, 100))
+    print(json.dumps({'ok': True, 'vmlck_kb': vmlck(), 'limits': limits(), 'child': child,
+                      'head': bytes(b[:5]).decode()}), flush=True)
+    sys.stdin.readline()
+    del b
+    w.close()
+    print(json.dumps({'limits': limits()}), flush=True)
 except OSError as e:
     print(json.dumps({'ok': False, 'errno': e.errno, 'message': str(e)}), flush=True)
 sys.stdin.read()
 "#;
-    let mut argv = vec!["prlimit", "--memlock=1048576:8388608"];
+    let mut argv = vec!["prlimit", "--memlock=1048576:2097152"];
     argv.extend_from_slice(user);
     argv.extend(["/usr/bin/python3", "-c", code, size]);
     Client::spawn(svc, &argv)
 }
 
-/// Whether this process (and so the service it starts) has CAP_SYS_RESOURCE.
-fn have_cap_sys_resource() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+/// VmLck of process `pid`, in kB.
+fn vmlck_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
-fn locked_memory_comes_within_the_budget_by_a_raised_rlimit() {
+fn locked_memory_is_locked_by_the_service_and_no_limit_of_the_job_changes() {
     let svc = HintService::start_with(&["--max-locked-mem", "6M"]);
-    let mut a = locker(&svc, &[], "4MiB");
+    let base = vmlck_kb(svc.pid());
+    let mut a = locker(&svc, NOBODY, "4MiB");
     let got = a.line();
     assert_eq!(got["ok"], true, "{got}");
-    assert_eq!(got["vmlck_kb"], 4096, "{got}");
     assert_eq!(got["head"], "hello");
+    let held = vmlck_kb(svc.pid()) - base;
+    // The service holds the lock; the job's own limits (1 MiB soft, 2 MiB
+    // hard: below the buffer) and its child's are as they were.
+    assert_eq!(held, 4096, "the service's VmLck grew by {held} kB");
+    assert_eq!(got["vmlck_kb"], 0, "{got}");
+    let limits = serde_json::json!([1 << 20, 2 << 20]);
+    assert_eq!(got["limits"], limits, "{got}");
     assert_eq!(
-        got["soft"],
-        (1 + 4) << 20,
-        "soft limit raised by the grant: {got}"
+        got["child"], limits,
+        "a child forked while it is held: {got}"
     );
 
     let mut b = locker(&svc, &[], "4MiB");
@@ -356,36 +370,39 @@ fn locked_memory_comes_within_the_budget_by_a_raised_rlimit() {
         why.contains("4 MiB of locked memory asked")
             && why.contains("--max-locked-mem 6 MiB")
             && why.contains("2 MiB left")
-            && why.contains(&format!("pid {} (uid 0) 4 MiB", a.pid())),
+            && why.contains(&format!("pid {} (uid 65534) 4 MiB", a.pid())),
         "{why}"
     );
     drop(b);
-    // The holder exits: its share returns.
-    a.kill();
+
+    // Released: its limits stay what they were, and the lock is gone.
+    a.poke();
+    let after = a.line();
+    assert_eq!(after["limits"], limits, "after the release: {after}");
     let t0 = Instant::now();
+    while vmlck_kb(svc.pid()) != base && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(vmlck_kb(svc.pid()), base, "unlocked after the release");
+    let unlocked = t0.elapsed();
+
+    // A holder that exits: its share returns.
     let mut c = locker(&svc, &[], "4MiB");
-    let again = c.line();
+    assert_eq!(c.line()["ok"], true);
+    c.kill();
+    let t0 = Instant::now();
+    let mut d = locker(&svc, &[], "4MiB");
+    let again = d.line();
     assert_eq!(again["ok"], true, "{again}");
     let back = t0.elapsed();
-    drop(c);
-
-    // Another user's limit: only with CAP_SYS_RESOURCE (the VM test has
-    // it, and proves nobody's grant); without, the refusal says so.
-    let mut n = locker(&svc, NOBODY, "1MiB");
-    let nobody = n.line();
-    if have_cap_sys_resource() {
-        assert_eq!(nobody["ok"], true, "{nobody}");
-    } else {
-        assert_eq!(nobody["errno"], libc::ENOMEM, "{nobody}");
-        let m = nobody["message"].as_str().unwrap();
-        assert!(m.contains("uid 65534) needs CAP_SYS_RESOURCE"), "{m}");
-    }
     println!(
-        "MEASURED host: a process with RLIMIT_MEMLOCK 1 MiB soft / 8 MiB hard got a 4 MiB locked buffer within --max-locked-mem 6M (VmLck {} kB, soft limit raised to {} MiB); a second 4 MiB refused: \"{why}\"; after the first exited a third got it ({:.0} ms); nobody: {}",
+        "MEASURED host: nobody, RLIMIT_MEMLOCK 1 MiB soft / 2 MiB hard, got a 4 MiB locked buffer within --max-locked-mem 6M: the service's VmLck +{held} kB, the job's {} kB; the job's limits {} and its child's {} while held, {} after the release (unlocked {:.0} ms after); a second 4 MiB refused: \"{why}\"; after a holder was killed another got it ({:.0} ms)",
         got["vmlck_kb"],
-        got["soft"].as_u64().unwrap() >> 20,
-        back.as_secs_f64() * 1e3,
-        nobody
+        got["limits"],
+        got["child"],
+        after["limits"],
+        unlocked.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3
     );
 }
 

@@ -50,8 +50,13 @@ pub enum Op {
     /// (CLAIM_EXCLUSIVE, CLAIM_SPREAD). The reply: `slot` the node,
     /// `slots` the count, `message` the CPU list.
     Claim = 5,
-    /// Raise the caller's RLIMIT_MEMLOCK by `a | c << 32` bytes, out of
-    /// the host's budget, while this connection is open.
+    /// Locked memory, out of the host's budget, while this connection is
+    /// open and the caller's process lives. Without an fd: reserve
+    /// `a | c << 32` bytes for buffers to come. With a memfd of the
+    /// caller's: lock its pages resident (the service maps and mlocks
+    /// them; nothing of the caller's limits changes), out of what it
+    /// reserved first. The reply's `slot` names the lock (or the
+    /// reservation), for UnlockMemory.
     LockMemory = 6,
     /// Watch memory pressure (PSI) of the caller's cgroup: an event when
     /// `a` µs of stall (`c` level: 0 some, 1 full) build up within `b` µs.
@@ -60,6 +65,19 @@ pub enum Op {
     /// `a` (the phases, then un-hinted) since it registered. The reply's
     /// `message`: `runtime_ns boosted_ns wait_ns waits`, in decimal.
     Stats = 8,
+    /// End the lock or reservation `a` (a LockMemory reply's `slot`) of
+    /// this connection.
+    UnlockMemory = 9,
+}
+
+/// What a request carries besides its 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carries {
+    Nothing,
+    /// A pidfd of the thread it is about.
+    Pidfd,
+    /// A memfd to lock, or nothing (a reservation).
+    MaybeMemfd,
 }
 
 /// Claim flags.
@@ -82,20 +100,25 @@ impl Op {
             6 => Op::LockMemory,
             7 => Op::WatchPressure,
             8 => Op::Stats,
+            9 => Op::UnlockMemory,
             _ => return None,
         })
     }
 
-    /// Whether the request must carry a pidfd.
-    pub fn needs_fd(self) -> bool {
-        matches!(self, Op::Thread | Op::Set | Op::Clear)
+    /// What the request may carry.
+    pub fn carries(self) -> Carries {
+        match self {
+            Op::Thread | Op::Set | Op::Clear => Carries::Pidfd,
+            Op::LockMemory => Carries::MaybeMemfd,
+            _ => Carries::Nothing,
+        }
     }
 
     /// Whether the reserved word must be zero (it carries data otherwise).
     fn plain(self) -> bool {
         matches!(
             self,
-            Op::Hello | Op::Thread | Op::Set | Op::Clear | Op::Stats
+            Op::Hello | Op::Thread | Op::Set | Op::Clear | Op::Stats | Op::UnlockMemory
         )
     }
 }
@@ -162,6 +185,15 @@ impl Request {
             a: bytes as u32,
             b: 0,
             c: (bytes >> 32) as u32,
+        }
+    }
+
+    pub fn unlock_memory(lock: u32) -> Request {
+        Request {
+            op: Op::UnlockMemory,
+            a: lock,
+            b: -1,
+            c: 0,
         }
     }
 

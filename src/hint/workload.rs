@@ -21,11 +21,11 @@
 //! ```
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use super::Error;
 use super::protocol::{
     CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, MAX_REPLY_LEN, Op, Reply, Request,
 };
-use crate::sys;
+use crate::sys::{self, Mapping};
 
 /// Which NUMA node the CPUs should be on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,56 +120,37 @@ struct Shared {
     callbacks: Mutex<Vec<(Trigger, Callback)>>,
 }
 
-/// Locked, resident memory for a checkpoint; unmapped when dropped.
-#[derive(Debug)]
+/// Locked, resident memory for a checkpoint: a memfd of this process's,
+/// every page written here (so charged to its cgroup), then locked by the
+/// hint service in its own address space. Nothing of this process's
+/// limits changes. Dropping it unmaps it and ends the lock.
 pub struct LockedBuffer {
-    ptr: *mut u8,
-    len: usize,
+    map: Mapping,
+    /// The service's name for the lock.
+    lock: u32,
+    conn: Weak<Conn>,
 }
 
-// SAFETY: plain memory owned by this value.
-unsafe impl Send for LockedBuffer {}
-unsafe impl Sync for LockedBuffer {}
+impl std::fmt::Debug for LockedBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockedBuffer")
+            .field("len", &self.map.len())
+            .field("lock", &self.lock)
+            .finish()
+    }
+}
 
 impl LockedBuffer {
-    fn new(len: usize) -> io::Result<LockedBuffer> {
-        // SAFETY: a fresh private anonymous mapping, populated; then locked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the region just mapped.
-        if unsafe { libc::mlock(ptr, len) } != 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: as above.
-            unsafe { libc::munmap(ptr, len) };
-            return Err(e);
-        }
-        Ok(LockedBuffer {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr
+        self.map.as_ptr()
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.is_empty()
     }
 }
 
@@ -177,30 +158,75 @@ impl std::ops::Deref for LockedBuffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: `len` bytes mapped for as long as self lives.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 }
 
 impl std::ops::DerefMut for LockedBuffer {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as above, and &mut self is exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.map.len()) }
     }
 }
 
 impl Drop for LockedBuffer {
     fn drop(&mut self) {
-        // SAFETY: exactly the region mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        // Once the workload is closed, the service has ended every lock.
+        if let Some(conn) = self.conn.upgrade() {
+            let _ = conn.call(Request::unlock_memory(self.lock), None);
+        }
+    }
+}
+
+/// The connection and the replies to it, in order.
+struct Conn {
+    shared: Arc<Shared>,
+    replies: Mutex<Receiver<Reply>>,
+}
+
+impl Conn {
+    /// One request and its reply (replies come in order).
+    fn call(&self, req: Request, fd: Option<BorrowedFd<'_>>) -> Result<Reply, Error> {
+        let rx = self.replies.lock().map_err(|_| Error::Os {
+            op: "use the workload",
+            errno: libc::EIO,
+        })?;
+        sys::send_with_fd(
+            self.shared.sock.as_fd(),
+            &req.encode(),
+            fd,
+            libc::MSG_NOSIGNAL,
+        )
+        .map_err(os("talk to the hint service"))?;
+        let r = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(Error::Os {
+                    op: "wait for the hint service",
+                    errno: libc::ETIMEDOUT,
+                });
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::NotRunning {
+                    socket: "(connection lost)".into(),
+                });
+            }
+        };
+        if r.status < 0 {
+            return Err(Error::Refused {
+                errno: -r.status,
+                message: r.message,
+            });
+        }
+        Ok(r)
     }
 }
 
 /// A training job's hold on the host.
 pub struct Workload {
-    shared: Arc<Shared>,
-    replies: Mutex<Receiver<Reply>>,
+    conn: Arc<Conn>,
     reader: Option<JoinHandle<()>>,
-    /// Locked memory granted and not yet given to a buffer.
+    /// Locked memory reserved and not yet given to a buffer.
     reserved: AtomicU64,
 }
 
@@ -306,13 +332,15 @@ impl Workload {
             .spawn(move || read_loop(s, tx))
             .map_err(os("start the workload's reader"))?;
         let w = Workload {
-            shared,
-            replies: Mutex::new(rx),
+            conn: Arc::new(Conn {
+                shared,
+                replies: Mutex::new(rx),
+            }),
             reader: Some(reader),
             reserved: AtomicU64::new(0),
         };
         // The service keeps the workload's connection as its own.
-        w.call(Request::new(Op::Hello))?;
+        w.conn.call(Request::new(Op::Hello), None)?;
         if req.cpus > 0 {
             let node = match req.node {
                 Node::Any => -1,
@@ -326,52 +354,22 @@ impl Workload {
             if req.placement == Placement::Spread {
                 flags |= CLAIM_SPREAD;
             }
-            let r = w.call(Request::claim(req.cpus, node, flags))?;
-            if let Ok(mut c) = w.shared.cpus.lock() {
+            let r = w.conn.call(Request::claim(req.cpus, node, flags), None)?;
+            if let Ok(mut c) = w.conn.shared.cpus.lock() {
                 *c = (Some(r.slot), parse_cpus(&r.message));
             }
         }
         if req.locked_memory > 0 {
-            w.call(Request::lock_memory(req.locked_memory))?;
+            w.conn.call(Request::lock_memory(req.locked_memory), None)?;
             w.reserved.store(req.locked_memory, Ordering::Relaxed);
         }
         Ok(w)
     }
 
-    /// One request and its reply (replies come in order).
-    fn call(&self, req: Request) -> Result<Reply, Error> {
-        let rx = self.replies.lock().map_err(|_| Error::Os {
-            op: "use the workload",
-            errno: libc::EIO,
-        })?;
-        sys::send_with_fd(self.shared.sock.as_fd(), &req.encode(), None, 0)
-            .map_err(os("talk to the hint service"))?;
-        let r = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                return Err(Error::Os {
-                    op: "wait for the hint service",
-                    errno: libc::ETIMEDOUT,
-                });
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::NotRunning {
-                    socket: "(connection lost)".into(),
-                });
-            }
-        };
-        if r.status < 0 {
-            return Err(Error::Refused {
-                errno: -r.status,
-                message: r.message,
-            });
-        }
-        Ok(r)
-    }
-
     /// The CPUs claimed (they change if one goes offline).
     pub fn cpus(&self) -> Vec<u32> {
-        self.shared
+        self.conn
+            .shared
             .cpus
             .lock()
             .map(|c| c.1.clone())
@@ -380,26 +378,55 @@ impl Workload {
 
     /// The node the CPUs are on, if any were claimed.
     pub fn node(&self) -> Option<u32> {
-        self.shared.cpus.lock().ok().and_then(|c| c.0)
+        self.conn.shared.cpus.lock().ok().and_then(|c| c.0)
     }
 
-    /// `size` bytes of locked, resident memory: out of what the workload
-    /// reserved, else asked of the service now.
+    /// `size` bytes (rounded up to pages) of locked, resident memory: out
+    /// of what the workload reserved, else of the host's budget.
     pub fn checkpoint_buffer(&self, size: usize) -> Result<LockedBuffer, Error> {
         // SAFETY: sysconf never fails for _SC_PAGESIZE.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = size.max(1).next_multiple_of(page);
         let need = len as u64;
+        // The budget first, before a page is allocated: a refused size
+        // costs nothing.
         let have = self.reserved.load(Ordering::Relaxed);
-        if have >= need {
+        let extra = if have >= need {
             self.reserved.fetch_sub(need, Ordering::Relaxed);
+            None
         } else {
-            self.call(Request::lock_memory(need - have))?;
+            let r = self.conn.call(Request::lock_memory(need - have), None)?;
             self.reserved.store(0, Ordering::Relaxed);
-        }
-        LockedBuffer::new(len).map_err(|e| Error::Refused {
-            errno: e.raw_os_error().unwrap_or(libc::ENOMEM),
-            message: format!("cannot lock {len} bytes: {e}"),
+            Some(r.slot)
+        };
+        let give_back = |e: Error| {
+            if let Some(id) = extra {
+                let _ = self.conn.call(Request::unlock_memory(id), None);
+            }
+            e
+        };
+        let fd = sys::memfd("scx_phase-checkpoint", need)
+            .map_err(os("make a checkpoint buffer"))
+            .map_err(give_back)?;
+        let map = Mapping::new(fd.as_fd(), len)
+            .map_err(os("map a checkpoint buffer"))
+            .map_err(give_back)?;
+        // Written here, before the service locks them: the pages are this
+        // process's and count against its cgroup, not the service's.
+        map.populate()
+            .map_err(|e| Error::Refused {
+                errno: e.raw_os_error().unwrap_or(libc::ENOMEM),
+                message: format!("cannot allocate a {len}-byte checkpoint buffer: {e}"),
+            })
+            .map_err(give_back)?;
+        let r = self
+            .conn
+            .call(Request::lock_memory(need), Some(fd.as_fd()))
+            .map_err(give_back)?;
+        Ok(LockedBuffer {
+            map,
+            lock: r.slot,
+            conn: Arc::downgrade(&self.conn),
         })
     }
 
@@ -416,12 +443,14 @@ impl Workload {
         let us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
         let trigger = (us(stall), us(window), full);
         // Registered first: an event may follow the reply at once.
-        if let Ok(mut cbs) = self.shared.callbacks.lock() {
+        if let Ok(mut cbs) = self.conn.shared.callbacks.lock() {
             cbs.push((trigger, Box::new(callback)));
         }
-        let r = self.call(Request::watch_pressure(trigger.0, trigger.1, full));
+        let r = self
+            .conn
+            .call(Request::watch_pressure(trigger.0, trigger.1, full), None);
         if r.is_err()
-            && let Ok(mut cbs) = self.shared.callbacks.lock()
+            && let Ok(mut cbs) = self.conn.shared.callbacks.lock()
         {
             cbs.pop();
         }
@@ -436,7 +465,7 @@ impl Drop for Workload {
     fn drop(&mut self) {
         // SAFETY: shutdown(2) of our own socket wakes the reader, which
         // then ends; the service releases what this connection held.
-        unsafe { libc::shutdown(self.shared.sock.as_raw_fd(), libc::SHUT_RDWR) };
+        unsafe { libc::shutdown(self.conn.shared.sock.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(t) = self.reader.take() {
             let _ = t.join();
         }

@@ -117,8 +117,8 @@ pub struct RunOpts {
           value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_exclusive_pct: u32,
 
-    /// Locked memory the hint service may grant to jobs in all (their
-    /// RLIMIT_MEMLOCK is raised by what they ask), like 4GiB or 512M
+    /// Locked memory the hint service may grant to jobs in all (it locks
+    /// their checkpoint buffers itself), like 4GiB or 512M
     /// [default: a quarter of the host's memory].
     #[arg(long, value_name = "BYTES")]
     pub max_locked_mem: Option<String>,

@@ -1,10 +1,18 @@
-//! Locked memory for checkpoint buffers. The service raises a client's
-//! RLIMIT_MEMLOCK (prlimit) by what it asks, within a budget for the whole
-//! host (`--max-locked-mem`), so that an unprivileged job can lock its
-//! buffer without CAP_IPC_LOCK; the raise is taken back when the grant ends.
+//! Locked memory for checkpoint buffers, within a budget for the whole
+//! host (`--max-locked-mem`). A job makes its buffer a memfd, writes every
+//! page (so they are its own, charged to its cgroup), and sends the fd;
+//! the service maps it and locks it in its own address space. The pages
+//! then stay resident until the lock ends, with the job's process, its
+//! connection, or an unlock. Nothing of the job's limits changes, so
+//! nothing can outlast the lock or be inherited by a child: an earlier
+//! design raised the job's RLIMIT_MEMLOCK, and release lowered only the
+//! soft limit (the hard one stayed raised, 8 MiB -> 72 MiB after a 64 MiB
+//! grant), and children inherited both.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::os::fd::BorrowedFd;
+
+use scx_phase::sys::Mapping;
 
 /// "256 MiB", "1.5 GiB", "512 B"
 pub fn human(bytes: u64) -> String {
@@ -64,31 +72,21 @@ pub fn default_budget() -> u64 {
         .map_or(1 << 30, |kb| kb * 1024 / 4)
 }
 
-fn memlock(pid: u32) -> io::Result<libc::rlimit> {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit with a valid out pointer and no new limit.
-    if unsafe { libc::prlimit(pid as i32, libc::RLIMIT_MEMLOCK, std::ptr::null(), &mut old) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(old)
+/// What a grant is: bytes set aside for buffers to come, or a buffer
+/// locked in this process (unmapped, so unlocked, when the grant goes).
+#[derive(Debug)]
+pub enum Held {
+    Reserved,
+    /// Held for its drop: unmapping unlocks.
+    Locked(#[allow(dead_code)] Mapping),
 }
 
-fn set_memlock(pid: u32, lim: &libc::rlimit) -> io::Result<()> {
-    // SAFETY: prlimit with a valid new limit.
-    if unsafe { libc::prlimit(pid as i32, libc::RLIMIT_MEMLOCK, lim, std::ptr::null_mut()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Grant {
     pub pid: u32,
     pub uid: u32,
     pub bytes: u64,
+    pub held: Held,
 }
 
 #[derive(Debug, Default)]
@@ -119,7 +117,7 @@ impl Budget {
             .sum()
     }
 
-    /// Whether `bytes` fit, or the one-line refusal with the numbers.
+    /// Whether `bytes` more fit, or the one-line refusal with the numbers.
     pub fn check(&self, bytes: u64) -> Result<(), String> {
         let left = self.total.saturating_sub(self.used());
         if bytes == 0 {
@@ -145,58 +143,71 @@ impl Budget {
         ))
     }
 
-    /// Raise `pid`'s RLIMIT_MEMLOCK by `bytes`; returns the grant's id and
-    /// the new soft limit.
-    pub fn grant(&mut self, pid: u32, uid: u32, bytes: u64) -> Result<(u64, u64), String> {
-        self.check(bytes)?;
-        let old = memlock(pid).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                format!(
-                    "refused: changing the RLIMIT_MEMLOCK of pid {pid} (uid {uid}) needs CAP_SYS_RESOURCE, which this scx_phase lacks"
-                )
-            } else {
-                format!("refused: cannot read the RLIMIT_MEMLOCK of pid {pid}: {e}")
-            }
-        })?;
-        let soft = if old.rlim_cur == libc::RLIM_INFINITY {
-            old.rlim_cur
-        } else {
-            old.rlim_cur.saturating_add(bytes)
-        };
-        let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: old.rlim_max.max(soft),
-        };
-        set_memlock(pid, &new).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                format!(
-                    "refused: raising pid {pid}'s RLIMIT_MEMLOCK past its hard limit ({}) needs CAP_SYS_RESOURCE, which this scx_phase lacks",
-                    human(old.rlim_max)
-                )
-            } else {
-                format!("refused: cannot raise its RLIMIT_MEMLOCK: {e}")
-            }
-        })?;
+    fn insert(&mut self, grant: Grant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.grants.insert(id, Grant { pid, uid, bytes });
-        Ok((id, soft))
+        self.grants.insert(id, grant);
+        id
     }
 
-    /// End a grant; lower the process's limit back if it still lives.
-    pub fn release(&mut self, id: u64, alive: bool) {
-        let Some(g) = self.grants.remove(&id) else {
-            return;
-        };
-        if !alive {
-            return;
+    /// Set `bytes` aside for `pid`'s buffers to come.
+    pub fn reserve(&mut self, pid: u32, uid: u32, bytes: u64) -> Result<u64, String> {
+        self.check(bytes)?;
+        Ok(self.insert(Grant {
+            pid,
+            uid,
+            bytes,
+            held: Held::Reserved,
+        }))
+    }
+
+    /// Lock the `bytes` of memfd `fd` for `pid`: out of what it reserved,
+    /// then out of the budget. Returns the lock's id.
+    pub fn lock(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        fd: BorrowedFd<'_>,
+        bytes: u64,
+    ) -> Result<u64, String> {
+        let reserved: Vec<(u64, u64)> = self
+            .grants
+            .iter()
+            .filter(|(_, g)| g.pid == pid && matches!(g.held, Held::Reserved))
+            .map(|(id, g)| (*id, g.bytes))
+            .collect();
+        let from_reserve = reserved.iter().map(|r| r.1).sum::<u64>().min(bytes);
+        if bytes == 0 || bytes > from_reserve {
+            self.check(bytes - from_reserve)?;
         }
-        if let Ok(mut lim) = memlock(g.pid)
-            && lim.rlim_cur != libc::RLIM_INFINITY
-        {
-            lim.rlim_cur = lim.rlim_cur.saturating_sub(g.bytes);
-            let _ = set_memlock(g.pid, &lim);
+        let len = usize::try_from(bytes).map_err(|_| "refused: too large".to_string())?;
+        let mapping = Mapping::locked(fd, len)
+            .map_err(|e| format!("refused: cannot lock {} of your memfd: {e}", human(bytes)))?;
+        let mut left = from_reserve;
+        for (id, b) in reserved {
+            if left == 0 {
+                break;
+            }
+            let take = b.min(left);
+            left -= take;
+            if take == b {
+                self.grants.remove(&id);
+            } else if let Some(g) = self.grants.get_mut(&id) {
+                g.bytes -= take;
+            }
         }
+        Ok(self.insert(Grant {
+            pid,
+            uid,
+            bytes,
+            held: Held::Locked(mapping),
+        }))
+    }
+
+    /// End a grant: a lock's pages are unlocked (and freed, unless the job
+    /// still maps them).
+    pub fn release(&mut self, id: u64) {
+        self.grants.remove(&id);
     }
 }
 
@@ -226,6 +237,7 @@ mod tests {
                 pid: 812,
                 uid: 1000,
                 bytes: 768 << 20,
+                held: Held::Reserved,
             },
         );
         assert!(b.check(256 << 20).is_ok());
@@ -238,23 +250,35 @@ mod tests {
         assert!(err.contains("pid 812 (uid 1000) 768 MiB"), "{err}");
     }
 
+    fn vmlck_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
     #[test]
-    fn a_grant_raises_our_own_limit_and_its_release_lowers_it() {
-        let me = std::process::id();
-        // Room under the hard limit, so that no CAP_SYS_RESOURCE is needed.
-        let mut before = memlock(me).unwrap();
-        if before.rlim_max != libc::RLIM_INFINITY {
-            before.rlim_cur = before.rlim_max.saturating_sub(2 << 20);
-            set_memlock(me, &before).unwrap();
-        }
-        let mut b = Budget::new(1 << 30);
-        let (id, soft) = b.grant(me, 0, 1 << 20).unwrap();
-        if before.rlim_cur != libc::RLIM_INFINITY {
-            assert_eq!(soft, before.rlim_cur + (1 << 20));
-            assert_eq!(memlock(me).unwrap().rlim_cur, soft);
-        }
-        b.release(id, true);
-        assert_eq!(memlock(me).unwrap().rlim_cur, before.rlim_cur);
+    fn a_lock_comes_out_of_the_reservation_first_and_its_release_unlocks() {
+        use std::os::fd::AsFd;
+
+        let mut b = Budget::new(4 << 20);
+        let r = b.reserve(7, 1000, 1 << 20).unwrap();
+        let fd = scx_phase::sys::memfd("test", 3 << 20).unwrap();
+        let before = vmlck_kb();
+        // 3 MiB: 1 MiB reserved and 2 of the 3 left, so it fits.
+        let id = b.lock(7, 1000, fd.as_fd(), 3 << 20).unwrap();
+        assert!(!b.grants.contains_key(&r), "the reservation is used up");
+        assert_eq!((b.used(), b.held_by(7)), (3 << 20, 3 << 20));
+        assert_eq!(vmlck_kb() - before, 3 << 10);
+        assert!(
+            b.lock(8, 1000, fd.as_fd(), 2 << 20)
+                .unwrap_err()
+                .contains("1 MiB left")
+        );
+        b.release(id);
+        assert_eq!(vmlck_kb(), before);
         assert_eq!(b.used(), 0);
     }
 }

@@ -48,13 +48,14 @@ import os
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 
 VERSION = 1
 OP_HELLO, OP_THREAD, OP_SET, OP_CLEAR = 1, 2, 3, 4
 OP_CLAIM, OP_LOCK_MEMORY, OP_WATCH_PRESSURE = 5, 6, 7
-OP_STATS = 8
+OP_STATS, OP_UNLOCK_MEMORY = 8, 9
 NR_SLOTS = 7
 CLAIM_EXCLUSIVE, CLAIM_SPREAD = 1, 2
 REQUEST = "<HHIiI"
@@ -245,10 +246,25 @@ def cmd_workload_garbage(_):
         ("watch a stall over its window",
          workload_request(OP_WATCH_PRESSURE, 2000000, 1000000, 0)),
         ("watch level 7", workload_request(OP_WATCH_PRESSURE, 100000, 1000000, 7)),
+        ("unlock a lock it does not hold", workload_request(OP_UNLOCK_MEMORY, 12345, -1, 0)),
     ]
+    # Files sent along: a memfd past the budget (sparse: it costs nothing
+    # here), a memfd with a request that takes none, a tmpfs file that is
+    # not a memfd.
+    big_memfd = os.memfd_create("big")
+    os.ftruncate(big_memfd, 1 << 30)
+    small_memfd = os.memfd_create("small")
+    os.ftruncate(small_memfd, 4096)
+    shm = tempfile.TemporaryFile(dir="/dev/shm")
+    with_fds = {
+        "lock a 1 GiB memfd past the budget": (workload_request(OP_LOCK_MEMORY, 0, 0, 0), [big_memfd]),
+        "a memfd with a claim": (workload_request(OP_CLAIM, 1, -1, 0), [small_memfd]),
+        "lock a tmpfs file that is not a memfd": (workload_request(OP_LOCK_MEMORY, 0, 0, 0), [shm.fileno()]),
+    }
+    cases += [(name, data) for name, (data, _) in with_fds.items()]
     for name, data in cases:
         try:
-            r, _ = call(s, data)
+            r, _ = call(s, data, with_fds.get(name, ((), []))[1])
         except OSError as e:
             r = {"status": None, "error": str(e)}
         out(case=name, **r)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use scx_phase::bpf_intf::service_counters;
-use scx_phase::hint::protocol::{Op, REQUEST_LEN, Reply, Request};
+use scx_phase::hint::protocol::{Carries, Op, REQUEST_LEN, Reply, Request};
 use scx_phase::sys;
 
 use super::closer::{self, Closer};
@@ -148,6 +148,31 @@ fn raise_fd_limit() -> usize {
     }
 }
 
+/// Let this process lock what the budget grants (jobs' checkpoint
+/// buffers are locked here): RLIMIT_MEMLOCK to the budget, or past it.
+/// Raising the hard limit needs CAP_SYS_RESOURCE; without it the soft
+/// limit goes to the hard one, and a lock past it is refused in one line.
+fn raise_memlock_limit(budget: u64) {
+    // SAFETY: get/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) != 0 || r.rlim_cur >= budget {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: budget.max(r.rlim_cur),
+            rlim_max: budget.max(r.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) != 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &r);
+        }
+    }
+}
+
 fn refusal(message: String) -> Reply {
     Reply::error(libc::EPERM, message)
 }
@@ -178,6 +203,7 @@ impl Server {
         let per_uid_workloads = limits.workloads_per_uid;
         let installer = maps.spawn_installer()?;
         let api = WorkloadApi::new(&config);
+        raise_memlock_limit(api.budget.total);
         let mut server = Server {
             epoll,
             listener,
@@ -412,21 +438,26 @@ impl Server {
                     return;
                 }
             };
-            let pidfd = self.take_pidfd(uid, got.fds);
+            let sent = self.take_fd(uid, got.fds);
             let (reply, fd) = match Request::decode(&buf[..got.len.min(buf.len())]) {
                 _ if got.truncated => {
                     self.bad_request(index, "refused: a request is one message of 16 bytes")
                 }
-                _ if pidfd.is_err() => self.bad_request(
+                _ if sent.is_err() => self.bad_request(
                     index,
-                    "refused: the hint service takes one pidfd per request and no other fd",
+                    "refused: the hint service takes one pidfd or memfd per request and no other fd",
                 ),
-                Ok(req) if req.op.needs_fd() != pidfd.as_ref().is_ok_and(Option::is_some) => self
-                    .bad_request(
+                Ok(req) if !sent.as_ref().is_ok_and(|s| fits(req.op, s.as_ref())) => {
+                    // Its last close could free a large memfd's pages.
+                    if let Ok(Some(Sent::Pidfd(fd) | Sent::Memfd(fd, _))) = sent {
+                        self.closer.close(uid, fd);
+                    }
+                    self.bad_request(
                         index,
-                        "refused: Thread, Set and Clear need a pidfd, Hello none",
-                    ),
-                Ok(req) => self.handle(index, req, pidfd.ok().flatten()),
+                        "refused: Thread, Set and Clear need a pidfd, LockMemory a memfd or none, others none",
+                    )
+                }
+                Ok(req) => self.handle(index, req, sent.ok().flatten()),
                 Err(e) => self.bad_request(index, &format!("refused: bad request: {e}")),
             };
             // A client whose files block when closed is cut off before it
@@ -442,12 +473,18 @@ impl Server {
         }
     }
 
-    /// The one pidfd a request may carry. Anything else (another kind of
-    /// file, or more than one fd) goes to the closer before anything
-    /// touches it: reading its fdinfo, or closing it here, could wait.
-    fn take_pidfd(&mut self, uid: u32, fds: Vec<OwnedFd>) -> Result<Option<OwnedFd>, ()> {
-        if fds.len() == 1 && sys::is_pidfd(fds[0].as_fd()) {
-            return Ok(fds.into_iter().next());
+    /// The one pidfd or memfd a request may carry. Anything else (another
+    /// kind of file, or more than one fd) goes to the closer before
+    /// anything touches it: reading its fdinfo, or closing it here, could
+    /// wait. Closing a pidfd or a memfd never waits.
+    fn take_fd(&mut self, uid: u32, fds: Vec<OwnedFd>) -> Result<Option<Sent>, ()> {
+        if fds.len() == 1 {
+            if sys::is_pidfd(fds[0].as_fd()) {
+                return Ok(fds.into_iter().next().map(Sent::Pidfd));
+            }
+            if let Some(bytes) = sys::memfd_size(fds[0].as_fd()) {
+                return Ok(fds.into_iter().next().map(|fd| Sent::Memfd(fd, bytes)));
+            }
         }
         let none = fds.is_empty();
         for fd in fds {
@@ -494,12 +531,7 @@ impl Server {
         true
     }
 
-    fn handle(
-        &mut self,
-        index: usize,
-        req: Request,
-        fd: Option<OwnedFd>,
-    ) -> (Reply, Option<OwnedFd>) {
+    fn handle(&mut self, index: usize, req: Request, fd: Option<Sent>) -> (Reply, Option<OwnedFd>) {
         // Rights never outlive the credentials they were read from: a
         // changed process is refused and cut off (reply() closes it).
         if let Some(c) = self.clients[index].as_mut()
@@ -511,11 +543,13 @@ impl Server {
         }
         let reply = match (req.op, fd) {
             (Op::Hello, _) => return self.hello(index),
-            (Op::Thread, Some(fd)) => self.thread(index, fd),
-            (Op::Set, Some(fd)) => self.one_shot(index, req, fd, true),
-            (Op::Clear, Some(fd)) => self.one_shot(index, req, fd, false),
+            (Op::Thread, Some(Sent::Pidfd(fd))) => self.thread(index, fd),
+            (Op::Set, Some(Sent::Pidfd(fd))) => self.one_shot(index, req, fd, true),
+            (Op::Clear, Some(Sent::Pidfd(fd))) => self.one_shot(index, req, fd, false),
             (Op::Claim, None) => self.claim(index, req),
-            (Op::LockMemory, None) => self.lock_memory(index, req),
+            (Op::LockMemory, None) => self.reserve_memory(index, req),
+            (Op::LockMemory, Some(Sent::Memfd(fd, bytes))) => self.lock_memory(index, fd, bytes),
+            (Op::UnlockMemory, None) => self.unlock_memory(index, req),
             (Op::WatchPressure, None) => self.watch(index, req),
             (Op::Stats, None) => self.stats(index, req),
             _ => Reply::error(libc::EINVAL, "refused: missing pidfd"),
@@ -548,4 +582,21 @@ impl Server {
         let (wid, generation) = self.clients[index].as_ref()?.workload?;
         (self.workloads.get(wid)?.generation == generation).then_some(wid)
     }
+}
+
+/// The fd a request came with.
+enum Sent {
+    Pidfd(OwnedFd),
+    /// A memfd, and its size.
+    Memfd(OwnedFd, u64),
+}
+
+/// Whether a request of `op` may carry `sent`.
+fn fits(op: Op, sent: Option<&Sent>) -> bool {
+    matches!(
+        (op.carries(), sent),
+        (Carries::Nothing | Carries::MaybeMemfd, None)
+            | (Carries::Pidfd, Some(Sent::Pidfd(_)))
+            | (Carries::MaybeMemfd, Some(Sent::Memfd(..)))
+    )
 }

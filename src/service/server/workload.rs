@@ -3,7 +3,7 @@
 //! (see `workload_api`), and what the service does for them every tick.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
@@ -104,39 +104,87 @@ impl Server {
         }
     }
 
-    pub(super) fn lock_memory(&mut self, index: usize, req: Request) -> Reply {
+    /// The caller's process, alive and registered, or the refusal.
+    fn memory_holder(&self, index: usize) -> Result<(u32, u32), Reply> {
         // Every grant belongs to a registered process and ends with it.
-        if let Err(refused) = self.registered(index, "locking memory") {
-            return refused;
-        }
+        self.registered(index, "locking memory")?;
         let Some(c) = self.clients[index].as_ref() else {
-            return refusal(libc::EBADF, "gone");
+            return Err(refusal(libc::EBADF, "gone"));
         };
         if !sys::pidfd_alive(c.peer.pidfd.as_fd()) {
-            return refusal(libc::ESRCH, "refused: your process is gone");
+            return Err(refusal(libc::ESRCH, "refused: your process is gone"));
         }
-        let (pid, uid) = (c.peer.pid, c.peer.uid);
-        match self.api.budget.grant(pid, uid, req.bytes()) {
-            Ok((id, limit)) => {
-                if let Some(c) = self.clients[index].as_mut() {
-                    c.held.memlock.push(id);
-                }
-                self.api.dirty = true;
+        Ok((c.peer.pid, c.peer.uid))
+    }
+
+    fn hold_memory(&mut self, index: usize, id: u64) {
+        if let Some(c) = self.clients[index].as_mut() {
+            c.held.memlock.push(id);
+        }
+        self.api.dirty = true;
+    }
+
+    /// LockMemory without an fd: bytes set aside for buffers to come.
+    pub(super) fn reserve_memory(&mut self, index: usize, req: Request) -> Reply {
+        let (pid, uid) = match self.memory_holder(index) {
+            Ok(h) => h,
+            Err(refused) => return refused,
+        };
+        match self.api.budget.reserve(pid, uid, req.bytes()) {
+            Ok(id) => {
+                self.hold_memory(index, id);
                 Reply {
-                    message: format!(
-                        "{} granted; RLIMIT_MEMLOCK of pid {pid} is now {}",
-                        human(req.bytes()),
-                        if limit == libc::RLIM_INFINITY {
-                            "unlimited".into()
-                        } else {
-                            human(limit)
-                        }
-                    ),
+                    slot: id as u32,
+                    message: format!("{} reserved for pid {pid}", human(req.bytes())),
                     ..Reply::ok()
                 }
             }
             Err(why) => refusal(libc::ENOMEM, why),
         }
+    }
+
+    /// LockMemory with a memfd: its pages locked here, resident until the
+    /// lock ends.
+    pub(super) fn lock_memory(&mut self, index: usize, fd: OwnedFd, bytes: u64) -> Reply {
+        let (pid, uid) = match self.memory_holder(index) {
+            Ok(h) => h,
+            Err(refused) => return refused,
+        };
+        let locked = self.api.budget.lock(pid, uid, fd.as_fd(), bytes);
+        // Refused, this may be the memfd's last reference: its close would
+        // free the pages here, in the event loop.
+        if locked.is_err() {
+            self.closer.close(uid, fd);
+        }
+        match locked {
+            Ok(id) => {
+                self.hold_memory(index, id);
+                Reply {
+                    slot: id as u32,
+                    message: format!("{} locked for pid {pid}", human(bytes)),
+                    ..Reply::ok()
+                }
+            }
+            Err(why) => refusal(libc::ENOMEM, why),
+        }
+    }
+
+    /// UnlockMemory: one of this connection's locks (or reservations) ends.
+    pub(super) fn unlock_memory(&mut self, index: usize, req: Request) -> Reply {
+        let id = u64::from(req.a);
+        let Some(c) = self.clients[index].as_mut() else {
+            return refusal(libc::EBADF, "gone");
+        };
+        let Some(at) = c.held.memlock.iter().position(|h| *h == id) else {
+            return refusal(
+                libc::ENOENT,
+                format!("refused: lock {id} is not one this connection holds"),
+            );
+        };
+        c.held.memlock.swap_remove(at);
+        self.api.budget.release(id);
+        self.api.dirty = true;
+        Reply::ok()
     }
 
     pub(super) fn watch(&mut self, index: usize, req: Request) -> Reply {
@@ -238,9 +286,8 @@ impl Server {
 
     /// Everything a closing connection held goes back.
     pub(super) fn release_held(&mut self, c: &Client) {
-        let alive = sys::pidfd_alive(c.peer.pidfd.as_fd());
         for id in &c.held.memlock {
-            self.api.budget.release(*id, alive);
+            self.api.budget.release(*id);
         }
         for id in &c.held.watches {
             self.api.watches.remove(id);
