@@ -1,7 +1,9 @@
 //! Locked memory for checkpoint buffers, within a budget for the whole
 //! host (`--max-locked-mem`). A job makes its buffer a memfd, writes every
 //! page (so they are its own, charged to its cgroup), and sends the fd;
-//! the service maps it and locks it in its own address space. The pages
+//! the service maps it and locks it in its own address space (pages a
+//! client left unwritten are faulted in here, charged to the service's
+//! cgroup, still within the budget). The pages
 //! then stay resident until the lock ends, with the job's process, its
 //! connection, or an unlock. Nothing of the job's limits changes, so
 //! nothing can outlast the lock or be inherited by a child: an earlier
