@@ -264,6 +264,28 @@ fn a_client_that_dies_mid_request_holds_nothing() {
 }
 
 #[test]
+fn a_workload_id_comes_back_only_after_all_the_others() {
+    let svc = HintService::start();
+    let mut wids = Vec::new();
+    for _ in 0..3 {
+        // Registers, prints its reply, and exits: its workload ends.
+        let mut c = Client::raw(&svc, &["hello"]);
+        let r = c.line();
+        assert_eq!(r["status"], 0, "{r}");
+        wids.push(r["wid"].as_u64().unwrap());
+        let pid = c.pid();
+        let w = workloads_when(&svc, |w| row_of(w, pid).is_none());
+        assert!(row_of(&w, pid).is_none(), "{w}");
+    }
+    // Lowest-first, each would have had the id the last one freed.
+    assert!(
+        wids[0] != wids[1] && wids[1] != wids[2] && wids[0] != wids[2],
+        "ids {wids:?}"
+    );
+    println!("MEASURED host: three processes registered one after another's exit got ids {wids:?}");
+}
+
+#[test]
 fn lying_workload_requests_get_one_line_refusals_and_change_nothing() {
     let svc = HintService::start_with(&["--max-locked-mem", "64M"]);
     let mut liar = Client::raw(&svc, &["workload-garbage"]);

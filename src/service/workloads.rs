@@ -88,6 +88,11 @@ pub struct Workloads {
     pub per_uid_limit: u32,
     /// Threads bound to a slot, across all workloads.
     bound: usize,
+    /// The id handed out last: the next goes to the first free one after
+    /// it, so an id comes back only after all the others (a lookup by a
+    /// stale id, in the scheduler or in a claim, meets an empty entry,
+    /// not the next process).
+    last_wid: u32,
 }
 
 impl Workloads {
@@ -100,6 +105,7 @@ impl Workloads {
             per_uid: HashMap::new(),
             per_uid_limit,
             bound: 0,
+            last_wid: 0,
         }
     }
 
@@ -161,9 +167,11 @@ impl Workloads {
         if count >= self.per_uid_limit {
             return Err(Full::PerUser(count));
         }
-        let wid = (1..MAX_WORKLOADS)
+        let wid = (0..MAX_WORKLOADS - 1)
+            .map(|i| 1 + (self.last_wid + i) % (MAX_WORKLOADS - 1))
             .find(|&w| self.table[w as usize].is_none())
             .ok_or(Full::Workloads)?;
+        self.last_wid = wid;
         let generation = self.generations[wid as usize].wrapping_add(1).max(1);
         let memory_fd = maps.create_memory().map_err(|_| Full::Workloads)?;
         let memory = Mapping::new(memory_fd.as_fd(), MEMORY_BYTES).map_err(|_| Full::Workloads)?;
@@ -216,6 +224,7 @@ impl Workloads {
     ) -> std::io::Result<()> {
         let memory = Mapping::new(memory_fd.as_fd(), MEMORY_BYTES)?;
         self.note_generation(wid, entry.generation);
+        self.last_wid = self.last_wid.max(wid);
         self.insert(Workload {
             wid,
             generation: entry.generation,
