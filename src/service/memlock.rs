@@ -131,6 +131,7 @@ impl Budget {
         let mut held: Vec<String> = self
             .grants
             .values()
+            .filter(|g| g.bytes > 0)
             .map(|g| format!("pid {} (uid {}) {}", g.pid, g.uid, human(g.bytes)))
             .collect();
         if held.is_empty() {
@@ -146,8 +147,13 @@ impl Budget {
     }
 
     fn insert(&mut self, grant: Grant) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        // Ids travel in a reply's 32-bit slot: they stay below 2^32 and
+        // skip any still held, so an unlock never names another's lock.
+        let mut id = self.next_id;
+        while id == 0 || self.grants.contains_key(&id) {
+            id = (id + 1) & u64::from(u32::MAX);
+        }
+        self.next_id = (id + 1) & u64::from(u32::MAX);
         self.grants.insert(id, grant);
         id
     }
@@ -192,9 +198,9 @@ impl Budget {
             }
             let take = b.min(left);
             left -= take;
-            if take == b {
-                self.grants.remove(&id);
-            } else if let Some(g) = self.grants.get_mut(&id) {
+            // A used-up reservation stays, empty, until its holder lets it
+            // go: its id must not come back while a connection holds it.
+            if let Some(g) = self.grants.get_mut(&id) {
                 g.bytes -= take;
             }
         }
@@ -262,6 +268,17 @@ mod tests {
     }
 
     #[test]
+    fn ids_fit_a_reply_slot_and_never_name_a_grant_still_held() {
+        let mut b = Budget::new(1 << 30);
+        let one = b.reserve(7, 1000, 4096).unwrap();
+        assert_eq!(one, 1);
+        b.next_id = u64::from(u32::MAX);
+        assert_eq!(b.reserve(7, 1000, 4096).unwrap(), u64::from(u32::MAX));
+        // Wraps past 0, and past 1, which is still held.
+        assert_eq!(b.reserve(7, 1000, 4096).unwrap(), 2);
+    }
+
+    #[test]
     fn a_lock_comes_out_of_the_reservation_first_and_its_release_unlocks() {
         use std::os::fd::AsFd;
 
@@ -271,7 +288,7 @@ mod tests {
         let before = vmlck_kb();
         // 3 MiB: 1 MiB reserved and 2 of the 3 left, so it fits.
         let id = b.lock(7, 1000, fd.as_fd(), 3 << 20).unwrap();
-        assert!(!b.grants.contains_key(&r), "the reservation is used up");
+        assert_eq!(b.grants[&r].bytes, 0, "the reservation is used up");
         assert_eq!((b.used(), b.held_by(7)), (3 << 20, 3 << 20));
         assert_eq!(vmlck_kb() - before, 3 << 10);
         assert!(
