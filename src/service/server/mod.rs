@@ -118,6 +118,33 @@ fn same(a: &service_counters, b: &service_counters) -> bool {
     f(a) == f(b)
 }
 
+/// Raise this process's `resource` limit, soft and hard, to `want` (or
+/// to the hard limit, if that is higher); without the privilege to raise
+/// the hard limit, the soft one goes up to it. Returns the soft limit.
+fn raise_rlimit(resource: libc::__rlimit_resource_t, want: u64) -> u64 {
+    // SAFETY: get/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(resource, &mut r) != 0 {
+            return 0;
+        }
+        let want = want.max(r.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(resource, &raised) == 0 {
+            return want;
+        }
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(resource, &r);
+        r.rlim_cur
+    }
+}
+
 /// Let this process hold a pidfd per bound thread: as root, raise the fd
 /// limit to fs.nr_open (at most 2^20); otherwise to the hard limit.
 fn raise_fd_limit() -> usize {
@@ -125,51 +152,9 @@ fn raise_fd_limit() -> usize {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1 << 20);
-    // SAFETY: get/setrlimit on our own process with a valid struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 1024;
-        }
-        let want = nr_open.min(1 << 20).max(r.rlim_max);
-        let raised = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            return want as usize;
-        }
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        r.rlim_cur as usize
-    }
-}
-
-/// Let this process lock what the budget grants (jobs' checkpoint
-/// buffers are locked here): RLIMIT_MEMLOCK to the budget, or past it.
-/// Raising the hard limit needs CAP_SYS_RESOURCE; without it the soft
-/// limit goes to the hard one, and a lock past it is refused in one line.
-fn raise_memlock_limit(budget: u64) {
-    // SAFETY: get/setrlimit on our own process with a valid struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) != 0 || r.rlim_cur >= budget {
-            return;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: budget.max(r.rlim_cur),
-            rlim_max: budget.max(r.rlim_max),
-        };
-        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) != 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &r);
-        }
+    match raise_rlimit(libc::RLIMIT_NOFILE, nr_open.min(1 << 20)) {
+        0 => 1024,
+        n => n as usize,
     }
 }
 
@@ -203,7 +188,9 @@ impl Server {
         let per_uid_workloads = limits.workloads_per_uid;
         let installer = maps.spawn_installer()?;
         let api = WorkloadApi::new(&config);
-        raise_memlock_limit(api.budget.total);
+        // Jobs' checkpoint buffers are locked here, up to the budget; past
+        // what this allows (no CAP_SYS_RESOURCE), a lock is refused in one line.
+        raise_rlimit(libc::RLIMIT_MEMLOCK, api.budget.total);
         let mut server = Server {
             epoll,
             listener,
@@ -440,25 +427,23 @@ impl Server {
             };
             let sent = self.take_fd(uid, got.fds);
             let (reply, fd) = match Request::decode(&buf[..got.len.min(buf.len())]) {
-                _ if got.truncated => {
-                    self.bad_request(index, "refused: a request is one message of 16 bytes")
+                Ok(req)
+                    if !got.truncated && sent.as_ref().is_ok_and(|s| fits(req.op, s.as_ref())) =>
+                {
+                    self.handle(index, uid, req, sent.ok().flatten())
                 }
-                _ if sent.is_err() => self.bad_request(
-                    index,
-                    "refused: the hint service takes one pidfd or memfd per request and no other fd",
-                ),
-                Ok(req) if !sent.as_ref().is_ok_and(|s| fits(req.op, s.as_ref())) => {
-                    // Its last close could free a large memfd's pages.
-                    if let Ok(Some(Sent::Pidfd(fd) | Sent::Memfd(fd, _))) = sent {
-                        self.closer.close(uid, fd);
+                decoded => {
+                    let why = match decoded {
+                        _ if got.truncated => "refused: a request is one message of 16 bytes".into(),
+                        _ if sent.is_err() => "refused: the hint service takes one pidfd or memfd per request and no other fd".into(),
+                        Ok(_) => "refused: Thread, Set and Clear need a pidfd, LockMemory a memfd or none, others none".into(),
+                        Err(e) => format!("refused: bad request: {e}"),
+                    };
+                    if let Ok(Some(sent)) = sent {
+                        self.discard(uid, sent);
                     }
-                    self.bad_request(
-                        index,
-                        "refused: Thread, Set and Clear need a pidfd, LockMemory a memfd or none, others none",
-                    )
+                    self.bad_request(index, &why)
                 }
-                Ok(req) => self.handle(index, req, sent.ok().flatten()),
-                Err(e) => self.bad_request(index, &format!("refused: bad request: {e}")),
             };
             // A client whose files block when closed is cut off before it
             // can hand over more (reply() closes it).
@@ -491,6 +476,15 @@ impl Server {
             self.closer.close(uid, fd);
         }
         if none { Ok(None) } else { Err(()) }
+    }
+
+    /// A file a request brought and nothing kept: a memfd goes to the
+    /// closer, since its last close frees its pages, which takes time.
+    fn discard(&mut self, uid: u32, sent: Sent) {
+        match sent {
+            Sent::Memfd(fd, _) => self.closer.close(uid, fd),
+            Sent::Pidfd(fd) => drop(fd),
+        }
     }
 
     fn bad_request(&mut self, index: usize, why: &str) -> (Reply, Option<OwnedFd>) {
@@ -531,7 +525,13 @@ impl Server {
         true
     }
 
-    fn handle(&mut self, index: usize, req: Request, fd: Option<Sent>) -> (Reply, Option<OwnedFd>) {
+    fn handle(
+        &mut self,
+        index: usize,
+        uid: u32,
+        req: Request,
+        fd: Option<Sent>,
+    ) -> (Reply, Option<OwnedFd>) {
         // Rights never outlive the credentials they were read from: a
         // changed process is refused and cut off (reply() closes it).
         if let Some(c) = self.clients[index].as_mut()
@@ -548,7 +548,12 @@ impl Server {
             (Op::Clear, Some(Sent::Pidfd(fd))) => self.one_shot(index, req, fd, false),
             (Op::Claim, None) => self.claim(index, req),
             (Op::LockMemory, None) => self.reserve_memory(index, req),
-            (Op::LockMemory, Some(Sent::Memfd(fd, bytes))) => self.lock_memory(index, fd, bytes),
+            (Op::LockMemory, Some(Sent::Memfd(fd, bytes))) => {
+                // Locked or not, the service's mapping holds what it keeps.
+                let reply = self.lock_memory(index, fd.as_fd(), bytes);
+                self.discard(uid, Sent::Memfd(fd, bytes));
+                reply
+            }
             (Op::UnlockMemory, None) => self.unlock_memory(index, req),
             (Op::WatchPressure, None) => self.watch(index, req),
             (Op::Stats, None) => self.stats(index, req),

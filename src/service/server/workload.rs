@@ -3,7 +3,7 @@
 //! (see `workload_api`), and what the service does for them every tick.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
@@ -145,18 +145,12 @@ impl Server {
 
     /// LockMemory with a memfd: its pages locked here, resident until the
     /// lock ends.
-    pub(super) fn lock_memory(&mut self, index: usize, fd: OwnedFd, bytes: u64) -> Reply {
+    pub(super) fn lock_memory(&mut self, index: usize, fd: BorrowedFd<'_>, bytes: u64) -> Reply {
         let (pid, uid) = match self.memory_holder(index) {
             Ok(h) => h,
             Err(refused) => return refused,
         };
-        let locked = self.api.budget.lock(pid, uid, fd.as_fd(), bytes);
-        // Refused, this may be the memfd's last reference: its close would
-        // free the pages here, in the event loop.
-        if locked.is_err() {
-            self.closer.close(uid, fd);
-        }
-        match locked {
+        match self.api.budget.lock(pid, uid, fd, bytes) {
             Ok(id) => {
                 self.hold_memory(index, id);
                 Reply {
