@@ -440,13 +440,16 @@ fn one_user_cannot_take_every_connection() {
         &[],
         Some(NOBODY),
         None,
-        &[&raw_tool(), "connect", "100"],
+        &[&raw_tool(), "connect", "260"],
     );
     let r = line(&mut c);
-    assert_eq!(r["open"], 64, "{r}");
-    assert_eq!(r["refused"], 36, "{r}");
+    assert_eq!(r["open"], 256, "{r}");
+    assert_eq!(r["refused"], 4, "{r}");
     assert!(
-        r["message"].as_str().unwrap().contains("per-user limit"),
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("per-user cap of 256"),
         "{r}"
     );
     // Root is another user: still served.
@@ -454,6 +457,108 @@ fn one_user_cannot_take_every_connection() {
     assert_eq!(line(&mut ok)["status"], 0);
     finish(ok);
     finish(c);
+}
+
+#[test]
+fn users_at_their_caps_leave_room_for_newcomers() {
+    let svc = HintService::start();
+    // 16 users in turn each register 64 processes, 1,024 in all: more than
+    // the service's table of 1,023, had they all been let in.
+    let mut held = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..16 {
+        let uid = (20000 + i).to_string();
+        let mut c = client(
+            &svc,
+            &[],
+            Some(&uid),
+            None,
+            &[&raw_tool(), "register", "64"],
+        );
+        got.push(line(&mut c)["registered"].as_u64().unwrap());
+        held.push(c);
+    }
+    // Then newcomers, as other users: a newcomer's share is 15.
+    let mut newcomers = Vec::new();
+    let mut refusal = None;
+    for i in 0..4 {
+        let uid = (30000 + i).to_string();
+        let mut c = client(
+            &svc,
+            &[],
+            Some(&uid),
+            None,
+            &[&raw_tool(), "register", "15"],
+        );
+        let r = line(&mut c);
+        newcomers.push(r["registered"].as_u64().unwrap());
+        refusal = refusal.or_else(|| r["message"].as_str().map(str::to_string));
+        held.push(c);
+    }
+    println!(
+        "MEASURED host: 16 users registering 64 processes each, in turn, got {got:?} ({} of 1023); then 4 newcomers registering 15 each got {newcomers:?} (a refusal: {refusal:?})",
+        got.iter().sum::<u64>()
+    );
+    // 14 users fill 896 (all but the last eighth); the last two, holding
+    // nothing yet, are newcomers themselves and get 15 each.
+    let mut want = vec![64; 14];
+    want.extend([15, 15]);
+    assert_eq!(got, want);
+    assert_eq!(newcomers, [15; 4], "a newcomer was refused: {refusal:?}");
+    for c in held {
+        finish(c);
+    }
+}
+
+#[test]
+fn a_users_subordinate_uids_are_charged_to_the_user() {
+    let svc = HintService::start();
+    let mut held = Vec::new();
+    let mut got = Vec::new();
+    let mut refusal = String::new();
+    // Two rootless containers of uid 40000: each a user namespace it made,
+    // mapped to its subordinate uids (400000-465535) as newuidmap would,
+    // whose process runs as uid 0 and 1 inside (400000 and 400001 here).
+    for (inner, n) in [("0", "200"), ("1", "60")] {
+        let mut c = client(
+            &svc,
+            &[],
+            Some("40000"),
+            None,
+            &[&raw_tool(), "userns-connect", inner, n],
+        );
+        let pid = line(&mut c)["pid"].as_u64().expect("its pid");
+        for (file, text) in [
+            ("setgroups", "deny"),
+            ("uid_map", "0 400000 65536"),
+            ("gid_map", "0 400000 65536"),
+        ] {
+            std::fs::write(format!("/proc/{pid}/{file}"), text)
+                .unwrap_or_else(|e| panic!("write {file} of {pid}: {e}"));
+        }
+        writeln!(c.child.stdin.as_mut().unwrap()).unwrap();
+        let r = line(&mut c);
+        got.push(r["open"].as_u64().unwrap());
+        if let Some(m) = r["message"].as_str() {
+            refusal = m.to_string();
+        }
+        held.push(c);
+    }
+    println!(
+        "MEASURED host: two processes of uid 40000's user namespaces, as uids 400000 and 400001, opening 200 and 60 connections got {got:?}: \"{refusal}\""
+    );
+    assert_eq!(
+        got,
+        [200, 56],
+        "charged to the user who owns the namespaces"
+    );
+    assert!(
+        refusal.contains("uid 40000 holds 256 connections"),
+        "{refusal}"
+    );
+    for c in held {
+        finish(c);
+    }
 }
 
 #[test]

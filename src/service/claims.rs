@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::fs;
 
+use super::quota::{self, Cap, Tenant};
 use scx_phase::bpf_intf::scx_phase_claim_limits_SCX_PHASE_CLAIM_MAX_CPUS as CLAIM_MAX_CPUS;
 
 /// What the host's CPUs look like: online CPUs by node, and which share
@@ -141,7 +142,7 @@ pub struct ClaimRequest {
 pub struct Holder {
     pub wid: u32,
     pub pid: u32,
-    pub uid: u32,
+    pub tenant: Tenant,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,7 +209,7 @@ impl Claims {
             parts.push(format!(
                 "pid {} (uid {}) holds {}{}",
                 c.holder.pid,
-                c.holder.uid,
+                c.holder.tenant.uid,
                 format_cpulist(&c.cpus),
                 if c.request.exclusive {
                     " exclusively"
@@ -284,6 +285,19 @@ impl Claims {
             return Err(format!(
                 "refused: a process holds at most {CLAIM_MAX_CPUS} CPUs; this one holds {already} already"
             ));
+        }
+        let cap = Cap {
+            what: "CPUs claimed",
+            capacity: self.topo.nodes.values().map(|c| c.len() as u64).sum(),
+            per_tenant: u64::MAX,
+            show: quota::plain,
+        };
+        let held = quota::sum(self.claims.values(), holder.tenant, |c| {
+            (c.holder.tenant, c.cpus.len() as u64)
+        });
+        // What is not free is refused below, naming the holders.
+        if held.total + u64::from(req.cpus) <= cap.capacity {
+            cap.admit(holder.tenant, held, u64::from(req.cpus))?;
         }
         let candidates: Vec<u32> = match req.node {
             NodeChoice::Node(n) => {
@@ -459,7 +473,10 @@ mod tests {
         Holder {
             wid,
             pid: 100 + wid,
-            uid: 1000,
+            tenant: Tenant {
+                uid: 1000,
+                cgroup: 5,
+            },
         }
     }
 
@@ -490,6 +507,31 @@ mod tests {
             .grant(who(2), req(2, NodeChoice::Node(1), false, true))
             .unwrap();
         assert_eq!(c.get(b).unwrap().cpus, vec![4, 5], "one per core");
+    }
+
+    #[test]
+    fn one_user_claiming_all_it_can_leaves_a_cpu_for_a_newcomer() {
+        let mut c = Claims::new(topo(), 100);
+        for wid in 1..=7 {
+            c.grant(who(wid), req(1, NodeChoice::Any, false, false))
+                .unwrap();
+        }
+        // The last eighth of 8 CPUs (one) is for users holding less than
+        // one: refused to uid 1000, granted to another user.
+        let err = c
+            .grant(who(8), req(1, NodeChoice::Any, false, false))
+            .unwrap_err();
+        assert!(err.contains("the last 1 of 8 are kept"), "{err}");
+        let newcomer = Holder {
+            wid: 20,
+            pid: 120,
+            tenant: Tenant {
+                uid: 1001,
+                cgroup: 6,
+            },
+        };
+        c.grant(newcomer, req(1, NodeChoice::Any, false, false))
+            .unwrap();
     }
 
     #[test]

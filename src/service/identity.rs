@@ -11,6 +11,8 @@ use std::os::unix::fs::MetadataExt;
 
 use scx_phase::sys;
 
+use super::quota::Tenant;
+
 /// A namespace, as its nsfs inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NsId {
@@ -38,6 +40,42 @@ impl NsId {
             ino: st.st_ino,
         })
     }
+}
+
+/// The user charged for what `pid` holds: its effective uid if it lives in
+/// our user namespace; else the owner of the namespace just below ours
+/// that holds it (whoever created it: the user running a rootless
+/// container, whose processes run as that user's subordinate uids). On
+/// any error, `euid`.
+fn owner_uid(pid: u32, euid: u32, ours: NsId) -> u32 {
+    // From <linux/nsfs.h>: _IO(0xb7, 2) and _IO(0xb7, 4).
+    const NS_GET_PARENT: libc::c_ulong = 0xb702;
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    let Ok(file) = fs::File::open(format!("/proc/{pid}/ns/user")) else {
+        return euid;
+    };
+    let mut ns = OwnedFd::from(file);
+    // Namespaces nest at most 32 deep.
+    for _ in 0..33 {
+        if NsId::of_fd(ns.as_fd()).is_ok_and(|id| id == ours) {
+            return euid;
+        }
+        // SAFETY: an ioctl on an fd we own; it returns a new fd or -1.
+        let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT as _) };
+        if parent < 0 {
+            return euid;
+        }
+        // SAFETY: the kernel installed a fresh fd for us.
+        let parent = unsafe { OwnedFd::from_raw_fd(parent) };
+        if NsId::of_fd(parent.as_fd()).is_ok_and(|id| id == ours) {
+            let mut uid: libc::uid_t = euid;
+            // SAFETY: the ioctl writes one uid_t into ours.
+            let r = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) };
+            return if r == 0 { uid } else { euid };
+        }
+        ns = parent;
+    }
+    euid
 }
 
 /// Capability bits of /proc/PID/status CapEff.
@@ -208,6 +246,8 @@ pub struct Peer {
     /// count for every task).
     pub our_userns: bool,
     pub userns: NsId,
+    /// The user charged for what it holds (`owner_uid()`).
+    pub owner_uid: u32,
     pub cgroup_id: u64,
     /// A pidfd for its process, which keeps the pid from naming anyone else.
     pub pidfd: OwnedFd,
@@ -254,7 +294,9 @@ impl Peer {
         let start_time = start_time(pid)?;
         let pidns = NsId::of_path(&format!("/proc/{pid}/ns/pid"))?;
         let userns = NsId::of_path(&format!("/proc/{pid}/ns/user"))?;
-        let our_userns = userns == NsId::of_path("/proc/self/ns/user")?;
+        let ours = NsId::of_path("/proc/self/ns/user")?;
+        let our_userns = userns == ours;
+        let owner_uid = owner_uid(pid, cred.uid, ours);
         let cgroup_id = cgroup_id(&cgroup_of(pid));
         // Everything above was read while the pidfd held the process: if it
         // is still alive, the pid named it all along.
@@ -271,9 +313,26 @@ impl Peer {
             pidns,
             our_userns,
             userns,
+            owner_uid,
             cgroup_id,
             pidfd,
         })
+    }
+
+    /// Who is charged for what it holds. The root cgroup is nobody's: a
+    /// host without cgroup v2 (or without systemd) keeps every process
+    /// there, and charging it would make all users one tenant.
+    pub fn tenant(&self) -> Tenant {
+        static ROOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let root = *ROOT.get_or_init(|| cgroup_id("/"));
+        Tenant {
+            uid: self.owner_uid,
+            cgroup: if self.cgroup_id == root {
+                0
+            } else {
+                self.cgroup_id
+            },
+        }
     }
 
     /// Ok if its credentials are still those it was judged by (uids,

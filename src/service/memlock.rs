@@ -16,6 +16,8 @@ use std::os::fd::BorrowedFd;
 
 use scx_phase::sys::Mapping;
 
+use super::quota::{self, Cap, Tenant};
+
 /// "256 MiB", "1.5 GiB", "512 B"
 pub fn human(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
@@ -86,7 +88,7 @@ pub enum Held {
 #[derive(Debug)]
 pub struct Grant {
     pub pid: u32,
-    pub uid: u32,
+    pub tenant: Tenant,
     pub bytes: u64,
     pub held: Held,
 }
@@ -119,20 +121,33 @@ impl Budget {
             .sum()
     }
 
-    /// Whether `bytes` more fit, or the one-line refusal with the numbers.
-    pub fn check(&self, bytes: u64) -> Result<(), String> {
+    /// One user or cgroup may hold the whole budget but its last eighth,
+    /// which is kept for newcomers (quota.rs).
+    fn cap(&self) -> Cap {
+        Cap {
+            what: "of locked memory",
+            capacity: self.total,
+            per_tenant: self.total,
+            show: human,
+        }
+    }
+
+    /// Whether `bytes` more fit, for `t`, or the one-line refusal with the
+    /// numbers.
+    pub fn check(&self, t: Tenant, bytes: u64) -> Result<(), String> {
         let left = self.total.saturating_sub(self.used());
         if bytes == 0 {
             return Err("refused: ask for some locked memory, not 0 bytes".into());
         }
         if bytes <= left {
-            return Ok(());
+            let held = quota::sum(self.grants.values(), t, |g| (g.tenant, g.bytes));
+            return self.cap().admit(t, held, bytes);
         }
         let mut held: Vec<String> = self
             .grants
             .values()
             .filter(|g| g.bytes > 0)
-            .map(|g| format!("pid {} (uid {}) {}", g.pid, g.uid, human(g.bytes)))
+            .map(|g| format!("pid {} (uid {}) {}", g.pid, g.tenant.uid, human(g.bytes)))
             .collect();
         if held.is_empty() {
             held.push("nobody".into());
@@ -159,11 +174,11 @@ impl Budget {
     }
 
     /// Set `bytes` aside for `pid`'s buffers to come.
-    pub fn reserve(&mut self, pid: u32, uid: u32, bytes: u64) -> Result<u64, String> {
-        self.check(bytes)?;
+    pub fn reserve(&mut self, pid: u32, tenant: Tenant, bytes: u64) -> Result<u64, String> {
+        self.check(tenant, bytes)?;
         Ok(self.insert(Grant {
             pid,
-            uid,
+            tenant,
             bytes,
             held: Held::Reserved,
         }))
@@ -174,7 +189,7 @@ impl Budget {
     pub fn lock(
         &mut self,
         pid: u32,
-        uid: u32,
+        tenant: Tenant,
         fd: BorrowedFd<'_>,
         bytes: u64,
     ) -> Result<u64, String> {
@@ -186,7 +201,7 @@ impl Budget {
             .collect();
         let from_reserve = reserved.iter().map(|r| r.1).sum::<u64>().min(bytes);
         if bytes == 0 || bytes > from_reserve {
-            self.check(bytes - from_reserve)?;
+            self.check(tenant, bytes - from_reserve)?;
         }
         let len = usize::try_from(bytes).map_err(|_| "refused: too large".to_string())?;
         let mapping = Mapping::locked(fd, len)
@@ -206,7 +221,7 @@ impl Budget {
         }
         Ok(self.insert(Grant {
             pid,
-            uid,
+            tenant,
             bytes,
             held: Held::Locked(mapping),
         }))
@@ -222,6 +237,11 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T: Tenant = Tenant {
+        uid: 1000,
+        cgroup: 77,
+    };
 
     #[test]
     fn sizes_parse_and_print() {
@@ -243,19 +263,37 @@ mod tests {
             9,
             Grant {
                 pid: 812,
-                uid: 1000,
-                bytes: 768 << 20,
+                tenant: T,
+                bytes: 640 << 20,
                 held: Held::Reserved,
             },
         );
-        assert!(b.check(256 << 20).is_ok());
-        let err = b.check(512 << 20).unwrap_err();
+        assert!(b.check(T, 256 << 20).is_ok());
+        let err = b.check(T, 512 << 20).unwrap_err();
         assert!(err.contains("512 MiB of locked memory asked"), "{err}");
         assert!(
-            err.contains("--max-locked-mem 1 GiB) has 256 MiB left"),
+            err.contains("--max-locked-mem 1 GiB) has 384 MiB left"),
             "{err}"
         );
-        assert!(err.contains("pid 812 (uid 1000) 768 MiB"), "{err}");
+        assert!(err.contains("pid 812 (uid 1000) 640 MiB"), "{err}");
+    }
+
+    #[test]
+    fn one_user_cannot_take_the_eighth_kept_for_newcomers() {
+        let mut b = Budget::new(1 << 30);
+        b.reserve(1, T, 896 << 20).unwrap();
+        let err = b.check(T, 1 << 20).unwrap_err();
+        assert!(
+            err.contains("the last 128 MiB of 1 GiB are kept for users holding under 16 MiB"),
+            "{err}"
+        );
+        // Another user, in another cgroup, gets a newcomer's share.
+        let other = Tenant {
+            uid: 1001,
+            cgroup: 78,
+        };
+        b.reserve(2, other, 16 << 20).unwrap();
+        assert!(b.check(other, 1 << 20).is_err());
     }
 
     fn vmlck_kb() -> u64 {
@@ -270,12 +308,12 @@ mod tests {
     #[test]
     fn ids_fit_a_reply_slot_and_never_name_a_grant_still_held() {
         let mut b = Budget::new(1 << 30);
-        let one = b.reserve(7, 1000, 4096).unwrap();
+        let one = b.reserve(7, T, 4096).unwrap();
         assert_eq!(one, 1);
         b.next_id = u64::from(u32::MAX);
-        assert_eq!(b.reserve(7, 1000, 4096).unwrap(), u64::from(u32::MAX));
+        assert_eq!(b.reserve(7, T, 4096).unwrap(), u64::from(u32::MAX));
         // Wraps past 0, and past 1, which is still held.
-        assert_eq!(b.reserve(7, 1000, 4096).unwrap(), 2);
+        assert_eq!(b.reserve(7, T, 4096).unwrap(), 2);
     }
 
     #[test]
@@ -283,16 +321,16 @@ mod tests {
         use std::os::fd::AsFd;
 
         let mut b = Budget::new(4 << 20);
-        let r = b.reserve(7, 1000, 1 << 20).unwrap();
+        let r = b.reserve(7, T, 1 << 20).unwrap();
         let fd = scx_phase::sys::memfd("test", 3 << 20).unwrap();
         let before = vmlck_kb();
         // 3 MiB: 1 MiB reserved and 2 of the 3 left, so it fits.
-        let id = b.lock(7, 1000, fd.as_fd(), 3 << 20).unwrap();
+        let id = b.lock(7, T, fd.as_fd(), 3 << 20).unwrap();
         assert_eq!(b.grants[&r].bytes, 0, "the reservation is used up");
         assert_eq!((b.used(), b.held_by(7)), (3 << 20, 3 << 20));
         assert_eq!(vmlck_kb() - before, 3 << 10);
         assert!(
-            b.lock(8, 1000, fd.as_fd(), 2 << 20)
+            b.lock(8, T, fd.as_fd(), 2 << 20)
                 .unwrap_err()
                 .contains("1 MiB left")
         );

@@ -40,6 +40,7 @@ pub mod identity;
 pub mod maps;
 pub mod memlock;
 pub mod pressure;
+pub mod quota;
 pub mod rules;
 pub mod server;
 pub mod status_file;

@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::claims::{Claims, CpuTopology};
 use super::memlock::Budget;
 use super::pressure::Watch;
+use super::quota::Tenant;
 use super::rules::Policy;
 
 /// What the admin set for the workload API.
@@ -38,7 +39,8 @@ pub struct Held {
 pub struct WorkloadApi {
     pub claims: Claims,
     pub budget: Budget,
-    pub(super) watches: BTreeMap<u32, (Watch, usize, u32, u32)>,
+    /// Id -> the watch, its client's index and generation, its tenant.
+    pub(super) watches: BTreeMap<u32, (Watch, usize, u32, Tenant)>,
     pub(super) next_watch: u32,
     pub(super) generation: u64,
     /// Every CPU the claim maps have an entry for, and the workloads

@@ -15,6 +15,7 @@ use scx_phase::hint::client::UNSET_WORD;
 use scx_phase::sys::Mapping;
 
 use super::maps::{HintMaps, Installer, MEMORY_BYTES, NO_REF};
+use super::quota::{self, Cap, Counts, Holding, Tenant};
 use super::watch::{Token, Watched};
 
 pub struct Workload {
@@ -22,6 +23,8 @@ pub struct Workload {
     pub generation: u32,
     pub pid: u32,
     pub uid: u32,
+    /// Who is charged for it (quota.rs).
+    pub tenant: Tenant,
     pub start_time: u64,
     pub allow: u32,
     pub grant: String,
@@ -74,7 +77,8 @@ impl Workload {
 /// Why a workload or a slot could not be had.
 pub enum Full {
     Workloads,
-    PerUser(u32),
+    /// A cap of its user or cgroup (the refusal).
+    Capped(String),
     Slots,
 }
 
@@ -84,8 +88,8 @@ pub struct Workloads {
     /// The generation each id was last handed out with.
     generations: Vec<u32>,
     by_process: HashMap<(u32, u64), u32>,
-    per_uid: HashMap<u32, u32>,
-    pub per_uid_limit: u32,
+    counts: Counts,
+    cap: Cap,
     /// Threads bound to a slot, across all workloads.
     bound: usize,
     /// The id handed out last: the next goes to the first free one after
@@ -96,14 +100,19 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    pub fn new(installer: Installer, per_uid_limit: u32) -> Workloads {
+    pub fn new(installer: Installer, per_tenant: u32) -> Workloads {
         Workloads {
             installer,
             table: (0..MAX_WORKLOADS).map(|_| None).collect(),
             generations: vec![0; MAX_WORKLOADS as usize],
             by_process: HashMap::new(),
-            per_uid: HashMap::new(),
-            per_uid_limit,
+            counts: Counts::default(),
+            cap: Cap {
+                what: "processes registered",
+                capacity: u64::from(MAX_WORKLOADS - 1),
+                per_tenant: u64::from(per_tenant),
+                show: quota::plain,
+            },
             bound: 0,
             last_wid: 0,
         }
@@ -133,13 +142,10 @@ impl Workloads {
         self.bound
     }
 
-    /// Threads bound by the workloads of `uid` (a walk over at most a
-    /// thousand workloads, only when a thread registers).
-    pub fn threads_bound_by(&self, uid: u32) -> usize {
-        self.iter()
-            .filter(|w| w.uid == uid)
-            .map(|w| w.bound_count)
-            .sum()
+    /// Threads bound by the workloads of `t`'s user and cgroup (a walk
+    /// over at most a thousand workloads, only when a thread registers).
+    pub fn threads_bound_by(&self, t: Tenant) -> Holding {
+        quota::sum(self.iter(), t, |w| (w.tenant, w.bound_count as u64))
     }
 
     /// Remember the generation an adopted or dead entry of the registry
@@ -157,16 +163,16 @@ impl Workloads {
         maps: &HintMaps,
         pid: u32,
         uid: u32,
+        tenant: Tenant,
         start_time: u64,
-        cgroup_id: u64,
         allow: u32,
         grant: String,
         pidfd: Watched,
     ) -> Result<u32, Full> {
-        let count = self.per_uid.get(&uid).copied().unwrap_or(0);
-        if count >= self.per_uid_limit {
-            return Err(Full::PerUser(count));
-        }
+        let cgroup_id = tenant.cgroup;
+        self.cap
+            .admit(tenant, self.counts.holding(tenant), 1)
+            .map_err(Full::Capped)?;
         let wid = (0..MAX_WORKLOADS - 1)
             .map(|i| 1 + (self.last_wid + i) % (MAX_WORKLOADS - 1))
             .find(|&w| self.table[w as usize].is_none())
@@ -196,6 +202,7 @@ impl Workloads {
             generation,
             pid,
             uid,
+            tenant,
             start_time,
             allow,
             grant,
@@ -230,6 +237,11 @@ impl Workloads {
             generation: entry.generation,
             pid: entry.pid,
             uid: entry.uid,
+            // Its owner's namespace is not recorded: charged as its uid.
+            tenant: Tenant {
+                uid: entry.uid,
+                cgroup: entry.cgroup_id,
+            },
             start_time: entry.start_time,
             allow: entry.allow,
             grant,
@@ -246,7 +258,7 @@ impl Workloads {
 
     fn insert(&mut self, w: Workload) {
         self.by_process.insert((w.pid, w.start_time), w.wid);
-        *self.per_uid.entry(w.uid).or_default() += 1;
+        self.counts.add(w.tenant, 1);
         let wid = w.wid as usize;
         self.table[wid] = Some(w);
     }
@@ -311,12 +323,7 @@ impl Workloads {
         let w = self.table.get_mut(wid as usize)?.take()?;
         self.bound -= w.bound();
         self.by_process.remove(&(w.pid, w.start_time));
-        if let Some(n) = self.per_uid.get_mut(&w.uid) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_uid.remove(&w.uid);
-            }
-        }
+        self.counts.sub(w.tenant, 1);
         // A thread that outlives the workload (after an exec) must not keep
         // reading its slot; the generation check would stop it anyway.
         for pidfd in w.threads.iter().flatten() {

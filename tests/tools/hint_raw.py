@@ -11,6 +11,12 @@ lies, garbage and floods. Used by the host and VM tests.
     hint_raw.py flood N                     send N requests, read nothing
     hint_raw.py set-fd FD PHASE             a one-shot Set with inherited FD
     hint_raw.py connect N                   open N connections
+    hint_raw.py register N                  N child processes register
+    hint_raw.py probe SECS                  a timed Hello every second
+    hint_raw.py userns-connect UID N        enter a new user namespace,
+                                            print our pid, wait for a line
+                                            (the caller maps the namespace),
+                                            become UID in it, then connect N
     hint_raw.py claim CPUS NODE FLAGS       claim CPUs; hold them
     hint_raw.py claim-fork-exit CPUS NODE FLAGS
                                             claim, fork a child that keeps
@@ -42,6 +48,7 @@ until stdin closes. The constants below repeat
 src/hint/protocol.rs; tests/layout.rs holds the two together.
 """
 
+import ctypes
 import json
 import mmap
 import os
@@ -332,6 +339,83 @@ def cmd_connect(args):
     hold()
 
 
+def cmd_register(args):
+    """N child processes each register with a Hello, and stay registered
+    until stdin closes."""
+    n = int(args[0])
+    report_r, report_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    kids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_r)
+            os.close(hold_w)
+            try:
+                # Kept open: the workload ends with its last connection.
+                s = connect()
+                r, _ = hello(s)
+                line = {"status": r.get("status"), "message": r.get("message")}
+            except OSError as e:
+                line = {"status": None, "message": str(e)}
+            # One short write: atomic on a pipe.
+            os.write(report_w, (json.dumps(line)[:500] + "\n").encode())
+            os.read(hold_r, 1)
+            os._exit(0)
+        kids.append(pid)
+    os.close(report_w)
+    os.close(hold_r)
+    registered, refused, message = 0, 0, None
+    with os.fdopen(report_r) as f:
+        for _ in range(n):
+            r = json.loads(f.readline())
+            if r["status"] == 0:
+                registered += 1
+            else:
+                refused += 1
+                message = r["message"]
+    out(registered=registered, refused=refused, message=message)
+    hold()
+    os.close(hold_w)
+    for pid in kids:
+        os.waitpid(pid, 0)
+
+
+def cmd_userns_connect(args):
+    inner, n = int(args[0]), args[1]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+    out(pid=os.getpid())
+    sys.stdin.readline()
+    if libc.setresgid(inner, inner, inner) != 0 or libc.setresuid(inner, inner, inner) != 0:
+        raise OSError(ctypes.get_errno(), f"cannot become uid {inner} in the namespace")
+    cmd_connect([n])
+
+
+def cmd_probe(args):
+    """Every second for SECS: a new connection and a Hello, timed."""
+    secs = float(args[0])
+    times, failed = [], []
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            s = connect()
+            s.settimeout(5)
+            r, _ = hello(s)
+            s.close()
+            if r.get("status") != 0:
+                failed.append(r.get("message"))
+        except OSError as e:
+            failed.append(str(e))
+        times.append((time.monotonic() - t0) * 1e3)
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+    times.sort()
+    out(probes=len(times), max_ms=round(times[-1], 1), p50_ms=round(times[len(times) // 2], 1),
+        failed=failed[:3], failures=len(failed))
+
+
 def cmd_stats(_):
     s = connect()
     r, _ = call(s, workload_request(OP_STATS, 3, -1, 0))
@@ -446,7 +530,8 @@ COMMANDS = {
     "bind-and-keep": cmd_bind_and_keep, "register-fork-exit": cmd_register_fork_exit,
     "hello": cmd_hello, "scribble": cmd_scribble, "own": cmd_own,
     "garbage": cmd_garbage, "flood": cmd_flood, "set-fd": cmd_set_fd,
-    "connect": cmd_connect, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,
+    "connect": cmd_connect, "register": cmd_register,
+    "userns-connect": cmd_userns_connect, "probe": cmd_probe, "claim": cmd_claim, "claim-and-die": cmd_claim_and_die,
     "workload-garbage": cmd_workload_garbage, "stats": cmd_stats,
     "linger-hello": cmd_linger_hello, "hello-ms": cmd_hello_ms,
     "claim-fork-exit": cmd_claim_fork_exit, "claim-on-line": cmd_claim_on_line,

@@ -105,16 +105,13 @@ impl Server {
             .try_clone()
             .map_err(|e| Reply::error(libc::ENOSPC, format!("refused: {e}")))?;
         let pidfd = Watched::new(&self.epoll, pidfd);
-        let (pid, uid, start, cgroup_id) =
-            (c.peer.pid, c.peer.uid, c.peer.start_time, c.peer.cgroup_id);
+        let (pid, uid, tenant, start) =
+            (c.peer.pid, c.peer.uid, c.peer.tenant(), c.peer.start_time);
         let wid = self
             .workloads
-            .create(&self.maps, pid, uid, start, cgroup_id, allow, grant, pidfd)
+            .create(&self.maps, pid, uid, tenant, start, allow, grant, pidfd)
             .map_err(|f| match f {
-                Full::PerUser(n) => Reply::error(
-                    libc::ENOSPC,
-                    format!("refused: uid {uid} has {n} processes registered, the per-user limit"),
-                ),
+                Full::Capped(why) => Reply::error(libc::ENOSPC, why),
                 _ => Reply::error(
                     libc::ENOSPC,
                     "refused: the hint service holds as many processes as it can",
@@ -176,21 +173,9 @@ impl Server {
                 ..Reply::ok()
             };
         }
-        if self.workloads.threads_bound() >= self.limits.bound_threads {
-            return Reply::error(
-                libc::ENOSPC,
-                "refused: the hint service holds as many threads as it can",
-            );
-        }
-        // One user may hold a quarter of them, so that nobody can take the
-        // room everyone else needs.
-        let uid = w.uid;
-        let theirs = self.workloads.threads_bound_by(uid);
-        if theirs >= self.limits.bound_threads / 4 {
-            return Reply::error(
-                libc::ENOSPC,
-                format!("refused: uid {uid} has {theirs} threads bound, the per-user limit"),
-            );
+        let held = self.workloads.threads_bound_by(w.tenant);
+        if let Err(why) = self.limits.threads().admit(w.tenant, held, 1) {
+            return Reply::error(libc::ENOSPC, why);
         }
         let watch = match pidfd.try_clone() {
             Ok(fd) => Watched::new(&self.epoll, fd),
@@ -279,6 +264,13 @@ impl Server {
         if let Err(why) = ruled {
             return refusal(why);
         }
+        if phase.is_some()
+            && let Err(why) =
+                self.one_shots
+                    .charge(&self.limits.one_shots(), target.tid, c.peer.tenant())
+        {
+            return Reply::error(libc::ENOSPC, why);
+        }
         let written = match phase {
             Some(p) => self.maps.set_tid_hint(
                 target.tid,
@@ -289,6 +281,9 @@ impl Server {
             ),
             None => self.maps.clear_tid_hint(target.tid).map(|_| ()),
         };
+        if phase.is_none() || written.is_err() {
+            self.one_shots.forget(target.tid);
+        }
         if let Err(e) = written {
             return Reply::error(
                 e.raw_os_error().unwrap_or(libc::EIO),
@@ -299,6 +294,7 @@ impl Server {
         // take the hint back so its tid's next owner never inherits it.
         if !sys::pidfd_alive(pidfd.as_fd()) {
             let _ = self.maps.clear_tid_hint(target.tid);
+            self.one_shots.forget(target.tid);
             return target_error(io::Error::from_raw_os_error(libc::ESRCH));
         }
         self.counters.one_shot_hints += 1;

@@ -5,7 +5,6 @@
 //! client that does not read its replies or keeps sending garbage is cut
 //! off, and every limit is per user as well as global.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use scx_phase::sys;
 use super::closer::{self, Closer};
 use super::identity::Peer;
 use super::maps::HintMaps;
+use super::quota::{self, Cap, Counts, Owners};
 use super::rules::{Policy, Who};
 use super::watch::{Token, epoll_add};
 use super::workload_api::{Config, Held, WorkloadApi};
@@ -28,13 +28,17 @@ use super::workloads::Workloads;
 mod hints;
 mod workload;
 
-/// What one user, and everyone, may hold at once.
+/// What one user or cgroup, and everyone, may hold at once (quota.rs).
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub connections: usize,
     pub connections_per_uid: u32,
     pub workloads_per_uid: u32,
     pub bound_threads: usize,
+    pub bound_threads_per_uid: usize,
+    /// Entries of the tid map, and one user's or cgroup's.
+    pub one_shots: usize,
+    pub one_shots_per_uid: usize,
     /// Requests served per client per turn of the loop.
     pub messages_per_turn: usize,
     /// Malformed requests after which a client is cut off.
@@ -45,11 +49,48 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             connections: 4096,
-            connections_per_uid: 64,
+            // As many as its processes: a node of 8 ranks with 16 loaders
+            // each is 136 processes of one user, each with a connection.
+            connections_per_uid: 256,
             workloads_per_uid: 256,
             bound_threads: 65536,
+            // A quarter: a 10,000-thread job fits, and no three users fill it.
+            bound_threads_per_uid: 16384,
+            // The tid map's default size (the loader's --max-hints), and a
+            // quarter of it.
+            one_shots: 65536,
+            one_shots_per_uid: 16384,
             messages_per_turn: 8,
             bad_requests: 8,
+        }
+    }
+}
+
+impl Limits {
+    fn connection_cap(&self) -> Cap {
+        Cap {
+            what: "connections",
+            capacity: self.connections as u64,
+            per_tenant: u64::from(self.connections_per_uid),
+            show: quota::plain,
+        }
+    }
+
+    fn one_shots(&self) -> Cap {
+        Cap {
+            what: "one-shot hints",
+            capacity: self.one_shots as u64,
+            per_tenant: self.one_shots_per_uid as u64,
+            show: quota::plain,
+        }
+    }
+
+    fn threads(&self) -> Cap {
+        Cap {
+            what: "threads bound",
+            capacity: self.bound_threads as u64,
+            per_tenant: self.bound_threads_per_uid as u64,
+            show: quota::plain,
         }
     }
 }
@@ -80,7 +121,10 @@ pub struct Server {
     /// Bumped each time a client index is reused, so that a stale event
     /// never reaches its next occupant.
     client_gen: Vec<u32>,
-    per_uid: HashMap<u32, u32>,
+    /// Open connections, by user and cgroup.
+    connections: Counts,
+    /// One-shot hints in the tid map, by who wrote them.
+    one_shots: Owners,
     workloads: Workloads,
     api: WorkloadApi,
     counters: service_counters,
@@ -200,7 +244,8 @@ impl Server {
             limits,
             clients: Vec::new(),
             client_gen: Vec::new(),
-            per_uid: HashMap::new(),
+            connections: Counts::default(),
+            one_shots: Owners::default(),
             workloads: Workloads::new(installer, per_uid_workloads),
             counters: zero_counters(),
             published: None,
@@ -250,6 +295,11 @@ impl Server {
             if last_publish.elapsed() >= TICK {
                 self.publish();
                 self.api_tick();
+                // A thread's exit deletes its entry: a full round of
+                // 16,384 entries takes 6.4 s.
+                let maps = &self.maps;
+                self.one_shots
+                    .sweep(256, |tid| matches!(maps.tid_hint(tid), Ok(None)));
                 last_publish = Instant::now();
             }
         }
@@ -304,25 +354,18 @@ impl Server {
                     continue;
                 }
             };
-            let open = self.clients.iter().flatten().count();
-            let theirs = self.per_uid.get(&peer.uid).copied().unwrap_or(0);
+            let tenant = peer.tenant();
             let closing = self.closer.pending(peer.uid);
             let why = if closing >= closer::PER_USER {
                 Some(format!(
                     "refused: uid {} has {closing} files the service is still closing (fds it sent, or sockets holding them, that block when closed): connect again once they are closed",
                     peer.uid
                 ))
-            } else if open >= self.limits.connections {
-                Some(format!(
-                    "refused: the hint service has {open} clients, its limit"
-                ))
-            } else if theirs >= self.limits.connections_per_uid {
-                Some(format!(
-                    "refused: uid {} has {theirs} connections to the hint service, the per-user limit",
-                    peer.uid
-                ))
             } else {
-                None
+                self.limits
+                    .connection_cap()
+                    .admit(tenant, self.connections.holding(tenant), 1)
+                    .err()
             };
             if let Some(why) = why {
                 self.refuse_at_accept(fd, peer.uid, Reply::error(libc::EMFILE, why));
@@ -345,7 +388,7 @@ impl Server {
                 self.closer.close(peer.uid, fd);
                 continue;
             }
-            *self.per_uid.entry(peer.uid).or_default() += 1;
+            self.connections.add(tenant, 1);
             self.counters.connections += 1;
             let who = Who::of(&peer, &self.policy);
             self.clients[index] = Some(Client {
@@ -381,12 +424,7 @@ impl Server {
         self.release_held(&c);
         // Unread messages in its socket may hold fds.
         self.closer.close(c.peer.uid, c.fd);
-        if let Some(n) = self.per_uid.get_mut(&c.peer.uid) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_uid.remove(&c.peer.uid);
-            }
-        }
+        self.connections.sub(c.peer.tenant(), 1);
         if let Some((wid, generation)) = c.workload
             && let Some(w) = self.workloads.get_mut(wid)
             && w.generation == generation

@@ -17,6 +17,7 @@ use scx_phase::sys;
 use super::super::claims::{ClaimRequest, CpuTopology, Holder, NodeChoice, format_cpulist};
 use super::super::memlock::human;
 use super::super::pressure::Watch;
+use super::super::quota::{self, Cap, Tenant};
 use super::super::rules;
 use super::super::watch::{Token, epoll_add_events};
 use super::super::workload_api::online_cpus;
@@ -24,7 +25,13 @@ use super::{Client, Server};
 
 /// Pressure watches a connection may hold, and a user.
 const WATCHES_PER_CLIENT: usize = 4;
-const WATCHES_PER_UID: usize = 16;
+/// Pressure watches (an fd each) for everyone, and for one user or cgroup.
+const WATCHES: Cap = Cap {
+    what: "pressure watches",
+    capacity: 1024,
+    per_tenant: 16,
+    show: quota::plain,
+};
 /// How often the online CPUs are looked at, for hotplug.
 const HOTPLUG_CHECK: Duration = Duration::from_secs(1);
 
@@ -83,7 +90,7 @@ impl Server {
         let holder = Holder {
             wid,
             pid: c.peer.pid,
-            uid: c.peer.uid,
+            tenant: c.peer.tenant(),
         };
         let id = match self.api.claims.grant(holder, request) {
             Ok(id) => id,
@@ -105,7 +112,7 @@ impl Server {
     }
 
     /// The caller's process, alive and registered, or the refusal.
-    fn memory_holder(&self, index: usize) -> Result<(u32, u32), Reply> {
+    fn memory_holder(&self, index: usize) -> Result<(u32, Tenant), Reply> {
         // Every grant belongs to a registered process and ends with it.
         self.registered(index, "locking memory")?;
         let Some(c) = self.clients[index].as_ref() else {
@@ -114,7 +121,7 @@ impl Server {
         if !sys::pidfd_alive(c.peer.pidfd.as_fd()) {
             return Err(refusal(libc::ESRCH, "refused: your process is gone"));
         }
-        Ok((c.peer.pid, c.peer.uid))
+        Ok((c.peer.pid, c.peer.tenant()))
     }
 
     fn hold_memory(&mut self, index: usize, id: u64) {
@@ -126,11 +133,11 @@ impl Server {
 
     /// LockMemory without an fd: bytes set aside for buffers to come.
     pub(super) fn reserve_memory(&mut self, index: usize, req: Request) -> Reply {
-        let (pid, uid) = match self.memory_holder(index) {
+        let (pid, tenant) = match self.memory_holder(index) {
             Ok(h) => h,
             Err(refused) => return refused,
         };
-        match self.api.budget.reserve(pid, uid, req.bytes()) {
+        match self.api.budget.reserve(pid, tenant, req.bytes()) {
             Ok(id) => {
                 self.hold_memory(index, id);
                 Reply {
@@ -146,11 +153,11 @@ impl Server {
     /// LockMemory with a memfd: its pages locked here, resident until the
     /// lock ends.
     pub(super) fn lock_memory(&mut self, index: usize, fd: BorrowedFd<'_>, bytes: u64) -> Reply {
-        let (pid, uid) = match self.memory_holder(index) {
+        let (pid, tenant) = match self.memory_holder(index) {
             Ok(h) => h,
             Err(refused) => return refused,
         };
-        match self.api.budget.lock(pid, uid, fd, bytes) {
+        match self.api.budget.lock(pid, tenant, fd, bytes) {
             Ok(id) => {
                 self.hold_memory(index, id);
                 Reply {
@@ -202,13 +209,10 @@ impl Server {
                 format!("refused: pressure level {} (0 some, 1 full)", req.c),
             );
         }
-        let uid = c.peer.uid;
-        let theirs = self.api.watches.values().filter(|w| w.3 == uid).count();
-        if theirs >= WATCHES_PER_UID {
-            return refusal(
-                libc::ENOSPC,
-                format!("refused: uid {uid} has {theirs} pressure watches, the per-user limit"),
-            );
+        let tenant = c.peer.tenant();
+        let held = quota::sum(self.api.watches.values(), tenant, |w| (w.3, 1));
+        if let Err(why) = WATCHES.admit(tenant, held, 1) {
+            return refusal(libc::ENOSPC, why);
         }
         let watch = match Watch::open(c.peer.pid, req.a, req.b.max(0) as u32, req.c == 1) {
             Ok(w) => w,
@@ -235,7 +239,9 @@ impl Server {
         }
         let path = watch.path.display().to_string();
         let owner_gen = self.client_gen[index];
-        self.api.watches.insert(id, (watch, index, owner_gen, uid));
+        self.api
+            .watches
+            .insert(id, (watch, index, owner_gen, tenant));
         if let Some(c) = self.clients[index].as_mut() {
             c.held.watches.push(id);
         }
