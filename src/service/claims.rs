@@ -286,12 +286,8 @@ impl Claims {
                 "refused: a process holds at most {CLAIM_MAX_CPUS} CPUs; this one holds {already} already"
             ));
         }
-        let cap = Cap {
-            what: "CPUs claimed",
-            capacity: self.topo.nodes.values().map(|c| c.len() as u64).sum(),
-            per_tenant: u64::MAX,
-            show: quota::plain,
-        };
+        let cpus = self.topo.nodes.values().map(|c| c.len() as u64).sum();
+        let cap = Cap::counted("CPUs claimed", cpus, u64::MAX);
         let held = quota::sum(self.claims.values(), holder.tenant, |c| {
             (c.holder.tenant, c.cpus.len() as u64)
         });

@@ -50,6 +50,16 @@ pub fn plain(n: u64) -> String {
 }
 
 impl Cap {
+    /// A cap on things counted one by one.
+    pub const fn counted(what: &'static str, capacity: u64, per_tenant: u64) -> Cap {
+        Cap {
+            what,
+            capacity,
+            per_tenant,
+            show: plain,
+        }
+    }
+
     /// Kept for newcomers: the last eighth.
     pub fn reserve(&self) -> u64 {
         self.capacity / 8

@@ -107,12 +107,11 @@ impl Workloads {
             generations: vec![0; MAX_WORKLOADS as usize],
             by_process: HashMap::new(),
             counts: Counts::default(),
-            cap: Cap {
-                what: "processes registered",
-                capacity: u64::from(MAX_WORKLOADS - 1),
-                per_tenant: u64::from(per_tenant),
-                show: quota::plain,
-            },
+            cap: Cap::counted(
+                "processes registered",
+                u64::from(MAX_WORKLOADS - 1),
+                u64::from(per_tenant),
+            ),
             bound: 0,
             last_wid: 0,
         }

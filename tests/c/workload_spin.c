@@ -1,7 +1,8 @@
 /* A workload that claims CPUs through libscx_phase and keeps THREADS
  * threads busy (or asleep) until stdin closes. Prints one JSON line.
  * Usage: workload_spin CPUS NODE EXCLUSIVE THREADS [sleep] [TAG]
- *        NODE: a node id, -1 any, -2 the GPU's */
+ *        NODE: a node id, -1 any, -2 the GPU's
+ *        $SPIN_PHASE: a phase each spinning thread sets */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -16,8 +17,12 @@ static volatile int busy = 1;
 static void *spin(void *arg)
 {
 	volatile unsigned long x = 0;
+	const char *phase = getenv("SPIN_PHASE");
 
 	(void)arg;
+	/* A phase for every spinning thread, if asked (the soak's job). */
+	if (phase)
+		scx_phase_set(atoi(phase));
 	for (;;) {
 		if (busy)
 			x = x * 6364136223846793005UL + 1;

@@ -154,7 +154,7 @@ fn service_hints_survive_a_restart_and_a_kill_of_scx_phase() {
 /// A process's anonymous and file-backed resident memory (kB), and fds.
 /// Anonymous memory is what a leak grows; file pages grow as code paths
 /// run for the first time.
-fn footprint(pid: i32) -> (u64, u64, usize) {
+pub fn footprint(pid: i32) -> (u64, u64, usize) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb = |key: &str| -> u64 {
         status

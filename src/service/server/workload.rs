@@ -26,12 +26,7 @@ use super::{Client, Server};
 /// Pressure watches a connection may hold, and a user.
 const WATCHES_PER_CLIENT: usize = 4;
 /// Pressure watches (an fd each) for everyone, and for one user or cgroup.
-const WATCHES: Cap = Cap {
-    what: "pressure watches",
-    capacity: 1024,
-    per_tenant: 16,
-    show: quota::plain,
-};
+const WATCHES: Cap = Cap::counted("pressure watches", 1024, 16);
 /// How often the online CPUs are looked at, for hotplug.
 const HOTPLUG_CHECK: Duration = Duration::from_secs(1);
 
