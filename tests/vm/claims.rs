@@ -928,14 +928,15 @@ fn chaos_soak_users_attack_while_a_job_keeps_its_boost_and_claim() {
     );
     // Every probe answered. The boosted probe measures the service (its
     // own wait for a CPU kept out): answered within 100 ms but for TCG's
-    // spikes (4 vCPUs on 2 host cores), a few of 60, never over 1 s. The
-    // un-hinted one also waits for a CPU among the hogs.
+    // spikes (4 vCPUs on 2 host cores: 0 and 3 of 60 in two runs, the
+    // worst 167 ms), never over 1 s. The un-hinted one also waits for a
+    // CPU among the hogs.
     assert_eq!(
         (p["failures"].as_u64(), pb["failures"].as_u64()),
         (Some(0), Some(0))
     );
     assert!(pb["p50_ms"].as_f64().unwrap() <= 20.0, "{pb}");
-    assert!(pb["over_100ms"].as_u64().unwrap() <= 3, "{pb}");
+    assert!(pb["over_100ms"].as_u64().unwrap() <= 6, "{pb}");
     assert!(pb["max_ms"].as_f64().unwrap() <= 1000.0, "{pb}");
     assert!(p["max_ms"].as_f64().unwrap() <= 1000.0, "{p}");
     assert!(fds1 <= fds0 + 8, "the service's fds grew: {fds0} -> {fds1}");
