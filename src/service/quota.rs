@@ -270,12 +270,7 @@ mod tests {
         got
     }
 
-    const CONNS: Cap = Cap {
-        what: "connections",
-        capacity: 4096,
-        per_tenant: 64,
-        show: plain,
-    };
+    const CONNS: Cap = Cap::counted("connections", 4096, 64);
 
     #[test]
     fn users_at_their_caps_leave_room_for_eight_newcomers() {
@@ -296,12 +291,7 @@ mod tests {
 
     #[test]
     fn a_tenant_is_charged_as_its_user_and_as_its_cgroup() {
-        let cap = Cap {
-            what: "threads",
-            capacity: 1 << 16,
-            per_tenant: 100,
-            show: plain,
-        };
+        let cap = Cap::counted("threads", 1 << 16, 100);
         let mut c = Counts::default();
         // One user in many cgroups: the user's cap.
         let mut got = 0;
@@ -336,12 +326,7 @@ mod tests {
 
     #[test]
     fn the_root_cgroup_is_nobodys() {
-        let cap = Cap {
-            what: "threads",
-            capacity: 1 << 16,
-            per_tenant: 10,
-            show: plain,
-        };
+        let cap = Cap::counted("threads", 1 << 16, 10);
         let mut c = Counts::default();
         for uid in 0..5 {
             assert_eq!(fill(&cap, &mut c, Tenant { uid, cgroup: 0 }), 10);
@@ -365,12 +350,7 @@ mod tests {
 
     #[test]
     fn entries_are_charged_to_who_wrote_them_until_swept() {
-        let cap = Cap {
-            what: "one-shot hints",
-            capacity: 1 << 16,
-            per_tenant: 3,
-            show: plain,
-        };
+        let cap = Cap::counted("one-shot hints", 1 << 16, 3);
         let mut o = Owners::default();
         for tid in [10, 11, 12] {
             o.charge(&cap, tid, user(1)).unwrap();
@@ -396,12 +376,7 @@ mod tests {
 
     #[test]
     fn a_sweep_goes_round_all_keys_a_few_at_a_time() {
-        let cap = Cap {
-            what: "one-shot hints",
-            capacity: 1 << 16,
-            per_tenant: 100,
-            show: plain,
-        };
+        let cap = Cap::counted("one-shot hints", 1 << 16, 100);
         let mut o = Owners::default();
         for tid in 0..10 {
             o.charge(&cap, tid, user(1)).unwrap();
