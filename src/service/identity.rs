@@ -78,6 +78,19 @@ fn owner_uid(pid: u32, euid: u32, ours: NsId) -> u32 {
     euid
 }
 
+/// The cgroup charged for a process in cgroup `id` (quota.rs): none (0)
+/// for the root cgroup. A host without cgroup v2 (or without systemd)
+/// keeps every process there, and charging it would make all users one
+/// tenant.
+pub fn charged_cgroup(id: u64) -> u64 {
+    static ROOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if id == *ROOT.get_or_init(|| cgroup_id("/")) {
+        0
+    } else {
+        id
+    }
+}
+
 /// Capability bits of /proc/PID/status CapEff.
 pub const CAP_KILL: u32 = 5;
 pub const CAP_SYS_NICE: u32 = 23;
@@ -246,8 +259,9 @@ pub struct Peer {
     /// count for every task).
     pub our_userns: bool,
     pub userns: NsId,
-    /// The user charged for what it holds (`owner_uid()`).
-    pub owner_uid: u32,
+    /// Who is charged for what it holds: `owner_uid()`, and its cgroup
+    /// (`charged_cgroup()`).
+    pub tenant: Tenant,
     pub cgroup_id: u64,
     /// A pidfd for its process, which keeps the pid from naming anyone else.
     pub pidfd: OwnedFd,
@@ -296,8 +310,11 @@ impl Peer {
         let userns = NsId::of_path(&format!("/proc/{pid}/ns/user"))?;
         let ours = NsId::of_path("/proc/self/ns/user")?;
         let our_userns = userns == ours;
-        let owner_uid = owner_uid(pid, cred.uid, ours);
         let cgroup_id = cgroup_id(&cgroup_of(pid));
+        let tenant = Tenant {
+            uid: owner_uid(pid, cred.uid, ours),
+            cgroup: charged_cgroup(cgroup_id),
+        };
         // Everything above was read while the pidfd held the process: if it
         // is still alive, the pid named it all along.
         if !sys::pidfd_alive(pidfd.as_fd()) {
@@ -313,26 +330,10 @@ impl Peer {
             pidns,
             our_userns,
             userns,
-            owner_uid,
+            tenant,
             cgroup_id,
             pidfd,
         })
-    }
-
-    /// Who is charged for what it holds. The root cgroup is nobody's: a
-    /// host without cgroup v2 (or without systemd) keeps every process
-    /// there, and charging it would make all users one tenant.
-    pub fn tenant(&self) -> Tenant {
-        static ROOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        let root = *ROOT.get_or_init(|| cgroup_id("/"));
-        Tenant {
-            uid: self.owner_uid,
-            cgroup: if self.cgroup_id == root {
-                0
-            } else {
-                self.cgroup_id
-            },
-        }
     }
 
     /// Ok if its credentials are still those it was judged by (uids,

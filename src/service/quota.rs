@@ -5,7 +5,7 @@
 //! both: a user's many processes (or pods sharing a uid) are bounded by
 //! the user's cap, and the processes of one cgroup by the cgroup's. The
 //! user is the one who owns the client's user namespace when the client
-//! is in one (`Peer::owner_uid`), so a rootless container's subordinate
+//! is in one (`identity::owner_uid`), so a rootless container's subordinate
 //! uids count as the user who runs it, not as 65,536 users.
 //!
 //! Caps alone let a few users at their caps fill a table. So the last
@@ -35,7 +35,8 @@ pub struct Holding {
 /// One resource's limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Cap {
-    /// What it counts, plural ("connections", "bytes of locked memory").
+    /// What it counts, as it reads after a quantity ("connections", "of
+    /// locked memory").
     pub what: &'static str,
     /// How much there is, for everyone.
     pub capacity: u64,

@@ -14,6 +14,7 @@ use scx_phase::bpf_intf::{
 use scx_phase::hint::client::UNSET_WORD;
 use scx_phase::sys::Mapping;
 
+use super::identity::charged_cgroup;
 use super::maps::{HintMaps, Installer, MEMORY_BYTES, NO_REF};
 use super::quota::{self, Cap, Counts, Holding, Tenant};
 use super::watch::{Token, Watched};
@@ -164,11 +165,11 @@ impl Workloads {
         uid: u32,
         tenant: Tenant,
         start_time: u64,
+        cgroup_id: u64,
         allow: u32,
         grant: String,
         pidfd: Watched,
     ) -> Result<u32, Full> {
-        let cgroup_id = tenant.cgroup;
         self.cap
             .admit(tenant, self.counts.holding(tenant), 1)
             .map_err(Full::Capped)?;
@@ -239,7 +240,7 @@ impl Workloads {
             // Its owner's namespace is not recorded: charged as its uid.
             tenant: Tenant {
                 uid: entry.uid,
-                cgroup: entry.cgroup_id,
+                cgroup: charged_cgroup(entry.cgroup_id),
             },
             start_time: entry.start_time,
             allow: entry.allow,

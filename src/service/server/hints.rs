@@ -105,11 +105,13 @@ impl Server {
             .try_clone()
             .map_err(|e| Reply::error(libc::ENOSPC, format!("refused: {e}")))?;
         let pidfd = Watched::new(&self.epoll, pidfd);
-        let (pid, uid, tenant, start) =
-            (c.peer.pid, c.peer.uid, c.peer.tenant(), c.peer.start_time);
+        let p = &c.peer;
+        let (pid, uid, tenant, start, cgroup) = (p.pid, p.uid, p.tenant, p.start_time, p.cgroup_id);
         let wid = self
             .workloads
-            .create(&self.maps, pid, uid, tenant, start, allow, grant, pidfd)
+            .create(
+                &self.maps, pid, uid, tenant, start, cgroup, allow, grant, pidfd,
+            )
             .map_err(|f| match f {
                 Full::Capped(why) => Reply::error(libc::ENOSPC, why),
                 _ => Reply::error(
@@ -267,7 +269,7 @@ impl Server {
         if phase.is_some()
             && let Err(why) =
                 self.one_shots
-                    .charge(&self.limits.one_shots(), target.tid, c.peer.tenant())
+                    .charge(&self.limits.one_shots(), target.tid, c.peer.tenant)
         {
             return Reply::error(libc::ENOSPC, why);
         }

@@ -364,7 +364,7 @@ impl Server {
                     continue;
                 }
             };
-            let tenant = peer.tenant();
+            let tenant = peer.tenant;
             let closing = self.closer.pending(peer.uid);
             let why = if closing >= closer::PER_USER {
                 Some(format!(
@@ -434,7 +434,7 @@ impl Server {
         self.release_held(&c);
         // Unread messages in its socket may hold fds.
         self.closer.close(c.peer.uid, c.fd);
-        self.connections.sub(c.peer.tenant(), 1);
+        self.connections.sub(c.peer.tenant, 1);
         if let Some((wid, generation)) = c.workload
             && let Some(w) = self.workloads.get_mut(wid)
             && w.generation == generation

@@ -85,7 +85,7 @@ impl Server {
         let holder = Holder {
             wid,
             pid: c.peer.pid,
-            tenant: c.peer.tenant(),
+            tenant: c.peer.tenant,
         };
         let id = match self.api.claims.grant(holder, request) {
             Ok(id) => id,
@@ -116,7 +116,7 @@ impl Server {
         if !sys::pidfd_alive(c.peer.pidfd.as_fd()) {
             return Err(refusal(libc::ESRCH, "refused: your process is gone"));
         }
-        Ok((c.peer.pid, c.peer.tenant()))
+        Ok((c.peer.pid, c.peer.tenant))
     }
 
     fn hold_memory(&mut self, index: usize, id: u64) {
@@ -204,7 +204,7 @@ impl Server {
                 format!("refused: pressure level {} (0 some, 1 full)", req.c),
             );
         }
-        let tenant = c.peer.tenant();
+        let tenant = c.peer.tenant;
         let held = quota::sum(self.api.watches.values(), tenant, |w| (w.3, 1));
         if let Err(why) = WATCHES.admit(tenant, held, 1) {
             return refusal(libc::ENOSPC, why);
