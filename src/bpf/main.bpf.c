@@ -244,7 +244,7 @@ static __always_inline s32 on_select_cpu(struct task_struct *p, s32 prev_cpu, u6
 	refresh(p, tctx);
 
 	/* A workload's task: an idle CPU of its claim first. */
-	cpu = claimed_idle_cpu(p, tctx->wid);
+	cpu = claimed_idle_cpu(p, tctx->wid, prev_cpu);
 	if (cpu >= 0) {
 		note_queued(tctx, scx_bpf_now());
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
@@ -446,7 +446,7 @@ static __always_inline void on_enqueue(struct task_struct *p, u64 enq_flags)
 
 		scx_bpf_dsq_insert_vtime(p, dsq, slice_ns,
 					 queue_vtime(tctx, dsq, enq_flags, now), enq_flags);
-		target = claimed_idle_cpu(p, tctx->wid);
+		target = claimed_idle_cpu(p, tctx->wid, cpu);
 		if (target < 0)
 			target = idle_cpu_near(placeable_mask(p, tctx), cpu);
 		if (target >= 0) {

@@ -71,6 +71,32 @@ static __always_inline s32 idle_cpu_near(const struct cpumask *allowed, s32 prev
 }
 
 /*
+ * An idle CPU of @wid's claim that @p may use, claimed, @prefer first (the
+ * CPU the task last ran on: its cache), then its node's; or -1. Kfuncs on
+ * the claim's mask (placement.bpf.h): no CPU is looked at one by one.
+ */
+static __always_inline s32 claimed_idle_cpu(const struct task_struct *p, u32 wid, s32 prefer)
+{
+	const struct cpumask *mine = claim_cpumask(wid);
+	struct bpf_cpumask *tmp;
+	struct cpu_ctx *c;
+
+	if (!mine)
+		return -1;
+	if (bpf_cpumask_test_cpu(prefer, mine) && bpf_cpumask_test_cpu(prefer, p->cpus_ptr) &&
+	    scx_bpf_test_and_clear_cpu_idle(prefer))
+		return prefer;
+	if (p->nr_cpus_allowed >= nr_cpus)
+		return idle_cpu_near(mine, prefer);
+	/* This CPU's scratch, as idle_cpu_in_node() uses it: one after the other. */
+	c = this_cpu_ctx();
+	if (!c || !(tmp = c->tmp_mask))
+		return -1;
+	bpf_cpumask_and(tmp, mine, p->cpus_ptr);
+	return idle_cpu_near(cast_mask(tmp), prefer);
+}
+
+/*
  * Spill needs a CPU of another node to look for work; an idle one never
  * would. So while spilling is on, a timer wakes an idle CPU of another node
  * whenever a loader queue's head has waited past the threshold.
