@@ -11,6 +11,7 @@
 #                    [--nodes K] [--kernel newest|oldest|6.12] [--report]
 #   scripts/bench.sh --overload [--reps N] [--shape small|wide|oom|threads]...
 #   scripts/bench.sh --work [--sizes "2 4 16 64"]
+#   scripts/bench.sh --ranks [--reps N] [--duration SECS]
 #
 #   --quick       one repetition of 3 s runs, no peers (about 3 minutes):
 #                 proves the bench runs and yields every field
@@ -43,6 +44,16 @@
 #                 looked at (exact counts, so short runs do). About 12
 #                 minutes; --sizes picks vCPU counts. target/bench/work/.
 #
+#   --ranks       the 8-rank node benchmark: phase-bench --ranks 8 (a
+#                 trainer and its loaders per rank on the rank's node, a
+#                 barrier across ranks every step) on 16 vCPUs in 2 nodes,
+#                 ranks 0-3 on node 0 and 4-7 on node 1. Alone, then among
+#                 2 hogs per vCPU and a bursty neighbour (tar | zstd, with
+#                 pauses) under EEVDF, scx_phase, scx_bpfland and
+#                 scx_cosmos, interleaved, in one boot. --reps 2 and
+#                 --duration 10 by default; about 12 minutes.
+#                 target/bench/ranks/ (table.md, steps.png).
+#
 # Every configuration runs in one VM boot, interleaved: each repetition
 # visits them all, starting one further along the list each time. Results
 # go to target/bench/results.json (target/bench/quick/ with --quick).
@@ -51,7 +62,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 quick=0 reps=3 duration=10 cpus=4 nodes=2 report=0 overload=0 reps_set=0 shapes="" vm_kernel=newest
-work=0 sizes="2 4 16 64"
+work=0 sizes="2 4 16 64" ranks=0
 peers=(scx_bpfland scx_lavd scx_cosmos)
 # The overload benchmark's peers: the general-purpose ones.
 overload_peers=(scx_bpfland scx_cosmos)
@@ -279,6 +290,69 @@ work_inside() {
     done
 }
 
+# ------------------------------------------------------------ ranks, in the VM
+# The bursty neighbour: a compressed tarball of the system's libraries, made
+# over and over with a second's pause between, as a log shipper or a
+# checkpoint compressor does; its pid in $bursty_pid.
+bursty_pid=""
+bursty_start() {
+    setsid bash -c 'while :; do tar -cf - /usr/lib/x86_64-linux-gnu 2>/dev/null | zstd -q -1 >/dev/null; sleep 1; done' &
+    bursty_pid=$!
+}
+bursty_stop() {
+    [ -n "$bursty_pid" ] || return 0
+    kill -- -"$bursty_pid" 2>/dev/null || true
+    wait "$bursty_pid" 2>/dev/null || true
+    bursty_pid=""
+}
+
+# One run of 8 ranks: "alone" (no neighbours, EEVDF) or "loaded" under
+# scheduler $2; repetition $3, into $4.
+ranks_one() {
+    local config=$1 sched=$2 rep=$3 out=$4 line ran ejected=false
+    local args=(--ranks 8 --duration-s "$duration" --dir /tmp --json)
+    if ! sched_start "$sched"; then
+        jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "$sched_err" \
+            '{config: $c, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"
+        echo "  $config ($sched): $sched_err"
+        return 0
+    fi
+    if [ "$config" = loaded ]; then
+        args+=(--hogs $(( $(nproc) * 2 )))
+        bursty_start
+    fi
+    line=$("$root/target/release/phase-bench" "${args[@]}" 2>/dev/null | tail -n 1) || line=""
+    ran=$(attached)
+    bursty_stop
+    [ "$sched" != eevdf ] && [ "$ran" = eevdf ] && ejected=true
+    sched_stop || true
+    if ! jq -e .step_ms_p50 >/dev/null 2>&1 <<<"$line"; then
+        jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --argjson ej "$ejected" \
+            --arg e "phase-bench printed no result: ${line:0:200}" \
+            '{config: $c, scheduler: $s, rep: $r, ok: false, ejected: $ej, error: $e}' >>"$out"
+        echo "  $config ($sched): phase-bench failed"
+        return 0
+    fi
+    jq -cn --arg c "$config" --arg s "$sched" --arg ran "$ran" --argjson r "$rep" --argjson ej "$ejected" \
+        --argjson res "$line" \
+        '{config: $c, scheduler: $s, attached: $ran, rep: $r, ok: true, ejected: $ej, result: $res}' >>"$out"
+    jq -r --arg c "$config" --arg s "$sched" '"  \($c) (\($s)): step p50 \(.step_ms_p50 | round) ms, p99 \(.step_ms_p99 | round) ms, straggler p50 \(.straggler_ms_p50 | round) ms, at the barrier \(.barrier_wait_pct | round)%, loaders on node \(.loader_local_pct | . * 10 | round / 10)%"' <<<"$line"
+}
+
+ranks_inside() {
+    local out=$1 scheds=(eevdf scx_phase "${overload_peers[@]}") rep i n
+    [ "$(cat /sys/kernel/sched_ext/state)" = disabled ] || die "a sched_ext scheduler is already attached"
+    n=${#scheds[@]}
+    echo "ranks: $(nproc) vCPUs"
+    for rep in $(seq "$reps"); do
+        echo "repetition $rep of $reps"
+        ranks_one alone eevdf "$rep" "$out"
+        for i in $(seq 0 $(( n - 1 ))); do
+            ranks_one loaded "${scheds[$(( (i + rep - 1) % n ))]}" "$rep" "$out"
+        done
+    done
+}
+
 # ---------------------------------------------------------- overload, in the VM
 # The loads of each VM shape: "name|perf bench sched messaging options".
 # 10,240 tasks are threads (-t), as many processes need 36 GiB, and run 5
@@ -404,6 +478,30 @@ work_host() {
     return "$rc"
 }
 
+# The 8-rank node benchmark: one boot, then the table and its chart.
+ranks_host() {
+    local out=target/bench/ranks t0 kernel rc=0
+    [ "$reps_set" -eq 1 ] || reps=2
+    scripts/setup.sh
+    cargo build --release --quiet
+    install_peers "${overload_peers[@]}"
+    kernel=$(cat "$(scripts/vm-kernel.sh "$vm_kernel")/version")
+    mkdir -p "$out"
+    : >"$out/runs.jsonl"
+    t0=$(date +%s)
+    echo "bench: 8 ranks, 16 vCPUs in 2 nodes ($kernel), $reps repetition(s) of $duration s"
+    scripts/vm.sh --kernel "$vm_kernel" --cpus 16 --nodes 2 --mem 6144 --boot-timeout 100 --timeout 2400 -- \
+        "$0" --reps "$reps" --duration "$duration" --inside-ranks "$root/$out/runs.jsonl" || rc=$?
+    [ "$rc" -eq 0 ] || echo "bench: the VM exited with $rc" >&2
+    python3 scripts/bench-ranks-report.py "$out/runs.jsonl" --chart "$out/steps.png" \
+        --meta "$(jq -cn --arg k "$kernel" --argjson secs "$(( $(date +%s) - t0 ))" \
+            --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+            --argjson reps "$reps" --argjson dur "$duration" \
+            '{kernel: $k, seconds: $secs, commit: $commit, vcpus: 16, nodes: 2, reps: $reps, duration: $dur}')" |
+        tee "$out/table.md"
+    return "$rc"
+}
+
 # The overload benchmark: three VM boots, one per shape, then the table.
 overload_host() {
     local out=target/bench/overload t0 kernel shape cpus mem nodes rc=0
@@ -448,6 +546,7 @@ while [ $# -gt 0 ]; do
         --report) report=1; shift ;;
         --overload) overload=1; shift ;;
         --work) work=1; shift ;;
+        --ranks) ranks=1; shift ;;
         --sizes) [[ "${2:-}" =~ ^[0-9\ ]+$ ]] || die "--sizes takes vCPU counts, e.g. \"2 4 16 64\""
                  sizes=$2; shift 2 ;;
         --shape) [[ "${2:-}" =~ ^(small|wide|oom|threads)$ ]] || die "--shape takes small, wide, oom or threads"
@@ -455,6 +554,7 @@ while [ $# -gt 0 ]; do
         --inside) shift; inside "$1"; exit 0 ;;
         --inside-overload) overload_inside "$2" "$3"; exit 0 ;;
         --inside-work) work_inside "$2"; exit 0 ;;
+        --inside-ranks) ranks_inside "$2"; exit 0 ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
@@ -467,6 +567,10 @@ if [ "$overload" -eq 1 ]; then
 fi
 if [ "$work" -eq 1 ]; then
     work_host
+    exit 0
+fi
+if [ "$ranks" -eq 1 ]; then
+    ranks_host
     exit 0
 fi
 

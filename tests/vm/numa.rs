@@ -225,3 +225,47 @@ fn boosted_threads_queued_on_one_node_share_the_whole_host() {
         fmt_pct(&hog)
     );
 }
+
+/// `phase-bench --ranks 2`, the small form of the 8-rank node benchmark
+/// (scripts/bench.sh --ranks): one rank per node, hogs on every CPU. Each
+/// rank's loaders stay on its node, and the barrier figures are filled in.
+/// No timing is judged here.
+#[test]
+fn two_ranks_keep_their_loaders_on_their_own_nodes() {
+    two_nodes();
+    let _loader = Loader::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phase-bench"))
+        .args(["--ranks", "2", "--duration-s", "6", "--hogs", "4", "--json"])
+        .output()
+        .expect("run phase-bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "phase-bench --ranks 2: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text.lines().last().unwrap_or_default();
+    let r: serde_json::Value = serde_json::from_str(line).expect("phase-bench's JSON line");
+    println!("MEASURED phase-bench --ranks 2, 4 hogs, 4 vCPUs in 2 nodes, 6 s: {line}");
+    let ranks = r["per_rank"].as_array().expect("per_rank");
+    let nodes: Vec<u64> = ranks.iter().map(|x| x["node"].as_u64().unwrap()).collect();
+    assert_eq!(nodes, [0, 1], "one rank per node, in order");
+    for x in ranks {
+        let local = x["loader_local_pct"].as_f64().unwrap();
+        assert!(local >= 99.0, "a rank's loaders left its node: {x}");
+        assert!(x["barrier_wait_pct"].as_f64().unwrap().is_finite(), "{x}");
+        assert!(x["compute_ms_p50"].as_f64().unwrap() > 0.0, "{x}");
+    }
+    assert!(r["steps"].as_u64().unwrap() >= 3, "too few steps: {line}");
+    for key in [
+        "step_ms_p50",
+        "step_ms_p99",
+        "straggler_ms_p50",
+        "straggler_ms_mean",
+    ] {
+        let v = r[key].as_f64().unwrap_or(-1.0);
+        assert!(v.is_finite() && v >= 0.0, "{key}: {line}");
+    }
+    // Two ranks never reach a barrier at the same instant: someone waited.
+    assert!(r["barrier_wait_pct_max"].as_f64().unwrap() > 0.0, "{line}");
+}

@@ -6,6 +6,7 @@
 mod background;
 mod hints;
 mod pipeline;
+mod ranks;
 mod trainer;
 mod work;
 
@@ -20,7 +21,7 @@ use scx_phase::hint::workload::{Node, Workload, WorkloadRequest};
 use serde::Serialize;
 
 /// A synthetic training job for comparing schedulers.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "phase-bench", version)]
 struct Opts {
     /// How long to run, in seconds.
@@ -80,6 +81,12 @@ struct Opts {
     /// [default: off].
     #[arg(long, requires = "claim_cpus")]
     exclusive: bool,
+    /// Run N ranks of the job as processes, each with its trainer and
+    /// loaders on its own NUMA node (ranks split evenly across the nodes),
+    /// and a barrier across ranks ending every step, as an all-reduce
+    /// [default: 0, one job without it].
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["claim_cpus", "loader_node"])]
+    ranks: usize,
     /// Folder for checkpoint and I/O files.
     #[arg(long, default_value = "/tmp")]
     dir: PathBuf,
@@ -211,14 +218,6 @@ fn claim(opts: &Opts) -> Option<Workload> {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn node_of_cpu(cpu: i32) -> Option<u32> {
     let dir = format!("/sys/devices/system/cpu/cpu{cpu}");
     std::fs::read_dir(dir).ok()?.find_map(|e| {
@@ -241,19 +240,16 @@ fn parse_background(out: &str) -> (u64, f64, u64) {
     (work, cpu, streamed)
 }
 
-fn main() {
-    let opts = Opts::parse();
-    if opts.background_only {
-        background_only(&opts);
-        return;
-    }
-    if opts.no_hints {
-        hints::disable();
-    }
+/// One job's run: its results, and with a barrier across ranks, what the
+/// rank measured.
+fn job(
+    opts: &Opts,
+    work: Arc<work::Work>,
+    all_reduce: Option<trainer::AllReduce>,
+) -> (Results, ranks::RankRun) {
     // Before any thread starts: a claim places the job's threads as they
     // are created.
-    let workload = claim(&opts);
-    let work = Arc::new(work::Work::calibrate());
+    let workload = claim(opts);
     let stop = Arc::new(AtomicBool::new(false));
     let pipe = Arc::new(pipeline::Pipeline::new(opts.batch, opts.prefetch));
     let (local, placed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -271,6 +267,11 @@ fn main() {
                 .name(format!("loader_{i}"))
                 .spawn(move || {
                     hints::set(Phase::DataLoading, node);
+                    // The scheduler applies a node at the thread's next
+                    // scheduling event: take one now, so that the first
+                    // sample is not counted off its node for a thread that
+                    // has not yet been placed.
+                    std::thread::yield_now();
                     while let Some(sample) = p.claim() {
                         w.run_ms(work::sample_ms(seed, sample, median, sigma));
                         if let Some(want) = node {
@@ -287,9 +288,10 @@ fn main() {
                 .expect("spawn loader")
         })
         .collect();
-    let background = spawn_background(&opts);
+    let background = spawn_background(opts);
 
-    let timer = {
+    // Ranks end together, when their barrier says so; a lone job on time.
+    let timer = all_reduce.is_none().then(|| {
         let (s, p, d) = (
             stop.clone(),
             pipe.clone(),
@@ -300,7 +302,7 @@ fn main() {
             s.store(true, Ordering::Relaxed);
             p.stop();
         })
-    };
+    });
     let t0 = Instant::now();
     let cpu0 = process_cpu_s();
     let cfg = trainer::Config {
@@ -309,11 +311,20 @@ fn main() {
         buffer_mib: opts.buffer_mib,
         checkpoint_every: opts.checkpoint_every,
         dir: opts.dir.clone(),
+        all_reduce,
     };
-    let out = trainer::run(&cfg, work.clone(), pipe.clone(), stop.clone());
+    let mut out = trainer::run(&cfg, work.clone(), pipe.clone(), stop.clone());
     let wall = t0.elapsed().as_secs_f64();
     let job_cpu = process_cpu_s() - cpu0;
-    let _ = timer.join();
+    match timer {
+        Some(timer) => {
+            let _ = timer.join();
+        }
+        None => {
+            stop.store(true, Ordering::Relaxed);
+            pipe.stop();
+        }
+    }
     for l in loaders {
         let _ = l.join();
     }
@@ -331,13 +342,23 @@ fn main() {
             eprintln!("step {i} {ms:.1}");
         }
     }
+    let rank = ranks::RankRun {
+        rank: 0,
+        node: opts.loader_node.unwrap_or(0),
+        step_ms: out.step_ms.clone(),
+        compute_ms: std::mem::take(&mut out.before_all_reduce_ms),
+        wait_ms: std::mem::take(&mut out.all_reduce_wait_ms),
+        loader_local: local.load(Ordering::Relaxed),
+        loader_placed: placed.load(Ordering::Relaxed),
+        wall_s: wall,
+    };
     let mut steps = out.step_ms.clone();
     steps.sort_by(f64::total_cmp);
     let ck = &out.checkpoint_ms;
     let r = Results {
         steps: steps.len(),
-        step_ms_p50: percentile(&steps, 0.5),
-        step_ms_p99: percentile(&steps, 0.99),
+        step_ms_p50: ranks::percentile(&steps, 0.5),
+        step_ms_p99: ranks::percentile(&steps, 0.99),
         step_ms_max: steps.last().copied().unwrap_or(0.0),
         samples_per_s: (steps.len() as u64 * opts.batch) as f64 / wall,
         data_stall_pct: out.stall.as_secs_f64() * 100.0 / wall,
@@ -369,45 +390,125 @@ fn main() {
         claim_exclusive: opts.exclusive,
     };
     drop(workload);
-    if !opts.json {
+    (r, rank)
+}
+
+fn print_results(r: &Results) {
+    println!(
+        "steps {}  step p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        r.steps, r.step_ms_p50, r.step_ms_p99, r.step_ms_max
+    );
+    println!(
+        "samples/s {:.0}  data stall {:.1}%  checkpoints {} (mean {:.1} ms, max {:.1} ms)",
+        r.samples_per_s, r.data_stall_pct, r.checkpoints, r.checkpoint_ms_mean, r.checkpoint_ms_max
+    );
+    let local = r
+        .loader_local_pct
+        .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
+    println!(
+        "hog work {:.0} ms/s  streamed {:.0} MiB/s  loader samples on their node {local}  set_phase {:.0}/s",
+        r.hog_work_per_s, r.stream_mib_per_s, r.set_phase_per_s
+    );
+    let share = r
+        .hog_share_of_unused_pct
+        .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
+    println!(
+        "CPU on {} CPUs: job {:.1}%  background {:.1}%  background's share of what the job left {share}",
+        r.cpus, r.job_cpu_pct, r.background_cpu_pct
+    );
+    println!(
+        "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; trainer at barriers {:.1}%",
+        r.compute_speed_pct, r.compute_on_cpu_pct, r.barrier_pct
+    );
+    if !r.claimed_cpus.is_empty() {
+        let kind = if r.claim_exclusive {
+            "exclusive"
+        } else {
+            "preferred"
+        };
+        println!("claimed CPUs ({kind}): {:?}", r.claimed_cpus);
+    }
+}
+
+fn print_ranks(s: &ranks::Summary) {
+    println!(
+        "{} ranks, {} steps  step p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        s.ranks, s.steps, s.step_ms_p50, s.step_ms_p99, s.step_ms_max
+    );
+    println!(
+        "straggler gap (slowest rank less the median, per step): p50 {:.1} ms  p99 {:.1} ms  mean {:.1} ms",
+        s.straggler_ms_p50, s.straggler_ms_p99, s.straggler_ms_mean
+    );
+    println!(
+        "at the barrier: {:.1}% of the ranks' time (most {:.1}%)  loader samples on their node {:.1}% (worst rank {:.1}%)",
+        s.barrier_wait_pct, s.barrier_wait_pct_max, s.loader_local_pct, s.loader_local_pct_min
+    );
+    for r in &s.per_rank {
         println!(
-            "steps {}  step p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-            r.steps, r.step_ms_p50, r.step_ms_p99, r.step_ms_max
+            "  rank {} node {}: before the barrier p50 {:.1} ms, at it {:.1}%, loaders on node {:.1}%",
+            r.rank, r.node, r.compute_ms_p50, r.barrier_wait_pct, r.loader_local_pct
         );
-        println!(
-            "samples/s {:.0}  data stall {:.1}%  checkpoints {} (mean {:.1} ms, max {:.1} ms)",
-            r.samples_per_s,
-            r.data_stall_pct,
-            r.checkpoints,
-            r.checkpoint_ms_mean,
-            r.checkpoint_ms_max
-        );
-        let local = r
-            .loader_local_pct
-            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
-        println!(
-            "hog work {:.0} ms/s  streamed {:.0} MiB/s  loader samples on their node {local}  set_phase {:.0}/s",
-            r.hog_work_per_s, r.stream_mib_per_s, r.set_phase_per_s
-        );
-        let share = r
-            .hog_share_of_unused_pct
-            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
-        println!(
-            "CPU on {} CPUs: job {:.1}%  background {:.1}%  background's share of what the job left {share}",
-            r.cpus, r.job_cpu_pct, r.background_cpu_pct
-        );
-        println!(
-            "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; trainer at barriers {:.1}%",
-            r.compute_speed_pct, r.compute_on_cpu_pct, r.barrier_pct
-        );
-        if !r.claimed_cpus.is_empty() {
-            let kind = if r.claim_exclusive {
-                "exclusive"
-            } else {
-                "preferred"
-            };
-            println!("claimed CPUs ({kind}): {:?}", r.claimed_cpus);
+    }
+}
+
+/// --ranks N: fork the ranks before any thread starts; the neighbours run
+/// once, in the parent's background process, not once per rank.
+fn run_ranks(opts: &Opts, work: Arc<work::Work>) {
+    let background = spawn_background(opts);
+    let rank_opts = |node: u32| Opts {
+        loader_node: Some(node),
+        hogs: 0,
+        streamers: 0,
+        io_writer: false,
+        print_steps: false,
+        ..opts.clone()
+    };
+    let duration = Duration::from_secs_f64(opts.duration_s.max(0.1));
+    let runs = ranks::run(opts.ranks, duration, |i, node, barrier| {
+        let all_reduce = || barrier.wait();
+        let (_, mut run) = job(&rank_opts(node), work.clone(), Some(&all_reduce));
+        run.rank = i;
+        run
+    });
+    if let Some(child) = background {
+        let _ = child.wait_with_output();
+    }
+    let runs = match runs {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("phase-bench: --ranks {}: {e}", opts.ranks);
+            std::process::exit(1);
         }
+    };
+    let summary = ranks::summarize(&runs);
+    if !opts.json {
+        print_ranks(&summary);
+    }
+    match serde_json::to_string(&summary) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("phase-bench: cannot encode results: {e}"),
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    if opts.background_only {
+        background_only(&opts);
+        return;
+    }
+    if opts.no_hints {
+        hints::disable();
+    }
+    // Calibrated once, before any rank is forked: ranks calibrating at
+    // once would each measure a share of the CPUs.
+    let work = Arc::new(work::Work::calibrate());
+    if opts.ranks > 0 {
+        run_ranks(&opts, work);
+        return;
+    }
+    let (r, _) = job(&opts, work, None);
+    if !opts.json {
+        print_results(&r);
     }
     match serde_json::to_string(&r) {
         Ok(line) => println!("{line}"),
@@ -429,8 +530,8 @@ mod tests {
     #[test]
     fn percentiles_pick_ranks() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 51.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(ranks::percentile(&v, 0.5), 51.0);
+        assert_eq!(ranks::percentile(&v, 0.99), 99.0);
+        assert_eq!(ranks::percentile(&[], 0.5), 0.0);
     }
 }

@@ -18,12 +18,18 @@ use crate::hints;
 use crate::pipeline::Pipeline;
 use crate::work::Work;
 
-pub struct Config {
+/// The barrier across ranks that ends every step (an all-reduce); it
+/// returns whether to run another step.
+pub type AllReduce<'a> = &'a (dyn Fn() -> bool + Sync);
+
+pub struct Config<'a> {
     pub helpers: usize,
     pub forward_ms: f64,
     pub buffer_mib: usize,
     pub checkpoint_every: u64,
     pub dir: PathBuf,
+    /// With --ranks: the run ends when the ranks agree to, not on `stop`.
+    pub all_reduce: Option<AllReduce<'a>>,
 }
 
 #[derive(Default)]
@@ -35,6 +41,10 @@ pub struct Outcome {
     /// The trainer's time at barriers: waiting for its partners, and for
     /// them to be woken and run.
     pub barrier: Duration,
+    /// With --ranks, per step: the time before the ranks' barrier, and the
+    /// wait there (step_ms then runs from one barrier to the next).
+    pub before_all_reduce_ms: Vec<f64>,
+    pub all_reduce_wait_ms: Vec<f64>,
 }
 
 /// Where the compute threads' forward and backward time went, summed over
@@ -176,6 +186,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
     let mut out = Outcome::default();
     let mut step = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        let step_start = Instant::now();
         hints::set(Phase::Forward, None);
         let Some(waited) = pipe.take_batch() else {
             break;
@@ -203,6 +214,19 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
                 snapshot.extend_from_slice(&s.lock().unwrap_or_else(|e| e.into_inner()));
             }
             let _ = ckpt_tx.send(snapshot);
+        }
+        if let Some(all_reduce) = cfg.all_reduce {
+            let arrived = Instant::now();
+            let more = all_reduce();
+            out.before_all_reduce_ms
+                .push(crate::work::ms(arrived - step_start));
+            out.all_reduce_wait_ms
+                .push(crate::work::ms(arrived.elapsed()));
+            out.step_ms.push(crate::work::ms(step_start.elapsed()));
+            if !more {
+                break;
+            }
+            continue;
         }
         out.step_ms
             .push(crate::work::ms(t0.elapsed()) + crate::work::ms(waited));
