@@ -7,8 +7,10 @@ One row per scheduler: the job's step p50 and p99 (from one barrier to the
 next) with their ratios to the ranks alone and EEVDF's p50 over this one's,
 the straggler gap (per step, the slowest rank's time before the barrier
 less the median rank's), the ranks' share of time at the barrier, their
-loaders' locality (all ranks, and the worst rank), and whether the kernel
-ejected the scheduler. With several repetitions, figures are min-max
+compute threads' time on CPU (below 100: waiting for a CPU, the guest
+scheduler's part) and speed (below 100: a slower CPU, under TCG a vCPU
+sharing a host core), their loaders' locality (all ranks, and the worst
+rank), failed hint calls, and whether the kernel ejected the scheduler. With several repetitions, figures are min-max
 ranges and ratios compare medians.
 """
 import argparse
@@ -68,8 +70,9 @@ def table(good, bad, meta):
            meta.get("seconds", "?")),
         "",
         "| scheduler | steps | step p50 ms (x alone) | EEVDF's p50 / this | step p99 ms (x alone) "
-        "| straggler gap p50 / p99 ms | at the barrier % | loaders on node % (worst rank) | ejected |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| straggler gap p50 / p99 ms | at the barrier % | compute on CPU % / speed % "
+        "| loaders on node % (worst rank) | hints failed | ejected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         runs = good[n]
@@ -78,7 +81,7 @@ def table(good, bad, meta):
         if n not in ("alone", "eevdf") and eevdf:
             faster = "%.2fx" % (statistics.median(field(eevdf, "step_ms_p50")) / statistics.median(p50))
         ejected = sum(1 for r in runs if r.get("ejected"))
-        L.append("| %s | %s | %s%s | %s | %s%s | %s / %s | %s | %s (%s) | %s |" % (
+        L.append("| %s | %s | %s%s | %s | %s%s | %s / %s | %s | %s / %s | %s (%s) | %s | %s |" % (
             n + (" (no neighbours)" if n == "alone" else ""),
             span(field(runs, "steps"), 0),
             span(p50), ratio(p50, field(alone, "step_ms_p50")) if n != "alone" else "",
@@ -86,7 +89,9 @@ def table(good, bad, meta):
             span(p99), ratio(p99, field(alone, "step_ms_p99")) if n != "alone" else "",
             span(field(runs, "straggler_ms_p50")), span(field(runs, "straggler_ms_p99")),
             span(field(runs, "barrier_wait_pct")),
+            span(field(runs, "compute_on_cpu_pct"), 0), span(field(runs, "compute_speed_pct"), 0),
             span(field(runs, "loader_local_pct")), span(field(runs, "loader_local_pct_min")),
+            span(field(runs, "hint_failures"), 0),
             "yes, %d of %d" % (ejected, len(runs)) if ejected else "no",
         ))
     for r in bad:

@@ -45,13 +45,14 @@
 #                 minutes; --sizes picks vCPU counts. target/bench/work/.
 #
 #   --ranks       the 8-rank node benchmark: phase-bench --ranks 8 (a
-#                 trainer and its loaders per rank on the rank's node, a
-#                 barrier across ranks every step) on 16 vCPUs in 2 nodes,
+#                 trainer and 2 loaders per rank, the loaders on the
+#                 rank's node, a barrier across ranks every step; docs/bench/ranks.md) on 16 vCPUs in 2 nodes,
 #                 ranks 0-3 on node 0 and 4-7 on node 1. Alone, then among
 #                 2 hogs per vCPU and a bursty neighbour (tar | zstd, with
 #                 pauses) under EEVDF, scx_phase, scx_bpfland and
 #                 scx_cosmos, interleaved, in one boot. --reps 2 and
-#                 --duration 10 by default; about 12 minutes.
+#                 --duration 10 by default; about 5 minutes (--duration
+#                 20: 4.7 minutes measured, 2026-12-07).
 #                 target/bench/ranks/ (table.md, steps.png).
 #
 # Every configuration runs in one VM boot, interleaved: each repetition
@@ -310,7 +311,9 @@ bursty_stop() {
 # scheduler $2; repetition $3, into $4.
 ranks_one() {
     local config=$1 sched=$2 rep=$3 out=$4 line ran ejected=false
-    local args=(--ranks 8 --duration-s "$duration" --dir /tmp --json)
+    # A GPU rank's CPU side: its trainer thread (the GPU computes) and its
+    # loaders; no intra-op helpers, which belong to training on the CPU.
+    local args=(--ranks 8 --helpers 0 --duration-s "$duration" --dir /tmp --json)
     if ! sched_start "$sched"; then
         jq -cn --arg c "$config" --arg s "$sched" --argjson r "$rep" --arg e "$sched_err" \
             '{config: $c, scheduler: $s, rep: $r, ok: false, error: $e}' >>"$out"

@@ -8,17 +8,30 @@ use scx_phase::hint;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 static CALLS: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
 
 pub fn disable() {
     ENABLED.store(false, Ordering::Relaxed);
 }
 
-/// Hint the calling thread; errors (no scheduler) are not the workload's.
-pub fn set(phase: Phase, node: Option<u32>) {
-    if ENABLED.load(Ordering::Relaxed) {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-        let _ = hint::set_phase_on(phase, node);
+/// Hint the calling thread; whether it took. Errors (no scheduler, a
+/// service too slow to answer) are not the workload's: they are counted,
+/// and a thread that hints once (a loader) tries again.
+pub fn set(phase: Phase, node: Option<u32>) -> bool {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return true;
     }
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    let ok = hint::set_phase_on(phase, node).is_ok();
+    if !ok {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+/// Hint calls that failed.
+pub fn failed() -> u64 {
+    FAILED.load(Ordering::Relaxed)
 }
 
 pub fn calls() -> u64 {

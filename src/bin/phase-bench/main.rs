@@ -191,6 +191,8 @@ struct Results {
     /// The trainer's wall time spent at barriers, in percent.
     barrier_pct: f64,
     set_phase_per_s: f64,
+    /// Hint calls that failed (no scheduler, or the service did not answer).
+    hint_failures: u64,
     wall_s: f64,
     /// The CPUs the job held through the workload API.
     claimed_cpus: Vec<u32>,
@@ -218,16 +220,20 @@ fn claim(opts: &Opts) -> Option<Workload> {
     }
 }
 
-fn node_of_cpu(cpu: i32) -> Option<u32> {
-    let dir = format!("/sys/devices/system/cpu/cpu{cpu}");
-    std::fs::read_dir(dir).ok()?.find_map(|e| {
-        e.ok()?
-            .file_name()
-            .to_str()?
-            .strip_prefix("node")?
-            .parse()
-            .ok()
-    })
+/// The NUMA node the calling thread runs on now (getcpu(2): the CPU and
+/// its node in one call, no file to read while the loaders are busy).
+fn current_node() -> Option<u32> {
+    let (mut cpu, mut node) = (0u32, 0u32);
+    // SAFETY: getcpu writes the two integers we own; the cache is unused.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu as *mut u32,
+            &mut node as *mut u32,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    (rc == 0).then_some(node)
 }
 
 /// The background's report: "<hog spin iterations> <CPU seconds> <bytes
@@ -266,19 +272,23 @@ fn job(
             std::thread::Builder::new()
                 .name(format!("loader_{i}"))
                 .spawn(move || {
-                    hints::set(Phase::DataLoading, node);
+                    // A loader hints once: one whose hint failed (the
+                    // service too slow to answer under load) tries again
+                    // before each sample until it takes.
+                    let mut hinted = hints::set(Phase::DataLoading, node);
                     // The scheduler applies a node at the thread's next
                     // scheduling event: take one now, so that the first
                     // sample is not counted off its node for a thread that
                     // has not yet been placed.
                     std::thread::yield_now();
                     while let Some(sample) = p.claim() {
+                        if !hinted {
+                            hinted = hints::set(Phase::DataLoading, node);
+                        }
                         w.run_ms(work::sample_ms(seed, sample, median, sigma));
                         if let Some(want) = node {
-                            // SAFETY: sched_getcpu has no arguments.
-                            let cpu = unsafe { libc::sched_getcpu() };
                             n.fetch_add(1, Ordering::Relaxed);
-                            if node_of_cpu(cpu) == Some(want) {
+                            if current_node() == Some(want) {
                                 l.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -351,6 +361,10 @@ fn job(
         loader_local: local.load(Ordering::Relaxed),
         loader_placed: placed.load(Ordering::Relaxed),
         wall_s: wall,
+        compute_speed_pct: out.compute.speed_pct(),
+        compute_on_cpu_pct: out.compute.on_cpu_pct(),
+        data_stall_pct: out.stall.as_secs_f64() * 100.0 / wall,
+        hint_failures: hints::failed(),
     };
     let mut steps = out.step_ms.clone();
     steps.sort_by(f64::total_cmp);
@@ -385,6 +399,7 @@ fn job(
         compute_on_cpu_pct: out.compute.on_cpu_pct(),
         barrier_pct: out.barrier.as_secs_f64() * 100.0 / wall,
         set_phase_per_s: hints::calls() as f64 / wall,
+        hint_failures: hints::failed(),
         wall_s: wall,
         claimed_cpus: workload.as_ref().map(Workload::cpus).unwrap_or_default(),
         claim_exclusive: opts.exclusive,
@@ -442,6 +457,10 @@ fn print_ranks(s: &ranks::Summary) {
     println!(
         "at the barrier: {:.1}% of the ranks' time (most {:.1}%)  loader samples on their node {:.1}% (worst rank {:.1}%)",
         s.barrier_wait_pct, s.barrier_wait_pct_max, s.loader_local_pct, s.loader_local_pct_min
+    );
+    println!(
+        "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; data stall {:.1}% (rank means); hint calls failed: {}",
+        s.compute_speed_pct, s.compute_on_cpu_pct, s.data_stall_pct, s.hint_failures
     );
     for r in &s.per_rank {
         println!(

@@ -168,6 +168,14 @@ pub struct RankRun {
     pub loader_local: u64,
     pub loader_placed: u64,
     pub wall_s: f64,
+    /// Forward and backward: calibrated work per CPU time (below 100: the
+    /// CPU ran slower, e.g. a vCPU sharing a host core), and CPU time per
+    /// wall time (below 100: waited for a CPU, the guest scheduler's part).
+    pub compute_speed_pct: f64,
+    pub compute_on_cpu_pct: f64,
+    /// The trainer's wall time waiting for its loaders' batches, in percent.
+    pub data_stall_pct: f64,
+    pub hint_failures: u64,
 }
 
 /// One rank's line in the summary.
@@ -202,6 +210,12 @@ pub struct Summary {
     /// Loader samples run on their rank's node: all ranks, and the worst.
     pub loader_local_pct: f64,
     pub loader_local_pct_min: f64,
+    /// The ranks' mean compute speed, time on CPU and data stall (RankRun's).
+    pub compute_speed_pct: f64,
+    pub compute_on_cpu_pct: f64,
+    pub data_stall_pct: f64,
+    /// Hint calls that failed, all ranks.
+    pub hint_failures: u64,
     pub per_rank: Vec<RankLine>,
 }
 
@@ -220,6 +234,10 @@ fn median(values: &mut [f64]) -> f64 {
         n if n % 2 == 1 => values[n / 2],
         n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
+}
+
+fn mean_of(runs: &[RankRun], f: impl Fn(&RankRun) -> f64) -> f64 {
+    runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -275,6 +293,10 @@ pub fn summarize(runs: &[RankRun]) -> Summary {
             .iter()
             .map(|r| r.loader_local_pct)
             .fold(100.0, f64::min),
+        compute_speed_pct: mean_of(runs, |r| r.compute_speed_pct),
+        compute_on_cpu_pct: mean_of(runs, |r| r.compute_on_cpu_pct),
+        data_stall_pct: mean_of(runs, |r| r.data_stall_pct),
+        hint_failures: runs.iter().map(|r| r.hint_failures).sum(),
         per_rank,
     }
 }
@@ -355,6 +377,10 @@ mod tests {
             loader_local: 99 + rank as u64,
             loader_placed: 100 + rank as u64,
             wall_s: 1.0,
+            compute_speed_pct: 90.0 + rank as f64,
+            compute_on_cpu_pct: 80.0,
+            data_stall_pct: 10.0 * rank as f64,
+            hint_failures: rank as u64,
         }
     }
 
@@ -392,6 +418,9 @@ mod tests {
         assert_eq!(s.per_rank[3].barrier_wait_pct, 0.0);
         assert_eq!(s.loader_local_pct_min, 99.0);
         assert_eq!(s.per_rank[1].compute_ms_p50, 11.0);
+        assert_eq!(s.compute_speed_pct, 91.5);
+        assert_eq!(s.hint_failures, 6);
+        assert_eq!(s.data_stall_pct, 15.0);
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn thread_cpu_ns() -> u64 {
 /// One part of the step, on every thread between two barriers.
 /// Returns how long this thread then waited at the barrier.
 fn part(barrier: &Barrier, phase: Phase, f: impl FnOnce()) -> Duration {
-    hints::set(phase, None);
+    let _ = hints::set(phase, None);
     f();
     let t0 = Instant::now();
     barrier.wait();
@@ -164,7 +164,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
             .name("checkpoint".into())
             .spawn(move || {
                 for data in ckpt_rx {
-                    hints::set(Phase::Checkpoint, None);
+                    let _ = hints::set(Phase::Checkpoint, None);
                     let t0 = Instant::now();
                     let ok = std::fs::File::create(&path).and_then(|mut f| {
                         f.write_all(&data)?;
@@ -176,7 +176,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
                             .unwrap_or_else(|e| e.into_inner())
                             .push(crate::work::ms(t0.elapsed()));
                     }
-                    hints::set(Phase::Idle, None);
+                    let _ = hints::set(Phase::Idle, None);
                 }
                 let _ = std::fs::remove_file(&path);
             })
@@ -187,7 +187,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
     let mut step = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let step_start = Instant::now();
-        hints::set(Phase::Forward, None);
+        let _ = hints::set(Phase::Forward, None);
         let Some(waited) = pipe.take_batch() else {
             break;
         };
@@ -208,7 +208,7 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
             // The step's own part of a checkpoint: copy the state (memcpy)
             // for the checkpoint thread to write, as torch.save's
             // state_dict copy runs on the training thread.
-            hints::set(Phase::Checkpoint, None);
+            let _ = hints::set(Phase::Checkpoint, None);
             let mut snapshot = Vec::with_capacity(cfg.buffer_mib << 20);
             for s in &shards {
                 snapshot.extend_from_slice(&s.lock().unwrap_or_else(|e| e.into_inner()));
