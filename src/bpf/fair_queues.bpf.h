@@ -74,7 +74,7 @@ static __always_inline u64 fair_turn_at(s32 cpu, u64 now)
 
 /*
  * The CPU of @wid's claim where @p's turn comes soonest, of @cpu and up
- * to CLAIM_TRIES others of the claim; @cpu itself on a tie (it is warm);
+ * to CLAIM_TRIES (2) others of the claim; @cpu itself on a tie (it is warm);
  * -1 if @wid claims none of those that @p may use.
  */
 static __always_inline s32 claimed_queue_cpu(struct task_struct *p, u32 wid, s32 cpu, u64 now)
