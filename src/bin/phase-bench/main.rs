@@ -24,9 +24,14 @@ use serde::Serialize;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "phase-bench", version)]
 struct Opts {
-    /// How long to run, in seconds.
+    /// How long to run, in seconds, after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     duration_s: f64,
+    /// Seconds run first and not counted: steps, their rates, data stall,
+    /// barrier waits and loader samples count from then on; CPU shares
+    /// cover the whole run [default: 0].
+    #[arg(long, default_value_t = 0.0)]
+    warmup_s: f64,
     /// Seed of the sample-cost distribution.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -117,7 +122,10 @@ fn spawn_background(opts: &Opts) -> Option<std::process::Child> {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["--background-only", "--hogs", &opts.hogs.to_string()])
         .args(["--streamers", &opts.streamers.to_string()])
-        .args(["--duration-s", &opts.duration_s.to_string()])
+        .args([
+            "--duration-s",
+            &(opts.warmup_s + opts.duration_s).to_string(),
+        ])
         .args(["--background-nice", &opts.background_nice.to_string()])
         .arg("--dir")
         .arg(&opts.dir)
@@ -256,6 +264,7 @@ fn job(
     // Before any thread starts: a claim places the job's threads as they
     // are created.
     let workload = claim(opts);
+    let count_from = Instant::now() + Duration::from_secs_f64(opts.warmup_s.max(0.0));
     let stop = Arc::new(AtomicBool::new(false));
     let pipe = Arc::new(pipeline::Pipeline::new(opts.batch, opts.prefetch));
     let (local, placed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -286,7 +295,7 @@ fn job(
                             hinted = hints::set(Phase::DataLoading, node);
                         }
                         w.run_ms(work::sample_ms(seed, sample, median, sigma));
-                        if let Some(want) = node {
+                        if let Some(want) = node.filter(|_| Instant::now() >= count_from) {
                             n.fetch_add(1, Ordering::Relaxed);
                             if current_node() == Some(want) {
                                 l.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +314,7 @@ fn job(
         let (s, p, d) = (
             stop.clone(),
             pipe.clone(),
-            Duration::from_secs_f64(opts.duration_s.max(0.1)),
+            Duration::from_secs_f64(opts.warmup_s.max(0.0) + opts.duration_s.max(0.1)),
         );
         std::thread::spawn(move || {
             std::thread::sleep(d);
@@ -322,9 +331,12 @@ fn job(
         checkpoint_every: opts.checkpoint_every,
         dir: opts.dir.clone(),
         all_reduce,
+        count_from,
     };
     let mut out = trainer::run(&cfg, work.clone(), pipe.clone(), stop.clone());
     let wall = t0.elapsed().as_secs_f64();
+    // What the counted figures are over: the run less its warm-up.
+    let counted_wall = count_from.elapsed().as_secs_f64().max(1e-3);
     let job_cpu = process_cpu_s() - cpu0;
     match timer {
         Some(timer) => {
@@ -360,10 +372,10 @@ fn job(
         wait_ms: std::mem::take(&mut out.all_reduce_wait_ms),
         loader_local: local.load(Ordering::Relaxed),
         loader_placed: placed.load(Ordering::Relaxed),
-        wall_s: wall,
+        wall_s: counted_wall,
         compute_speed_pct: out.compute.speed_pct(),
         compute_on_cpu_pct: out.compute.on_cpu_pct(),
-        data_stall_pct: out.stall.as_secs_f64() * 100.0 / wall,
+        data_stall_pct: out.stall.as_secs_f64() * 100.0 / counted_wall,
         hint_failures: hints::failed(),
     };
     let mut steps = out.step_ms.clone();
@@ -374,8 +386,8 @@ fn job(
         step_ms_p50: ranks::percentile(&steps, 0.5),
         step_ms_p99: ranks::percentile(&steps, 0.99),
         step_ms_max: steps.last().copied().unwrap_or(0.0),
-        samples_per_s: (steps.len() as u64 * opts.batch) as f64 / wall,
-        data_stall_pct: out.stall.as_secs_f64() * 100.0 / wall,
+        samples_per_s: (steps.len() as u64 * opts.batch) as f64 / counted_wall,
+        data_stall_pct: out.stall.as_secs_f64() * 100.0 / counted_wall,
         checkpoints: ck.len(),
         checkpoint_ms_mean: if ck.is_empty() {
             0.0
@@ -482,7 +494,7 @@ fn run_ranks(opts: &Opts, work: Arc<work::Work>) {
         print_steps: false,
         ..opts.clone()
     };
-    let duration = Duration::from_secs_f64(opts.duration_s.max(0.1));
+    let duration = Duration::from_secs_f64(opts.warmup_s.max(0.0) + opts.duration_s.max(0.1));
     let runs = ranks::run(opts.ranks, duration, |i, node, barrier| {
         let all_reduce = || barrier.wait();
         let (_, mut run) = job(&rank_opts(node), work.clone(), Some(&all_reduce));

@@ -30,6 +30,8 @@ pub struct Config<'a> {
     pub dir: PathBuf,
     /// With --ranks: the run ends when the ranks agree to, not on `stop`.
     pub all_reduce: Option<AllReduce<'a>>,
+    /// Steps that start before this (the warm-up) are run, not counted.
+    pub count_from: Instant,
 }
 
 #[derive(Default)]
@@ -191,7 +193,10 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
         let Some(waited) = pipe.take_batch() else {
             break;
         };
-        out.stall += waited;
+        let counted = step_start >= cfg.count_from;
+        if counted {
+            out.stall += waited;
+        }
         let t0 = Instant::now();
         barrier.wait();
         out.barrier += part(&barrier, Phase::Forward, || {
@@ -218,18 +223,22 @@ pub fn run(cfg: &Config, work: Arc<Work>, pipe: Arc<Pipeline>, stop: Arc<AtomicB
         if let Some(all_reduce) = cfg.all_reduce {
             let arrived = Instant::now();
             let more = all_reduce();
-            out.before_all_reduce_ms
-                .push(crate::work::ms(arrived - step_start));
-            out.all_reduce_wait_ms
-                .push(crate::work::ms(arrived.elapsed()));
-            out.step_ms.push(crate::work::ms(step_start.elapsed()));
+            if counted {
+                out.before_all_reduce_ms
+                    .push(crate::work::ms(arrived - step_start));
+                out.all_reduce_wait_ms
+                    .push(crate::work::ms(arrived.elapsed()));
+                out.step_ms.push(crate::work::ms(step_start.elapsed()));
+            }
             if !more {
                 break;
             }
             continue;
         }
-        out.step_ms
-            .push(crate::work::ms(t0.elapsed()) + crate::work::ms(waited));
+        if counted {
+            out.step_ms
+                .push(crate::work::ms(t0.elapsed()) + crate::work::ms(waited));
+        }
     }
     go.store(false, Ordering::Release);
     barrier.wait();
