@@ -153,7 +153,7 @@ mod tests {
     fn what_the_service_writes_reads_back_whole() {
         let f = sample();
         let text = f.to_json();
-        // The names other tools and the README's examples use.
+        // The names other tools and the examples in docs/ use.
         for key in [
             "\"threads_bound\":12",
             "\"placement\":\"spread\"",
