@@ -37,8 +37,8 @@ static bool any_claimed, any_exclusive;
  * Each workload's claimed CPUs as a cpumask, in step with cpu_claims, so
  * that an idle one is one kfunc. Sampling 4 of a claim's CPUs in turn
  * looked at 4 CPUs per wake-up and, on a 16-CPU claim with one idle CPU,
- * missed it 3 times in 4. A mask is made the first time its
- * workload claims a CPU and kept for the id's next owner.
+ * would miss it 3 times in 4 (by count, not measured). A mask is made the
+ * first time its workload claims a CPU and kept for the id's next owner.
  */
 struct claim_mask {
 	struct bpf_cpumask __kptr *mask;
