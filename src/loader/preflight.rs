@@ -114,16 +114,19 @@ fn malformed_line(release: &str, bad: &[String]) -> String {
     )
 }
 
-/// The sched_ext state ("disabled", "enabled", ...) and the attached ops.
+/// What sched_ext says: "enabled", "disabled", ..., or "absent" on a
+/// kernel without it; and the root scheduler's name when one is attached.
+/// The one reader of that state, for preflight and `status` alike.
 pub fn sched_ext_state() -> (String, Option<String>) {
-    let state = fs::read_to_string(format!("{SCHED_EXT}/state"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let ops = fs::read_to_string(format!("{SCHED_EXT}/root/ops"))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    (state, ops)
+    let read = |f: &str| {
+        fs::read_to_string(Path::new(SCHED_EXT).join(f))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    match read("state") {
+        None => ("absent".into(), None),
+        Some(state) => (state, read("root/ops").filter(|o| !o.is_empty())),
+    }
 }
 
 pub fn require_no_other_scheduler() -> Result<()> {

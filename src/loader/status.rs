@@ -14,11 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::loader::commands::read_workloads;
 use crate::loader::kernel::KernelRecord;
+use crate::loader::preflight::sched_ext_state;
 use crate::service::claims::format_cpulist;
 use crate::service::memlock::human;
 use crate::service::status_file::WorkloadRow;
-
-const SCHED_EXT: &str = "/sys/kernel/sched_ext";
 
 /// `loader.json`, beside the hint socket.
 pub fn record_path(socket: &Path) -> PathBuf {
@@ -110,23 +109,6 @@ impl Recorder {
         let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             debug!("cannot write {}: {e}", self.path.display());
-        }
-    }
-}
-
-/// What sched_ext says: "enabled", "disabled", ..., and the root
-/// scheduler's name when one is attached.
-fn sched_ext_state() -> (String, Option<String>) {
-    let read = |f: &str| {
-        std::fs::read_to_string(Path::new(SCHED_EXT).join(f))
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
-    match read("state") {
-        None => ("absent".into(), None),
-        Some(state) => {
-            let ops = read("root/ops").filter(|o| !o.is_empty());
-            (state, ops)
         }
     }
 }
