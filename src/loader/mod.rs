@@ -7,7 +7,6 @@
 pub mod access;
 pub mod bpf_skel;
 pub mod btf;
-pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod kernel;

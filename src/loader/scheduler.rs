@@ -18,7 +18,6 @@ use scx_utils::{
 
 use crate::loader::access;
 use crate::loader::bpf_skel::*;
-use crate::loader::classify::{self, NameRules};
 use crate::loader::cli::RunOpts;
 use crate::loader::metrics;
 use crate::loader::notify;
@@ -28,6 +27,7 @@ use crate::loader::topology::HostTopology;
 use crate::loader::{kernel, preflight};
 use crate::service::Service;
 use crate::service::bpf::ServiceBpf;
+use crate::service::classify::{self, NameRules};
 use crate::service::memlock;
 use crate::service::rules::Policy;
 use crate::service::workload_api::Config;

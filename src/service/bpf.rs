@@ -19,7 +19,7 @@ use scx_phase::inspect::{
 use scx_phase::sys;
 
 use super::maps::HintMaps;
-use crate::loader::classify::NameRules;
+use crate::service::classify::NameRules;
 
 mod skel {
     #![allow(clippy::all)]

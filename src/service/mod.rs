@@ -21,6 +21,8 @@
 //! - `maps.rs`: every write the service makes to the hint maps;
 //! - `identity.rs`: who a client is, which thread a pidfd names;
 //! - `rules.rs`: who may hint what;
+//! - `classify.rs`: the thread-name rules, written into both BPF objects
+//!   (the scheduler's and the service's, whose `dump` resolves by them);
 //! - `workloads.rs`: registered processes, their memory and slots;
 //! - `server/`: the `Server`, its event loop and limits (`mod.rs`), its
 //!   hint requests and adoption after a restart (`hints.rs`), and its
@@ -35,6 +37,7 @@
 
 pub mod bpf;
 pub mod claims;
+pub mod classify;
 pub mod closer;
 pub mod identity;
 pub mod maps;

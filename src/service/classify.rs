@@ -115,7 +115,7 @@ pub fn load(file: Option<&Path>, disabled: bool, trusted: bool) -> Result<NameRu
 macro_rules! write_rules {
     ($rodata:expr, $rules:expr) => {{
         let rodata = $rodata;
-        let named: &$crate::loader::classify::NameRules = $rules;
+        let named: &$crate::service::classify::NameRules = $rules;
         let rules = &named.rules;
         rodata.classify_enabled = !rules.is_empty();
         rodata.classify_trusted = named.trusted;
