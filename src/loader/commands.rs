@@ -23,7 +23,7 @@ use scx_phase::{bpffs, inspect};
 use serde::Serialize;
 
 use crate::loader::cli::Command;
-use crate::service::status_file::WorkloadsFile;
+use crate::service::status_file;
 
 fn is_root() -> bool {
     // SAFETY: geteuid never fails.
@@ -286,51 +286,8 @@ fn dump(pin_dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The service's `workloads.json`, beside its socket.
-pub fn status_path(socket: &Path) -> std::path::PathBuf {
-    socket
-        .parent()
-        .unwrap_or(Path::new("/run/scx_phase"))
-        .join("workloads.json")
-}
-
-/// The service's view of the workloads, with their CPU time per phase.
-pub fn read_workloads(pin_dir: &Path, socket: &Path) -> Result<WorkloadsFile> {
-    let path = status_path(socket);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("scx_phase is not running (no {})", path.display())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            bail!(
-                "permission denied on {}: listing workloads needs root",
-                path.display()
-            )
-        }
-        Err(e) => bail!("cannot read {}: {e}", path.display()),
-    };
-    let mut file = WorkloadsFile::parse(&text, &path).map_err(anyhow::Error::msg)?;
-    for row in &mut file.workloads {
-        let figures = inspect::read_workload_stats(pin_dir, row.wid).unwrap_or_default();
-        row.cpu_ms = Some(
-            figures
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    (
-                        scx_phase::stats::slot_name(i).to_string(),
-                        f.runtime_ns / 1_000_000,
-                    )
-                })
-                .collect(),
-        );
-    }
-    Ok(file)
-}
-
 fn workloads(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
-    let v = read_workloads(pin_dir, socket)?;
+    let v = status_file::read(pin_dir, socket)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

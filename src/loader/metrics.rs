@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::loader::commands::read_workloads;
+use crate::service::status_file;
 use crate::service::status_file::{WorkloadRow, WorkloadsFile};
 use anyhow::{Context, Result};
 use log::warn;
@@ -97,7 +97,7 @@ impl Inputs {
             service: scx_phase::inspect::read_service_stats(pin_dir)
                 .ok()
                 .map(Into::into),
-            workloads: read_workloads(pin_dir, socket).ok(),
+            workloads: status_file::read(pin_dir, socket).ok(),
             max_workloads,
         }
     }

@@ -23,7 +23,7 @@ pub fn full_report(
     r.service = scx_phase::inspect::read_service_stats(pin_dir)
         .ok()
         .map(Into::into);
-    r.workloads = crate::loader::commands::read_workloads(pin_dir, socket)
+    r.workloads = crate::service::status_file::read(pin_dir, socket)
         .ok()
         .map(|v| workloads_report(&v));
     r

@@ -12,7 +12,6 @@ use anyhow::{Result, bail};
 use log::debug;
 use serde::{Deserialize, Serialize};
 
-use crate::loader::commands::read_workloads;
 use crate::loader::kernel::KernelRecord;
 use crate::loader::preflight::sched_ext_state;
 use crate::service::claims::format_cpulist;
@@ -145,7 +144,8 @@ pub fn collect(pin_dir: &Path, socket: &Path) -> (Status, bool) {
         Err(e) => Err(format!("no {}: {e}", path.display())),
     };
     let loader_running = record.as_ref().is_ok_and(|r| pid_alive(u64::from(r.pid)));
-    let workloads = read_workloads(pin_dir, socket).map_err(|e| format!("{e:#}"));
+    let workloads =
+        crate::service::status_file::read(pin_dir, socket).map_err(|e| format!("{e:#}"));
     let attached = state == "enabled" && ours;
     let (loader, loader_error) = match record {
         Ok(r) => (Some(r), None),

@@ -178,12 +178,7 @@ impl Service {
             }
         };
         if config.status_path.is_none() {
-            config.status_path = Some(
-                socket
-                    .parent()
-                    .unwrap_or(Path::new("/run/scx_phase"))
-                    .join("workloads.json"),
-            );
+            config.status_path = Some(status_file::beside(socket));
         }
         let mut server = Server::new(listener, maps, config, Limits::default())
             .context("cannot start the hint service")?;

@@ -5,9 +5,56 @@
 //! missing is a parse error that names it, never a silent 0.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+
+/// Where the file is: beside the service's socket. The one place that says
+/// so, for the service that writes it and every reader.
+pub fn beside(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .unwrap_or(Path::new("/run/scx_phase"))
+        .join("workloads.json")
+}
+
+/// The running service's file, with each workload's CPU time per phase
+/// from the pinned figures under `pin_dir`; a one-line error if it cannot
+/// be read.
+pub fn read(pin_dir: &Path, socket: &Path) -> Result<WorkloadsFile> {
+    let path = beside(socket);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("scx_phase is not running (no {})", path.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!(
+                "permission denied on {}: listing workloads needs root",
+                path.display()
+            )
+        }
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    let mut file = WorkloadsFile::parse(&text, &path).map_err(anyhow::Error::msg)?;
+    for row in &mut file.workloads {
+        let figures = scx_phase::inspect::read_workload_stats(pin_dir, row.wid).unwrap_or_default();
+        row.cpu_ms = Some(
+            figures
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    (
+                        scx_phase::stats::slot_name(i).to_string(),
+                        f.runtime_ns / 1_000_000,
+                    )
+                })
+                .collect(),
+        );
+    }
+    Ok(file)
+}
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
