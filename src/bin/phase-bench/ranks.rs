@@ -339,20 +339,49 @@ pub fn run(
         unsafe { libc::close(fds[1]) };
         children.push((pid, fds[0]));
     }
+    // Each rank's result is read on a thread of its own (a long run's can
+    // outgrow a pipe's buffer), while this one reaps the ranks as they end:
+    // one that dies tells the others at once, so none waits at a barrier
+    // for it. (Reading the ranks in order hung on a barrier when a later
+    // one died.)
+    let readers: Vec<_> = children
+        .iter()
+        .map(|&(_, fd)| {
+            std::thread::spawn(move || {
+                // SAFETY: the read end, ours alone.
+                let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        })
+        .collect();
+    // Its own children by pid, polled: waitpid(-1) could reap a child that
+    // is not a rank (another of this process's, as in the unit tests).
+    let mut statuses = vec![None; ranks];
+    while statuses.iter().any(Option::is_none) {
+        for (i, &(pid, _)) in children.iter().enumerate() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child, without blocking.
+            if statuses[i].is_none()
+                && unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid
+            {
+                statuses[i] = Some(status);
+                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                    barrier.abort();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut runs = Vec::with_capacity(ranks);
     let mut failed = None;
-    for (i, (pid, fd)) in children.into_iter().enumerate() {
-        // SAFETY: the read end, ours alone.
-        let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        let mut status = 0;
-        // SAFETY: waitpid on our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+    for (i, reader) in readers.into_iter().enumerate() {
+        let text = reader.join().unwrap_or_default();
+        let status = statuses[i].unwrap_or(-1);
         match serde_json::from_str::<RankRun>(&text) {
             Ok(r) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => runs.push(r),
             _ => {
-                barrier.abort();
                 failed.get_or_insert(format!("rank {i} failed (wait status {status:#x})"));
             }
         }
@@ -433,6 +462,26 @@ mod tests {
         assert_eq!(s.steps, 1);
         assert_eq!(s.straggler_ms_mean, 1.0);
         assert_eq!(summarize(&[]).steps, 0);
+    }
+
+    #[test]
+    fn a_rank_that_dies_ends_the_run_instead_of_hanging_the_others() {
+        let t0 = std::time::Instant::now();
+        let out = run(3, Duration::from_secs(60), |i, _, barrier| {
+            if i == 2 {
+                // SAFETY: leave at once, as a crashed rank does.
+                unsafe { libc::_exit(3) };
+            }
+            while barrier.wait() {}
+            RankRun::default()
+        });
+        let err = out.expect_err("a dead rank fails the run");
+        assert!(err.contains("rank 2"), "{err}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t0.elapsed()
+        );
     }
 
     #[test]
