@@ -201,6 +201,9 @@ struct Results {
     set_phase_per_s: f64,
     /// Hint calls that failed (no scheduler, or the service did not answer).
     hint_failures: u64,
+    /// The slowest hint call, in ms: a thread's first waits for the
+    /// hint service to bind its slot.
+    hint_ms_max: f64,
     wall_s: f64,
     /// The CPUs the job held through the workload API.
     claimed_cpus: Vec<u32>,
@@ -377,6 +380,7 @@ fn job(
         compute_on_cpu_pct: out.compute.on_cpu_pct(),
         data_stall_pct: out.stall.as_secs_f64() * 100.0 / counted_wall,
         hint_failures: hints::failed(),
+        hint_ms_max: hints::slowest_ms(),
     };
     let mut steps = out.step_ms.clone();
     steps.sort_by(f64::total_cmp);
@@ -412,6 +416,7 @@ fn job(
         barrier_pct: out.barrier.as_secs_f64() * 100.0 / wall,
         set_phase_per_s: hints::calls() as f64 / wall,
         hint_failures: hints::failed(),
+        hint_ms_max: hints::slowest_ms(),
         wall_s: wall,
         claimed_cpus: workload.as_ref().map(Workload::cpus).unwrap_or_default(),
         claim_exclusive: opts.exclusive,
@@ -433,8 +438,8 @@ fn print_results(r: &Results) {
         .loader_local_pct
         .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
     println!(
-        "hog work {:.0} ms/s  streamed {:.0} MiB/s  loader samples on their node {local}  set_phase {:.0}/s",
-        r.hog_work_per_s, r.stream_mib_per_s, r.set_phase_per_s
+        "hog work {:.0} ms/s  streamed {:.0} MiB/s  loader samples on their node {local}  set_phase {:.0}/s (slowest {:.1} ms)",
+        r.hog_work_per_s, r.stream_mib_per_s, r.set_phase_per_s, r.hint_ms_max
     );
     let share = r
         .hog_share_of_unused_pct
@@ -471,8 +476,8 @@ fn print_ranks(s: &ranks::Summary) {
         s.barrier_wait_pct, s.barrier_wait_pct_max, s.loader_local_pct, s.loader_local_pct_min
     );
     println!(
-        "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; data stall {:.1}% (rank means); hint calls failed: {}",
-        s.compute_speed_pct, s.compute_on_cpu_pct, s.data_stall_pct, s.hint_failures
+        "compute: speed {:.1}% of calibrated, on CPU {:.1}% of its wall time; data stall {:.1}% (rank means); hint calls failed: {}, slowest {:.1} ms",
+        s.compute_speed_pct, s.compute_on_cpu_pct, s.data_stall_pct, s.hint_failures, s.hint_ms_max
     );
     for r in &s.per_rank {
         println!(

@@ -176,6 +176,8 @@ pub struct RankRun {
     /// The trainer's wall time waiting for its loaders' batches, in percent.
     pub data_stall_pct: f64,
     pub hint_failures: u64,
+    /// The rank's slowest hint call (a first one waits for the service).
+    pub hint_ms_max: f64,
 }
 
 /// One rank's line in the summary.
@@ -214,8 +216,9 @@ pub struct Summary {
     pub compute_speed_pct: f64,
     pub compute_on_cpu_pct: f64,
     pub data_stall_pct: f64,
-    /// Hint calls that failed, all ranks.
+    /// Hint calls that failed, all ranks, and the slowest call of any.
     pub hint_failures: u64,
+    pub hint_ms_max: f64,
     pub per_rank: Vec<RankLine>,
 }
 
@@ -297,6 +300,7 @@ pub fn summarize(runs: &[RankRun]) -> Summary {
         compute_on_cpu_pct: mean_of(runs, |r| r.compute_on_cpu_pct),
         data_stall_pct: mean_of(runs, |r| r.data_stall_pct),
         hint_failures: runs.iter().map(|r| r.hint_failures).sum(),
+        hint_ms_max: runs.iter().map(|r| r.hint_ms_max).fold(0.0, f64::max),
         per_rank,
     }
 }
@@ -410,6 +414,7 @@ mod tests {
             compute_on_cpu_pct: 80.0,
             data_stall_pct: 10.0 * rank as f64,
             hint_failures: rank as u64,
+            hint_ms_max: 10.0 * rank as f64,
         }
     }
 
@@ -449,6 +454,7 @@ mod tests {
         assert_eq!(s.per_rank[1].compute_ms_p50, 11.0);
         assert_eq!(s.compute_speed_pct, 91.5);
         assert_eq!(s.hint_failures, 6);
+        assert_eq!(s.hint_ms_max, 30.0);
         assert_eq!(s.data_stall_pct, 15.0);
     }
 

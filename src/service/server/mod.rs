@@ -202,11 +202,13 @@ impl Server {
         config: Config,
         mut limits: Limits,
     ) -> io::Result<Server> {
-        // Fds: one per client, two per workload, one per bound thread.
+        // Fds: one per client, two per workload, one per spare, one per
+        // bound thread.
         let fds = raise_fd_limit();
         limits.connections = limits.connections.min(fds / 4);
-        let workloads =
-            2 * scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS as usize;
+        let workloads = 2 * scx_phase::bpf_intf::scx_phase_hint_limits_SCX_PHASE_MAX_WORKLOADS
+            as usize
+            + super::workloads::SPARES;
         limits.bound_threads = limits
             .bound_threads
             .min(fds.saturating_sub(limits.connections + workloads + 64));
@@ -243,6 +245,8 @@ impl Server {
         // Before the first client is served, so that a process that
         // reconnects finds its workload.
         server.adopt();
+        // After adoption, so that no spare takes an adopted id.
+        server.workloads.refill(&server.maps);
         Ok(server)
     }
 
