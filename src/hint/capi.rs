@@ -236,12 +236,16 @@ impl CCallback {
     }
 }
 
+/// A claim's node in the C ABI (`SCX_PHASE_NODE_*`): any, or the GPU's.
+pub const NODE_ANY: i32 = crate::bpf_intf::scx_phase_limits_SCX_PHASE_NODE_ANY;
+pub const NODE_GPU: i32 = -2;
+
 fn workload_request(req: &scx_phase_workload_req) -> Option<WorkloadRequest> {
     Some(WorkloadRequest {
         cpus: u32::try_from(req.cpus).ok()?,
         node: match req.node {
-            -1 => Node::Any,
-            -2 => Node::Gpu,
+            NODE_ANY => Node::Any,
+            NODE_GPU => Node::Gpu,
             n => Node::Id(u32::try_from(n).ok()?),
         },
         exclusive: req.exclusive != 0,

@@ -90,19 +90,21 @@ pub const EVENT_PRESSURE: i32 = 1;
 pub const EVENT_CLAIM: i32 = 2;
 
 impl Op {
+    /// Every operation, in number order.
+    pub const ALL: [Op; 9] = [
+        Op::Hello,
+        Op::Thread,
+        Op::Set,
+        Op::Clear,
+        Op::Claim,
+        Op::LockMemory,
+        Op::WatchPressure,
+        Op::Stats,
+        Op::UnlockMemory,
+    ];
+
     fn from_u16(v: u16) -> Option<Op> {
-        Some(match v {
-            1 => Op::Hello,
-            2 => Op::Thread,
-            3 => Op::Set,
-            4 => Op::Clear,
-            5 => Op::Claim,
-            6 => Op::LockMemory,
-            7 => Op::WatchPressure,
-            8 => Op::Stats,
-            9 => Op::UnlockMemory,
-            _ => return None,
-        })
+        Op::ALL.into_iter().find(|op| *op as u16 == v)
     }
 
     /// What the request may carry.
