@@ -230,12 +230,7 @@ fn entry(r: &hint_dump) -> Entry {
         ns_tid: status_field(r.tid, "NSpid")
             .and_then(|v| v.split_whitespace().last()?.parse().ok()),
         uid: status_field(r.tgid, "Uid").and_then(|v| v.split_whitespace().nth(1)?.parse().ok()),
-        cgroup: std::fs::read_to_string(format!("/proc/{}/cgroup", r.tgid))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-            }),
+        cgroup: crate::service::identity::cgroup_of(r.tgid),
         workload,
         ignored,
     }

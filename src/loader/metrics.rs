@@ -89,10 +89,8 @@ pub struct Inputs {
 
 impl Inputs {
     fn read(pin_dir: &Path, socket: &Path, max_workloads: usize) -> Inputs {
-        let state = std::fs::read_to_string("/sys/kernel/sched_ext/state").unwrap_or_default();
-        let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
         Inputs {
-            attached: state.trim() == "enabled" && ops.starts_with("scx_phase"),
+            attached: crate::loader::preflight::scx_phase_attached(),
             stats: StatsMap::open(pin_dir).ok().and_then(|m| m.read().ok()),
             service: scx_phase::inspect::read_service_stats(pin_dir)
                 .ok()

@@ -20,10 +20,7 @@ use crate::service::status_file::WorkloadRow;
 
 /// `loader.json`, beside the hint socket.
 pub fn record_path(socket: &Path) -> PathBuf {
-    socket
-        .parent()
-        .unwrap_or(Path::new("/run/scx_phase"))
-        .join("loader.json")
+    crate::service::status_file::run_dir(socket).join("loader.json")
 }
 
 fn now() -> u64 {

@@ -172,15 +172,16 @@ pub fn start_time(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc stat"))
 }
 
-/// The cgroup v2 path of `pid` ("0::/path" in /proc/PID/cgroup).
-fn cgroup_of(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        })
-        .unwrap_or_default()
+/// The cgroup v2 path of `pid`, if it can be read: the one reader of
+/// /proc/PID/cgroup, for identity, pressure watches, `status` and `dump`.
+pub fn cgroup_of(pid: u32) -> Option<String> {
+    cgroup_v2_path(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// The v2 path in a /proc/PID/cgroup text: its "0::/path" line.
+fn cgroup_v2_path(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
 /// The id of a cgroup v2 path (its inode in cgroupfs), or 0.
@@ -310,7 +311,7 @@ impl Peer {
         let userns = NsId::of_path(&format!("/proc/{pid}/ns/user"))?;
         let ours = NsId::of_path("/proc/self/ns/user")?;
         let our_userns = userns == ours;
-        let cgroup_id = cgroup_id(&cgroup_of(pid));
+        let cgroup_id = cgroup_id(&cgroup_of(pid).unwrap_or_default());
         let tenant = Tenant {
             uid: owner_uid(pid, cred.uid, ours),
             cgroup: charged_cgroup(cgroup_id),
@@ -510,6 +511,15 @@ fn lacks(thread: io::Result<()>, peer: io::Result<()>) -> Vec<&'static Need> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cgroup_is_the_v2_line_of_proc_pid_cgroup() {
+        assert_eq!(
+            cgroup_v2_path("12:cpu:/v1\n0::/system.slice/a.service\n").as_deref(),
+            Some("/system.slice/a.service")
+        );
+        assert_eq!(cgroup_v2_path("1:name=systemd:/x\n"), None);
+    }
 
     #[test]
     fn status_parses_the_fields_that_identify_a_task() {

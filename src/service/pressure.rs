@@ -24,13 +24,7 @@ pub struct Watch {
 
 /// The pressure file of `pid`'s cgroup, else the host's.
 fn pressure_path(pid: u32) -> PathBuf {
-    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        })
-        .unwrap_or_default();
+    let cgroup = super::identity::cgroup_of(pid).unwrap_or_default();
     if cgroup != "/" && !cgroup.is_empty() {
         let p = PathBuf::from(format!("/sys/fs/cgroup{cgroup}/memory.pressure"));
         if p.exists() {

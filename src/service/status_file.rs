@@ -10,13 +10,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// Where the file is: beside the service's socket. The one place that says
-/// so, for the service that writes it and every reader.
+/// The folder of scx_phase's run files (this one, `loader.json`): the hint
+/// socket's, `/run/scx_phase` by default. The one place that says so.
+pub fn run_dir(socket: &Path) -> &Path {
+    socket.parent().unwrap_or_else(|| {
+        Path::new(scx_phase::hint::protocol::DEFAULT_SOCKET)
+            .parent()
+            .unwrap_or(Path::new("/"))
+    })
+}
+
+/// Where the file is: beside the service's socket, for the service that
+/// writes it and every reader.
 pub fn beside(socket: &Path) -> PathBuf {
-    socket
-        .parent()
-        .unwrap_or(Path::new("/run/scx_phase"))
-        .join("workloads.json")
+    run_dir(socket).join("workloads.json")
 }
 
 /// The running service's file, with each workload's CPU time per phase

@@ -353,12 +353,7 @@ impl Server {
                 wid: w.wid,
                 pid: w.pid,
                 uid: w.uid,
-                cgroup: std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-                    }),
+                cgroup: super::super::identity::cgroup_of(w.pid),
                 threads_bound: w.bound(),
                 connections: w.connections,
                 claims: self
