@@ -225,6 +225,25 @@ mod copies {
         p.name().to_uppercase()
     }
 
+    /// What a C program `code`, built against include/, prints.
+    fn run_c(code: &str) -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let (src, exe) = (dir.path().join("t.c"), dir.path().join("t"));
+        std::fs::write(&src, code).unwrap();
+        let st = std::process::Command::new("gcc")
+            .arg("-I")
+            .arg(root.join("include"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .expect("gcc");
+        assert!(st.success(), "gcc failed on the header");
+        let out = std::process::Command::new(&exe).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Every constant as Rust has it, one `NAME VALUE` line each.
     fn constants() -> String {
         let mut s = String::new();
@@ -245,7 +264,6 @@ mod copies {
     fn the_constants_mean_the_same_in_c_and_python() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let want = constants();
-        let dir = tempfile::tempdir().unwrap();
         let mut c =
             String::from("#include <stdio.h>\n#include \"scx_phase.h\"\nint main(void) {\n");
         for p in Phase::ALL {
@@ -256,23 +274,7 @@ mod copies {
             c.push_str(&format!("printf(\"{n} %d\\n\", SCX_PHASE_{n});\n"));
         }
         c.push_str("return 0; }\n");
-        let (src, exe) = (dir.path().join("k.c"), dir.path().join("k"));
-        std::fs::write(&src, c).unwrap();
-        let st = std::process::Command::new("gcc")
-            .arg("-I")
-            .arg(root.join("include"))
-            .arg(&src)
-            .arg("-o")
-            .arg(&exe)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "gcc failed on the header");
-        let got = std::process::Command::new(&exe).output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&got.stdout),
-            want,
-            "C header vs Rust"
-        );
+        assert_eq!(run_c(&c), want, "C header vs Rust");
 
         let py = "import scx_phase as s\n\
                   for p in s.Phase: print(p.name, int(p))\n\
@@ -391,7 +393,6 @@ mod copies {
         ]);
 
         // The C header, as a compiler lays it out.
-        let dir = tempfile::tempdir().unwrap();
         let mut c = String::from(
             "#include <stddef.h>\n#include <stdio.h>\n#include \"scx_phase.h\"\nint main(void) {\n",
         );
@@ -413,25 +414,8 @@ mod copies {
             py.push_str(&format!("print('{st} size', ctypes.sizeof(s.{pyname}))\n"));
         }
         c.push_str("return 0; }\n");
-        let src = dir.path().join("layout.c");
-        let exe = dir.path().join("layout");
-        std::fs::write(&src, c).unwrap();
+        assert_eq!(run_c(&c), want, "C header vs capi.rs");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let st = std::process::Command::new("gcc")
-            .arg("-I")
-            .arg(root.join("include"))
-            .arg(&src)
-            .arg("-o")
-            .arg(&exe)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "gcc failed on the header");
-        let got = std::process::Command::new(&exe).output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&got.stdout),
-            want,
-            "C header vs capi.rs"
-        );
 
         // The Python package's ctypes copies.
         let got = std::process::Command::new("python3")
