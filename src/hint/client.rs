@@ -90,7 +90,7 @@ impl Session {
         })?;
         sys::set_timeouts(sock.as_fd(), Duration::from_millis(timeout_ms()))
             .map_err(os("set the hint service's timeout"))?;
-        let (reply, fd) = call(&sock, Request::new(Op::Hello), None)?;
+        let (reply, fd) = call(&sock, Request::Hello, None)?;
         let fd = fd.ok_or(Error::Os {
             op: "register with the hint service (no memory in its reply)",
             errno: libc::EPROTO,
@@ -110,7 +110,7 @@ impl Session {
 
     fn register_thread(&self) -> Result<u32, Error> {
         let me = sys::pidfd_open(sys::gettid(), true).map_err(os("pidfd_open"))?;
-        let (reply, _) = call(&self.sock, Request::new(Op::Thread), Some(&me))?;
+        let (reply, _) = call(&self.sock, Request::Thread, Some(&me))?;
         Ok(reply.slot)
     }
 }
@@ -420,7 +420,7 @@ pub fn process_stats(path: &Path) -> Result<[workload_phase_stats; NR_SLOTS], Er
     with_session(path, |s| {
         let mut out = [workload_phase_stats::default(); NR_SLOTS];
         for (slot, f) in out.iter_mut().enumerate() {
-            let (reply, _) = call(&s.sock, Request::stats(slot as u32), None)?;
+            let (reply, _) = call(&s.sock, Request::Stats { slot: slot as u32 }, None)?;
             *f = decode_stats(&reply.message).ok_or(Error::Os {
                 op: "read the hint service's figures",
                 errno: libc::EPROTO,
@@ -440,6 +440,10 @@ pub fn one_shot(path: &Path, op: Op, tid: i32, phase: u32, node: i32) -> Result<
         },
     })?;
     with_session(path, |s| {
-        call(&s.sock, Request::hint(op, phase, node), Some(&target)).map(|_| ())
+        let req = match op {
+            Op::Set => Request::Set { phase, node },
+            _ => Request::Clear,
+        };
+        call(&s.sock, req, Some(&target)).map(|_| ())
     })
 }

@@ -125,13 +125,40 @@ impl Op {
     }
 }
 
-/// One request: an operation and three words whose meaning it gives.
+/// One request, typed: each operation with what it carries. On the wire
+/// it is 16 bytes, `version u16, op u16, a u32, b i32, c u32` (LE), and
+/// `encode`/`decode` are the one place that gives the three words their
+/// meaning per operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub op: Op,
-    pub a: u32,
-    pub b: i32,
-    pub c: u32,
+pub enum Request {
+    Hello,
+    Thread,
+    Set {
+        phase: u32,
+        node: i32,
+    },
+    Clear,
+    /// `node`: -1 any, -2 - i GPU i's node; `flags`: CLAIM_*.
+    Claim {
+        cpus: u32,
+        node: i32,
+        flags: u32,
+    },
+    LockMemory {
+        bytes: u64,
+    },
+    /// `level`: 0 some, 1 full (anything else is refused by the service).
+    WatchPressure {
+        stall_us: u32,
+        window_us: i32,
+        level: u32,
+    },
+    Stats {
+        slot: u32,
+    },
+    UnlockMemory {
+        lock: u32,
+    },
 }
 
 /// Why a request could not be decoded.
@@ -153,90 +180,46 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 impl Request {
-    pub fn new(op: Op) -> Request {
-        Request {
-            op,
-            a: 0,
-            b: -1,
-            c: 0,
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Hello => Op::Hello,
+            Request::Thread => Op::Thread,
+            Request::Set { .. } => Op::Set,
+            Request::Clear => Op::Clear,
+            Request::Claim { .. } => Op::Claim,
+            Request::LockMemory { .. } => Op::LockMemory,
+            Request::WatchPressure { .. } => Op::WatchPressure,
+            Request::Stats { .. } => Op::Stats,
+            Request::UnlockMemory { .. } => Op::UnlockMemory,
         }
     }
 
-    /// A one-shot hint (Set) or its removal (Clear).
-    pub fn hint(op: Op, phase: u32, node: i32) -> Request {
-        Request {
-            op,
-            a: phase,
-            b: node,
-            c: 0,
+    /// The words `a`, `b`, `c`; -1 in `b` where it carries nothing (no node).
+    fn words(&self) -> (u32, i32, u32) {
+        match *self {
+            Request::Hello | Request::Thread | Request::Clear => (0, -1, 0),
+            Request::Set { phase, node } => (phase, node, 0),
+            Request::Claim { cpus, node, flags } => (cpus, node, flags),
+            Request::LockMemory { bytes } => (bytes as u32, 0, (bytes >> 32) as u32),
+            Request::WatchPressure {
+                stall_us,
+                window_us,
+                level,
+            } => (stall_us, window_us, level),
+            Request::Stats { slot } => (slot, -1, 0),
+            Request::UnlockMemory { lock } => (lock, -1, 0),
         }
-    }
-
-    pub fn claim(cpus: u32, node: i32, flags: u32) -> Request {
-        Request {
-            op: Op::Claim,
-            a: cpus,
-            b: node,
-            c: flags,
-        }
-    }
-
-    pub fn lock_memory(bytes: u64) -> Request {
-        Request {
-            op: Op::LockMemory,
-            a: bytes as u32,
-            b: 0,
-            c: (bytes >> 32) as u32,
-        }
-    }
-
-    pub fn unlock_memory(lock: u32) -> Request {
-        Request {
-            op: Op::UnlockMemory,
-            a: lock,
-            b: -1,
-            c: 0,
-        }
-    }
-
-    pub fn watch_pressure(stall_us: u32, window_us: u32, full: bool) -> Request {
-        Request {
-            op: Op::WatchPressure,
-            a: stall_us,
-            b: window_us as i32,
-            c: u32::from(full),
-        }
-    }
-
-    pub fn stats(slot: u32) -> Request {
-        Request {
-            op: Op::Stats,
-            a: slot,
-            b: -1,
-            c: 0,
-        }
-    }
-
-    pub fn phase(&self) -> u32 {
-        self.a
-    }
-
-    pub fn node(&self) -> i32 {
-        self.b
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.a as u64 | (self.c as u64) << 32
     }
 
     /// `version u16, op u16, a u32, b i32, c u32` (LE).
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
+        let (a, w, c) = self.words();
         let mut b = [0u8; REQUEST_LEN];
         b[0..2].copy_from_slice(&VERSION.to_le_bytes());
-        b[2..4].copy_from_slice(&(self.op as u16).to_le_bytes());
-        b[4..8].copy_from_slice(&self.a.to_le_bytes());
-        b[8..12].copy_from_slice(&self.b.to_le_bytes());
-        b[12..16].copy_from_slice(&self.c.to_le_bytes());
+        b[2..4].copy_from_slice(&(self.op() as u16).to_le_bytes());
+        b[4..8].copy_from_slice(&a.to_le_bytes());
+        b[8..12].copy_from_slice(&w.to_le_bytes());
+        b[12..16].copy_from_slice(&c.to_le_bytes());
         b
     }
 
@@ -259,11 +242,27 @@ impl Request {
         if op.plain() && c != 0 {
             return Err(BadRequest("reserved bytes are not zero".into()));
         }
-        Ok(Request {
-            op,
-            a: u32_at(b, 4),
-            b: u32_at(b, 8) as i32,
-            c,
+        let (a, w) = (u32_at(b, 4), u32_at(b, 8) as i32);
+        Ok(match op {
+            Op::Hello => Request::Hello,
+            Op::Thread => Request::Thread,
+            Op::Set => Request::Set { phase: a, node: w },
+            Op::Clear => Request::Clear,
+            Op::Claim => Request::Claim {
+                cpus: a,
+                node: w,
+                flags: c,
+            },
+            Op::LockMemory => Request::LockMemory {
+                bytes: u64::from(a) | u64::from(c) << 32,
+            },
+            Op::WatchPressure => Request::WatchPressure {
+                stall_us: a,
+                window_us: w,
+                level: c,
+            },
+            Op::Stats => Request::Stats { slot: a },
+            Op::UnlockMemory => Request::UnlockMemory { lock: a },
         })
     }
 }
@@ -365,20 +364,62 @@ pub fn decode_stats(message: &str) -> Option<workload_phase_stats> {
 mod tests {
     use super::*;
 
+    fn every_request() -> [Request; 9] {
+        [
+            Request::Hello,
+            Request::Thread,
+            Request::Set { phase: 3, node: -1 },
+            Request::Clear,
+            Request::Claim {
+                cpus: 8,
+                node: -3,
+                flags: CLAIM_EXCLUSIVE | CLAIM_SPREAD,
+            },
+            Request::LockMemory { bytes: 5 << 32 | 7 },
+            Request::WatchPressure {
+                stall_us: 150_000,
+                window_us: 1_000_000,
+                level: 1,
+            },
+            Request::Stats { slot: 6 },
+            Request::UnlockMemory { lock: 4 },
+        ]
+    }
+
     #[test]
     fn requests_round_trip() {
-        for op in [Op::Hello, Op::Thread, Op::Set, Op::Clear] {
-            let r = Request::hint(op, 3, -1);
+        for r in every_request() {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }
-        let c = Request::claim(8, -3, CLAIM_EXCLUSIVE | CLAIM_SPREAD);
-        assert_eq!(Request::decode(&c.encode()), Ok(c));
-        let m = Request::lock_memory(5 << 32 | 7);
-        assert_eq!(Request::decode(&m.encode()).unwrap().bytes(), 5 << 32 | 7);
-        let w = Request::watch_pressure(150_000, 1_000_000, true);
-        assert_eq!(Request::decode(&w.encode()), Ok(w));
-        let s = Request::stats(6);
-        assert_eq!(Request::decode(&s.encode()), Ok(s));
+        assert_eq!(
+            every_request().map(|r| r.op()),
+            Op::ALL,
+            "one request per operation, in order"
+        );
+    }
+
+    /// The typed requests put the same bytes on the wire as the words
+    /// did: the words a, b, c after version 1 and the op, per operation.
+    #[test]
+    fn the_wire_format_is_the_16_bytes_it_was() {
+        let words: [(u32, i32, u32); 9] = [
+            (0, -1, 0),
+            (0, -1, 0),
+            (3, -1, 0),
+            (0, -1, 0),
+            (8, -3, 3),
+            (7, 0, 5),
+            (150_000, 1_000_000, 1),
+            (6, -1, 0),
+            (4, -1, 0),
+        ];
+        for (r, (a, b, c)) in every_request().iter().zip(words) {
+            let mut want = vec![1, 0, r.op() as u8, 0];
+            want.extend(a.to_le_bytes());
+            want.extend(b.to_le_bytes());
+            want.extend(c.to_le_bytes());
+            assert_eq!(r.encode().to_vec(), want, "{r:?}");
+        }
     }
 
     #[test]
@@ -403,7 +444,7 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused_with_a_reason() {
-        let good = Request::new(Op::Set).encode();
+        let good = Request::Set { phase: 1, node: -1 }.encode();
         let mut v = good;
         v[0] = 9;
         assert!(Request::decode(&v).unwrap_err().0.contains("version 9"));

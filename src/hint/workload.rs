@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use super::Error;
 use super::protocol::{
-    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, MAX_REPLY_LEN, Op, Reply, Request,
+    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, MAX_REPLY_LEN, Reply, Request,
 };
 use crate::sys::{self, Mapping};
 
@@ -173,7 +173,7 @@ impl Drop for LockedBuffer {
     fn drop(&mut self) {
         // Once the workload is closed, the service has ended every lock.
         if let Some(conn) = self.conn.upgrade() {
-            let _ = conn.call(Request::unlock_memory(self.lock), None);
+            let _ = conn.call(Request::UnlockMemory { lock: self.lock }, None);
         }
     }
 }
@@ -340,7 +340,7 @@ impl Workload {
             reserved: AtomicU64::new(0),
         };
         // The service keeps the workload's connection as its own.
-        w.conn.call(Request::new(Op::Hello), None)?;
+        w.conn.call(Request::Hello, None)?;
         if req.cpus > 0 {
             let node = match req.node {
                 Node::Any => -1,
@@ -354,13 +354,25 @@ impl Workload {
             if req.placement == Placement::Spread {
                 flags |= CLAIM_SPREAD;
             }
-            let r = w.conn.call(Request::claim(req.cpus, node, flags), None)?;
+            let r = w.conn.call(
+                Request::Claim {
+                    cpus: req.cpus,
+                    node,
+                    flags,
+                },
+                None,
+            )?;
             if let Ok(mut c) = w.conn.shared.cpus.lock() {
                 *c = (Some(r.slot), parse_cpus(&r.message));
             }
         }
         if req.locked_memory > 0 {
-            w.conn.call(Request::lock_memory(req.locked_memory), None)?;
+            w.conn.call(
+                Request::LockMemory {
+                    bytes: req.locked_memory,
+                },
+                None,
+            )?;
             w.reserved.store(req.locked_memory, Ordering::Relaxed);
         }
         Ok(w)
@@ -395,13 +407,15 @@ impl Workload {
             self.reserved.fetch_sub(need, Ordering::Relaxed);
             None
         } else {
-            let r = self.conn.call(Request::lock_memory(need - have), None)?;
+            let r = self
+                .conn
+                .call(Request::LockMemory { bytes: need - have }, None)?;
             self.reserved.store(0, Ordering::Relaxed);
             Some(r.slot)
         };
         let give_back = |e: Error| {
             if let Some(id) = extra {
-                let _ = self.conn.call(Request::unlock_memory(id), None);
+                let _ = self.conn.call(Request::UnlockMemory { lock: id }, None);
             }
             e
         };
@@ -421,7 +435,7 @@ impl Workload {
             .map_err(give_back)?;
         let r = self
             .conn
-            .call(Request::lock_memory(need), Some(fd.as_fd()))
+            .call(Request::LockMemory { bytes: need }, Some(fd.as_fd()))
             .map_err(give_back)?;
         Ok(LockedBuffer {
             map,
@@ -446,9 +460,14 @@ impl Workload {
         if let Ok(mut cbs) = self.conn.shared.callbacks.lock() {
             cbs.push((trigger, Box::new(callback)));
         }
-        let r = self
-            .conn
-            .call(Request::watch_pressure(trigger.0, trigger.1, full), None);
+        let r = self.conn.call(
+            Request::WatchPressure {
+                stall_us: trigger.0,
+                window_us: trigger.1 as i32,
+                level: u32::from(full),
+            },
+            None,
+        );
         if r.is_err()
             && let Ok(mut cbs) = self.conn.shared.callbacks.lock()
         {

@@ -12,7 +12,7 @@ use scx_phase::bpf_intf::{
     phase_hint, scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS,
     scx_phase_hint_limits_SCX_PHASE_PROCESS_SLOT as PROCESS_SLOT,
 };
-use scx_phase::hint::protocol::{Reply, Request, encode_stats};
+use scx_phase::hint::protocol::{Reply, encode_stats};
 use scx_phase::stats::NR_SLOTS;
 use scx_phase::sys;
 
@@ -73,12 +73,12 @@ impl Server {
 
     /// What the scheduler counted for the caller's own process in one
     /// phase slot: a process reads its own figures and nobody else's.
-    pub(super) fn stats(&self, index: usize, req: Request) -> Reply {
+    pub(super) fn stats(&self, index: usize, slot: u32) -> Reply {
         let wid = match self.registered(index, "asking for its figures") {
             Ok(wid) => wid,
             Err(refused) => return refused,
         };
-        let slot = req.a as usize;
+        let slot = slot as usize;
         if slot >= NR_SLOTS {
             return Reply::error(
                 libc::EINVAL,
@@ -217,16 +217,16 @@ impl Server {
     pub(super) fn one_shot(
         &mut self,
         index: usize,
-        req: Request,
+        set: Option<(u32, i32)>,
         pidfd: OwnedFd,
-        set: bool,
     ) -> Reply {
         let Some(c) = self.clients[index].as_ref() else {
             return Reply::error(libc::EBADF, "gone");
         };
-        let phase = if set {
-            match Phase::from_number(req.phase()) {
-                Some(p) if (-1..1024).contains(&req.node()) => Some(p),
+        let node = set.map_or(-1, |(_, node)| node);
+        let phase = if let Some((phase, node)) = set {
+            match Phase::from_number(phase) {
+                Some(p) if (-1..1024).contains(&node) => Some(p),
                 _ => {
                     return Reply::error(
                         libc::EINVAL,
@@ -278,7 +278,7 @@ impl Server {
                 target.tid,
                 &phase_hint {
                     phase: p as u32,
-                    numa_node: req.node(),
+                    numa_node: node,
                 },
             ),
             None => self.maps.clear_tid_hint(target.tid).map(|_| ()),

@@ -480,7 +480,8 @@ impl Server {
             let sent = self.take_fd(uid, got.fds);
             let (reply, fd) = match Request::decode(&buf[..got.len.min(buf.len())]) {
                 Ok(req)
-                    if !got.truncated && sent.as_ref().is_ok_and(|s| fits(req.op, s.as_ref())) =>
+                    if !got.truncated
+                        && sent.as_ref().is_ok_and(|s| fits(req.op(), s.as_ref())) =>
                 {
                     self.handle(index, uid, req, sent.ok().flatten())
                 }
@@ -593,22 +594,31 @@ impl Server {
             self.counters.refused += 1;
             return (refusal(why), None);
         }
-        let reply = match (req.op, fd) {
-            (Op::Hello, _) => return self.hello(index),
-            (Op::Thread, Some(Sent::Pidfd(fd))) => self.thread(index, fd),
-            (Op::Set, Some(Sent::Pidfd(fd))) => self.one_shot(index, req, fd, true),
-            (Op::Clear, Some(Sent::Pidfd(fd))) => self.one_shot(index, req, fd, false),
-            (Op::Claim, None) => self.claim(index, req),
-            (Op::LockMemory, None) => self.reserve_memory(index, req),
-            (Op::LockMemory, Some(Sent::Memfd(fd, bytes))) => {
+        let reply = match (req, fd) {
+            (Request::Hello, _) => return self.hello(index),
+            (Request::Thread, Some(Sent::Pidfd(fd))) => self.thread(index, fd),
+            (Request::Set { phase, node }, Some(Sent::Pidfd(fd))) => {
+                self.one_shot(index, Some((phase, node)), fd)
+            }
+            (Request::Clear, Some(Sent::Pidfd(fd))) => self.one_shot(index, None, fd),
+            (Request::Claim { cpus, node, flags }, None) => self.claim(index, cpus, node, flags),
+            (Request::LockMemory { bytes }, None) => self.reserve_memory(index, bytes),
+            (Request::LockMemory { .. }, Some(Sent::Memfd(fd, bytes))) => {
                 // Locked or not, the service's mapping holds what it keeps.
                 let reply = self.lock_memory(index, fd.as_fd(), bytes);
                 self.discard(uid, Sent::Memfd(fd, bytes));
                 reply
             }
-            (Op::UnlockMemory, None) => self.unlock_memory(index, req),
-            (Op::WatchPressure, None) => self.watch(index, req),
-            (Op::Stats, None) => self.stats(index, req),
+            (Request::UnlockMemory { lock }, None) => self.unlock_memory(index, lock),
+            (
+                Request::WatchPressure {
+                    stall_us,
+                    window_us,
+                    level,
+                },
+                None,
+            ) => self.watch(index, stall_us, window_us, level),
+            (Request::Stats { slot }, None) => self.stats(index, slot),
             _ => Reply::error(libc::EINVAL, "refused: missing pidfd"),
         };
         match -reply.status {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::super::status_file::{ClaimRow, Level, Placement, WatchRow, WorkloadRow, WorkloadsFile};
 use log::{debug, warn};
 use scx_phase::hint::protocol::{
-    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, Reply, Request,
+    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, Reply,
 };
 use scx_phase::sys;
 
@@ -59,7 +59,7 @@ impl Server {
         api.dirty = true;
     }
 
-    pub(super) fn claim(&mut self, index: usize, req: Request) -> Reply {
+    pub(super) fn claim(&mut self, index: usize, cpus: u32, node: i32, flags: u32) -> Reply {
         let wid = match self.registered(index, "claiming CPUs") {
             Ok(wid) => wid,
             Err(refused) => return refused,
@@ -70,17 +70,17 @@ impl Server {
         if let Err(why) = rules::may_claim(&c.who, &self.policy) {
             return refusal(libc::EPERM, why);
         }
-        if req.c & !(CLAIM_EXCLUSIVE | CLAIM_SPREAD) != 0 {
+        if flags & !(CLAIM_EXCLUSIVE | CLAIM_SPREAD) != 0 {
             return refusal(
                 libc::EINVAL,
-                format!("refused: unknown claim flags {:#x}", req.c),
+                format!("refused: unknown claim flags {flags:#x}"),
             );
         }
         let request = ClaimRequest {
-            cpus: req.a,
-            node: NodeChoice::from_wire(req.b),
-            exclusive: req.c & CLAIM_EXCLUSIVE != 0,
-            spread: req.c & CLAIM_SPREAD != 0,
+            cpus,
+            node: NodeChoice::from_wire(node),
+            exclusive: flags & CLAIM_EXCLUSIVE != 0,
+            spread: flags & CLAIM_SPREAD != 0,
         };
         let holder = Holder {
             wid,
@@ -127,17 +127,17 @@ impl Server {
     }
 
     /// LockMemory without an fd: bytes set aside for buffers to come.
-    pub(super) fn reserve_memory(&mut self, index: usize, req: Request) -> Reply {
+    pub(super) fn reserve_memory(&mut self, index: usize, bytes: u64) -> Reply {
         let (pid, tenant) = match self.memory_holder(index) {
             Ok(h) => h,
             Err(refused) => return refused,
         };
-        match self.api.budget.reserve(pid, tenant, req.bytes()) {
+        match self.api.budget.reserve(pid, tenant, bytes) {
             Ok(id) => {
                 self.hold_memory(index, id);
                 Reply {
                     slot: id as u32,
-                    message: format!("{} reserved for pid {pid}", human(req.bytes())),
+                    message: format!("{} reserved for pid {pid}", human(bytes)),
                     ..Reply::ok()
                 }
             }
@@ -166,8 +166,8 @@ impl Server {
     }
 
     /// UnlockMemory: one of this connection's locks (or reservations) ends.
-    pub(super) fn unlock_memory(&mut self, index: usize, req: Request) -> Reply {
-        let id = u64::from(req.a);
+    pub(super) fn unlock_memory(&mut self, index: usize, lock: u32) -> Reply {
+        let id = u64::from(lock);
         let Some(c) = self.clients[index].as_mut() else {
             return refusal(libc::EBADF, "gone");
         };
@@ -183,7 +183,13 @@ impl Server {
         Reply::ok()
     }
 
-    pub(super) fn watch(&mut self, index: usize, req: Request) -> Reply {
+    pub(super) fn watch(
+        &mut self,
+        index: usize,
+        stall_us: u32,
+        window_us: i32,
+        level: u32,
+    ) -> Reply {
         if let Err(refused) = self.registered(index, "watching memory pressure") {
             return refused;
         }
@@ -198,10 +204,10 @@ impl Server {
                 ),
             );
         }
-        if req.c > 1 {
+        if level > 1 {
             return refusal(
                 libc::EINVAL,
-                format!("refused: pressure level {} (0 some, 1 full)", req.c),
+                format!("refused: pressure level {level} (0 some, 1 full)"),
             );
         }
         let tenant = c.peer.tenant;
@@ -209,7 +215,7 @@ impl Server {
         if let Err(why) = WATCHES.admit(tenant, held, 1) {
             return refusal(libc::ENOSPC, why);
         }
-        let watch = match Watch::open(c.peer.pid, req.a, req.b.max(0) as u32, req.c == 1) {
+        let watch = match Watch::open(c.peer.pid, stall_us, window_us.max(0) as u32, level == 1) {
             Ok(w) => w,
             Err(why) => return refusal(libc::EINVAL, why),
         };
