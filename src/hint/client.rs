@@ -17,9 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::protocol::{
-    DEFAULT_TIMEOUT_MS, MAX_REPLY_LEN, Op, Reply, Request, TIMEOUT_ENV, decode_stats,
-};
+use super::protocol::{Answer, DEFAULT_TIMEOUT_MS, MAX_REPLY_LEN, Op, Reply, Request, TIMEOUT_ENV};
 use crate::bpf_intf::{self, workload_phase_stats};
 use crate::phase::Phase;
 use crate::stats::NR_SLOTS;
@@ -95,15 +93,28 @@ impl Session {
             op: "register with the hint service (no memory in its reply)",
             errno: libc::EPROTO,
         })?;
-        let len = (reply.slots as usize * 8).next_multiple_of(4096);
+        let Answer::Registered {
+            wid,
+            generation,
+            allow,
+            slots,
+            grant,
+        } = reply.answer(Op::Hello)
+        else {
+            return Err(Error::Os {
+                op: "register with the hint service",
+                errno: libc::EPROTO,
+            });
+        };
+        let len = (slots as usize * 8).next_multiple_of(4096);
         let memory = Mapping::new(fd.as_fd(), len).map_err(os("map the hint memory"))?;
         Ok(Session {
             sock,
             memory,
-            wid: reply.wid,
-            generation: reply.generation,
-            allow: reply.allow,
-            grant: reply.message,
+            wid,
+            generation,
+            allow,
+            grant,
             broken: false,
         })
     }
@@ -111,7 +122,13 @@ impl Session {
     fn register_thread(&self) -> Result<u32, Error> {
         let me = sys::pidfd_open(sys::gettid(), true).map_err(os("pidfd_open"))?;
         let (reply, _) = call(&self.sock, Request::Thread, Some(&me))?;
-        Ok(reply.slot)
+        match reply.answer(Op::Thread) {
+            Answer::Bound { slot } => Ok(slot),
+            _ => Err(Error::Os {
+                op: "bind a thread",
+                errno: libc::EPROTO,
+            }),
+        }
     }
 }
 
@@ -421,10 +438,13 @@ pub fn process_stats(path: &Path) -> Result<[workload_phase_stats; NR_SLOTS], Er
         let mut out = [workload_phase_stats::default(); NR_SLOTS];
         for (slot, f) in out.iter_mut().enumerate() {
             let (reply, _) = call(&s.sock, Request::Stats { slot: slot as u32 }, None)?;
-            *f = decode_stats(&reply.message).ok_or(Error::Os {
-                op: "read the hint service's figures",
-                errno: libc::EPROTO,
-            })?;
+            let Answer::Figures(Some(figures)) = reply.answer(Op::Stats) else {
+                return Err(Error::Os {
+                    op: "read the hint service's figures",
+                    errno: libc::EPROTO,
+                });
+            };
+            *f = figures;
         }
         Ok(out)
     })

@@ -340,6 +340,150 @@ impl Reply {
     }
 }
 
+/// What a reply says, typed. `Reply` is its wire form (a header of five
+/// words and a message); `From<Answer> for Reply` and `Reply::answer()`
+/// are the one place that gives those words their meaning per request.
+/// A refusal is a `Reply::error()`, turned into an error by the caller.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// Set, Clear, UnlockMemory, WatchPressure: done, with a note.
+    Done { note: String },
+    /// Hello: the workload, what it may set, its memory's slots.
+    Registered {
+        wid: u32,
+        generation: u32,
+        allow: u32,
+        slots: u32,
+        grant: String,
+    },
+    /// Thread: the slot bound to it.
+    Bound { slot: u32 },
+    /// Claim: the node, and the CPUs as a list ("2-3").
+    Claimed { node: u32, count: u32, cpus: String },
+    /// LockMemory: the lock's (or reservation's) id, for UnlockMemory.
+    Held { lock: u32, note: String },
+    /// Stats: the figures, if the message held four numbers.
+    Figures(Option<workload_phase_stats>),
+    /// Unasked (EVENT_PRESSURE): a pressure trigger fired.
+    Pressure {
+        full: bool,
+        stall_us: u32,
+        window_us: u32,
+        figures: String,
+    },
+    /// Unasked (EVENT_CLAIM): a claim's CPUs changed.
+    ClaimMoved { node: u32, count: u32, cpus: String },
+}
+
+impl From<Answer> for Reply {
+    fn from(a: Answer) -> Reply {
+        let ok = Reply::ok();
+        match a {
+            Answer::Done { note } => Reply {
+                message: note,
+                ..ok
+            },
+            Answer::Registered {
+                wid,
+                generation,
+                allow,
+                slots,
+                grant,
+            } => Reply {
+                wid,
+                generation,
+                allow,
+                slots,
+                message: grant,
+                ..ok
+            },
+            Answer::Bound { slot } => Reply { slot, ..ok },
+            Answer::Claimed { node, count, cpus } => Reply {
+                slot: node,
+                slots: count,
+                message: cpus,
+                ..ok
+            },
+            Answer::Held { lock, note } => Reply {
+                slot: lock,
+                message: note,
+                ..ok
+            },
+            Answer::Figures(f) => Reply {
+                message: f.as_ref().map(encode_stats).unwrap_or_default(),
+                ..ok
+            },
+            Answer::Pressure {
+                full,
+                stall_us,
+                window_us,
+                figures,
+            } => Reply {
+                status: EVENT_PRESSURE,
+                allow: u32::from(full),
+                slot: stall_us,
+                slots: window_us,
+                message: figures,
+                ..ok
+            },
+            Answer::ClaimMoved { node, count, cpus } => Reply {
+                status: EVENT_CLAIM,
+                slot: node,
+                slots: count,
+                message: cpus,
+                ..ok
+            },
+        }
+    }
+}
+
+impl Reply {
+    /// What this successful reply to a request of `to` says.
+    pub fn answer(&self, to: Op) -> Answer {
+        let note = self.message.clone();
+        match to {
+            Op::Hello => Answer::Registered {
+                wid: self.wid,
+                generation: self.generation,
+                allow: self.allow,
+                slots: self.slots,
+                grant: note,
+            },
+            Op::Thread => Answer::Bound { slot: self.slot },
+            Op::Claim => Answer::Claimed {
+                node: self.slot,
+                count: self.slots,
+                cpus: note,
+            },
+            Op::LockMemory => Answer::Held {
+                lock: self.slot,
+                note,
+            },
+            Op::Stats => Answer::Figures(decode_stats(&note)),
+            Op::Set | Op::Clear | Op::UnlockMemory | Op::WatchPressure => Answer::Done { note },
+        }
+    }
+
+    /// The event this is, if the service sent it unasked (a status above 0).
+    pub fn event(&self) -> Option<Answer> {
+        let note = self.message.clone();
+        match self.status {
+            EVENT_PRESSURE => Some(Answer::Pressure {
+                full: self.allow == 1,
+                stall_us: self.slot,
+                window_us: self.slots,
+                figures: note,
+            }),
+            EVENT_CLAIM => Some(Answer::ClaimMoved {
+                node: self.slot,
+                count: self.slots,
+                cpus: note,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A Stats reply's message, from the scheduler's figures.
 pub fn encode_stats(f: &workload_phase_stats) -> String {
     format!(
@@ -461,6 +605,75 @@ mod tests {
         assert!(Request::decode(&r).is_err());
         assert!(Request::decode(&good[..15]).is_err());
         assert!(Request::decode(&[]).is_err());
+    }
+
+    /// Each answer survives its wire form, read back for its request.
+    #[test]
+    fn answers_round_trip_through_replies() {
+        let f = workload_phase_stats {
+            runtime_ns: 5,
+            boosted_ns: 4,
+            wait_ns: 3,
+            waits: 2,
+        };
+        let cases = [
+            (
+                Op::Set,
+                Answer::Done {
+                    note: String::new(),
+                },
+            ),
+            (
+                Op::Hello,
+                Answer::Registered {
+                    wid: 7,
+                    generation: 2,
+                    allow: 63,
+                    slots: 4096,
+                    grant: "uid 0 may set every phase".into(),
+                },
+            ),
+            (Op::Thread, Answer::Bound { slot: 9 }),
+            (
+                Op::Claim,
+                Answer::Claimed {
+                    node: 1,
+                    count: 2,
+                    cpus: "2-3".into(),
+                },
+            ),
+            (
+                Op::LockMemory,
+                Answer::Held {
+                    lock: 4,
+                    note: "4 MiB locked".into(),
+                },
+            ),
+            (Op::Stats, Answer::Figures(Some(f))),
+            (
+                Op::Hello,
+                Answer::Pressure {
+                    full: true,
+                    stall_us: 100,
+                    window_us: 1000,
+                    figures: "some avg10=1.00".into(),
+                },
+            ),
+            (
+                Op::Stats,
+                Answer::ClaimMoved {
+                    node: 0,
+                    count: 1,
+                    cpus: "1".into(),
+                },
+            ),
+        ];
+        for (op, a) in cases {
+            let wire = Reply::decode(&Reply::from(a.clone()).encode()).unwrap();
+            let read = wire.event().unwrap_or_else(|| wire.answer(op));
+            assert_eq!(format!("{read:?}"), format!("{a:?}"), "{op:?}");
+        }
+        assert!(Reply::ok().event().is_none());
     }
 
     #[test]

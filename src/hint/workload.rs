@@ -30,9 +30,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::Error;
-use super::protocol::{
-    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, MAX_REPLY_LEN, Reply, Request,
-};
+use super::protocol::{Answer, CLAIM_EXCLUSIVE, CLAIM_SPREAD, MAX_REPLY_LEN, Op, Reply, Request};
 use crate::sys::{self, Mapping};
 
 /// Which NUMA node the CPUs should be on.
@@ -69,6 +67,14 @@ pub struct WorkloadRequest {
     pub locked_memory: u64,
 }
 
+/// The lock (or reservation) a LockMemory reply names.
+fn held_lock(r: &Reply) -> u32 {
+    match r.answer(Op::LockMemory) {
+        Answer::Held { lock, .. } => lock,
+        _ => 0, // answer(LockMemory) is always Held
+    }
+}
+
 /// A memory-pressure event: the trigger that fired and PSI's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PressureEvent {
@@ -84,9 +90,9 @@ pub struct PressureEvent {
 }
 
 impl PressureEvent {
-    fn parse(r: &Reply) -> PressureEvent {
+    fn parse(full: bool, stall_us: u32, window_us: u32, figures: String) -> PressureEvent {
         let avg10 = |kind: &str| -> f64 {
-            r.message
+            figures
                 .split("; ")
                 .find(|l| l.starts_with(kind))
                 .and_then(|l| {
@@ -98,12 +104,12 @@ impl PressureEvent {
                 .unwrap_or(0.0)
         };
         PressureEvent {
-            level: if r.allow == 1 { "full" } else { "some" },
-            stall_us: r.slot,
-            window_us: r.slots,
+            level: if full { "full" } else { "some" },
+            stall_us,
+            window_us,
             some_avg10: avg10("some"),
             full_avg10: avg10("full"),
-            figures: r.message.clone(),
+            figures,
         }
     }
 }
@@ -264,9 +270,14 @@ fn read_loop(shared: Arc<Shared>, tx: Sender<Reply>) {
         let Ok(r) = Reply::decode(&buf[..got.len]) else {
             continue;
         };
-        match r.status {
-            EVENT_PRESSURE => {
-                let ev = PressureEvent::parse(&r);
+        match r.event() {
+            Some(Answer::Pressure {
+                full,
+                stall_us,
+                window_us,
+                figures,
+            }) => {
+                let ev = PressureEvent::parse(full, stall_us, window_us, figures);
                 let fired = (ev.stall_us, ev.window_us, ev.level == "full");
                 if let Ok(cbs) = shared.callbacks.lock() {
                     for (_, cb) in cbs.iter().filter(|(t, _)| *t == fired) {
@@ -274,9 +285,9 @@ fn read_loop(shared: Arc<Shared>, tx: Sender<Reply>) {
                     }
                 }
             }
-            EVENT_CLAIM => {
+            Some(Answer::ClaimMoved { node, cpus, .. }) => {
                 if let Ok(mut c) = shared.cpus.lock() {
-                    *c = (Some(r.slot), parse_cpus(&r.message));
+                    *c = (Some(node), parse_cpus(&cpus));
                 }
             }
             _ => {
@@ -362,8 +373,10 @@ impl Workload {
                 },
                 None,
             )?;
-            if let Ok(mut c) = w.conn.shared.cpus.lock() {
-                *c = (Some(r.slot), parse_cpus(&r.message));
+            if let Answer::Claimed { node, cpus, .. } = r.answer(Op::Claim)
+                && let Ok(mut c) = w.conn.shared.cpus.lock()
+            {
+                *c = (Some(node), parse_cpus(&cpus));
             }
         }
         if req.locked_memory > 0 {
@@ -411,7 +424,7 @@ impl Workload {
                 .conn
                 .call(Request::LockMemory { bytes: need - have }, None)?;
             self.reserved.store(0, Ordering::Relaxed);
-            Some(r.slot)
+            Some(held_lock(&r))
         };
         let give_back = |e: Error| {
             if let Some(id) = extra {
@@ -439,7 +452,7 @@ impl Workload {
             .map_err(give_back)?;
         Ok(LockedBuffer {
             map,
-            lock: r.slot,
+            lock: held_lock(&r),
             conn: Arc::downgrade(&self.conn),
         })
     }
@@ -494,6 +507,7 @@ impl Drop for Workload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hint::protocol::EVENT_PRESSURE;
 
     #[test]
     fn events_parse() {
@@ -505,7 +519,16 @@ mod tests {
             message: "some avg10=12.50 avg60=3.00 avg300=0.00 total=123; full avg10=4.25 avg60=0.00 avg300=0.00 total=45".into(),
             ..Reply::default()
         };
-        let ev = PressureEvent::parse(&r);
+        let Some(Answer::Pressure {
+            full,
+            stall_us,
+            window_us,
+            figures,
+        }) = r.event()
+        else {
+            panic!("not a pressure event: {r:?}");
+        };
+        let ev = PressureEvent::parse(full, stall_us, window_us, figures);
         assert_eq!(
             (ev.level, ev.stall_us, ev.window_us),
             ("some", 100_000, 1_000_000)

@@ -12,7 +12,7 @@ use scx_phase::bpf_intf::{
     phase_hint, scx_phase_hint_limits_SCX_PHASE_HINT_SLOTS as HINT_SLOTS,
     scx_phase_hint_limits_SCX_PHASE_PROCESS_SLOT as PROCESS_SLOT,
 };
-use scx_phase::hint::protocol::{Reply, encode_stats};
+use scx_phase::hint::protocol::{Answer, Reply};
 use scx_phase::stats::NR_SLOTS;
 use scx_phase::sys;
 
@@ -60,14 +60,14 @@ impl Server {
                 );
             }
         };
-        let reply = Reply {
+        let reply = Answer::Registered {
             wid,
             generation: w.generation,
             allow: w.allow,
             slots: HINT_SLOTS,
-            message: w.grant.clone(),
-            ..Reply::ok()
-        };
+            grant: w.grant.clone(),
+        }
+        .into();
         (reply, Some(fd))
     }
 
@@ -86,10 +86,7 @@ impl Server {
             );
         }
         match self.maps.workload_stats(wid, slot as u32) {
-            Ok(f) => Reply {
-                message: encode_stats(&f),
-                ..Reply::ok()
-            },
+            Ok(f) => Answer::Figures(Some(f)).into(),
             Err(e) => Reply::error(libc::EIO, format!("cannot read the figures: {e}")),
         }
     }
@@ -170,10 +167,10 @@ impl Server {
             && b.thread.generation == w.generation
             && w.thread_pidfd(b.thread.slot).is_some()
         {
-            return Reply {
+            return Answer::Bound {
                 slot: b.thread.slot,
-                ..Reply::ok()
-            };
+            }
+            .into();
         }
         let held = self.workloads.threads_bound_by(w.tenant);
         if let Err(why) = self.limits.threads().admit(w.tenant, held, 1) {
@@ -208,10 +205,7 @@ impl Server {
             return target_error(e);
         }
         self.counters.registrations += 1;
-        Reply {
-            slot,
-            ..Reply::ok()
-        }
+        Answer::Bound { slot }.into()
     }
 
     pub(super) fn one_shot(

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::super::status_file::{ClaimRow, Level, Placement, WatchRow, WorkloadRow, WorkloadsFile};
 use log::{debug, warn};
-use scx_phase::hint::protocol::{
-    CLAIM_EXCLUSIVE, CLAIM_SPREAD, EVENT_CLAIM, EVENT_PRESSURE, Reply,
-};
+use scx_phase::hint::protocol::{Answer, CLAIM_EXCLUSIVE, CLAIM_SPREAD, Reply};
 use scx_phase::sys;
 
 use super::super::claims::{ClaimRequest, CpuTopology, Holder, NodeChoice, format_cpulist};
@@ -98,12 +96,12 @@ impl Server {
         let Some(claim) = self.api.claims.get(id) else {
             return refusal(libc::EIO, "claim vanished");
         };
-        Reply {
-            slot: claim.node,
-            slots: claim.cpus.len() as u32,
-            message: format_cpulist(&claim.cpus),
-            ..Reply::ok()
+        Answer::Claimed {
+            node: claim.node,
+            count: claim.cpus.len() as u32,
+            cpus: format_cpulist(&claim.cpus),
         }
+        .into()
     }
 
     /// The caller's process, alive and registered, or the refusal.
@@ -135,11 +133,11 @@ impl Server {
         match self.api.budget.reserve(pid, tenant, bytes) {
             Ok(id) => {
                 self.hold_memory(index, id);
-                Reply {
-                    slot: id as u32,
-                    message: format!("{} reserved for pid {pid}", human(bytes)),
-                    ..Reply::ok()
+                Answer::Held {
+                    lock: id as u32,
+                    note: format!("{} reserved for pid {pid}", human(bytes)),
                 }
+                .into()
             }
             Err(why) => refusal(libc::ENOMEM, why),
         }
@@ -155,11 +153,11 @@ impl Server {
         match self.api.budget.lock(pid, tenant, fd, bytes) {
             Ok(id) => {
                 self.hold_memory(index, id);
-                Reply {
-                    slot: id as u32,
-                    message: format!("{} locked for pid {pid}", human(bytes)),
-                    ..Reply::ok()
+                Answer::Held {
+                    lock: id as u32,
+                    note: format!("{} locked for pid {pid}", human(bytes)),
                 }
+                .into()
             }
             Err(why) => refusal(libc::ENOMEM, why),
         }
@@ -247,10 +245,10 @@ impl Server {
             c.held.watches.push(id);
         }
         self.api.dirty = true;
-        Reply {
-            message: format!("watching {path}"),
-            ..Reply::ok()
+        Answer::Done {
+            note: format!("watching {path}"),
         }
+        .into()
     }
 
     /// A trigger fired: send the figures to its client (best effort: an
@@ -265,14 +263,12 @@ impl Server {
             return;
         }
         let figures = watch.figures().unwrap_or_default();
-        let event = Reply {
-            status: EVENT_PRESSURE,
-            slot: watch.stall_us,
-            slots: watch.window_us,
-            allow: u32::from(watch.full),
-            message: figures,
-            ..Reply::ok()
-        };
+        let event = Reply::from(Answer::Pressure {
+            full: watch.full,
+            stall_us: watch.stall_us,
+            window_us: watch.window_us,
+            figures,
+        });
         let (index, owner_gen) = (*index, *owner_gen);
         if self.client_gen.get(index) == Some(&owner_gen)
             && let Some(c) = self.clients[index].as_ref()
@@ -333,13 +329,11 @@ impl Server {
         for c in self.clients.iter().flatten() {
             for id in c.held.claims.iter().filter(|id| changed.contains(id)) {
                 if let Some(claim) = self.api.claims.get(*id) {
-                    let event = Reply {
-                        status: EVENT_CLAIM,
-                        slot: claim.node,
-                        slots: claim.cpus.len() as u32,
-                        message: format_cpulist(&claim.cpus),
-                        ..Reply::ok()
-                    };
+                    let event = Reply::from(Answer::ClaimMoved {
+                        node: claim.node,
+                        count: claim.cpus.len() as u32,
+                        cpus: format_cpulist(&claim.cpus),
+                    });
                     let _ =
                         sys::send_with_fd(c.fd.as_fd(), &event.encode(), None, libc::MSG_DONTWAIT);
                 }
