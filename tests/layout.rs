@@ -244,6 +244,21 @@ mod copies {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// What Python `code` prints, with `dir` (below the crate) on its
+    /// path; its stderr too, for a failure's message.
+    fn run_py(code: &str, dir: &str) -> (String, String) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("python3")
+            .args(["-c", code])
+            .env("PYTHONPATH", root.join(dir))
+            .output()
+            .expect("python3");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Every constant as Rust has it, one `NAME VALUE` line each.
     fn constants() -> String {
         let mut s = String::new();
@@ -262,7 +277,6 @@ mod copies {
     /// The generated constants, as a C compiler and Python read them.
     #[test]
     fn the_constants_mean_the_same_in_c_and_python() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let want = constants();
         let mut c =
             String::from("#include <stdio.h>\n#include \"scx_phase.h\"\nint main(void) {\n");
@@ -279,17 +293,8 @@ mod copies {
         let py = "import scx_phase as s\n\
                   for p in s.Phase: print(p.name, int(p))\n\
                   print('NODE_ANY', s.NODE_ANY); print('NODE_GPU', s.NODE_GPU); print('NR_SLOTS', len(s.SLOTS))\n";
-        let got = std::process::Command::new("python3")
-            .args(["-c", py])
-            .env("PYTHONPATH", root.join("python"))
-            .output()
-            .expect("python3");
-        assert_eq!(
-            String::from_utf8_lossy(&got.stdout),
-            want,
-            "Python vs Rust: {}",
-            String::from_utf8_lossy(&got.stderr)
-        );
+        let (got, err) = run_py(py, "python");
+        assert_eq!(got, want, "Python vs Rust: {err}");
     }
 
     fn exports() -> BTreeSet<String> {
@@ -415,20 +420,10 @@ mod copies {
         }
         c.push_str("return 0; }\n");
         assert_eq!(run_c(&c), want, "C header vs capi.rs");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
 
         // The Python package's ctypes copies.
-        let got = std::process::Command::new("python3")
-            .args(["-c", &py])
-            .env("PYTHONPATH", root.join("python"))
-            .output()
-            .expect("python3");
-        assert_eq!(
-            String::from_utf8_lossy(&got.stdout),
-            want,
-            "Python vs capi.rs: {}",
-            String::from_utf8_lossy(&got.stderr)
-        );
+        let (got, err) = run_py(&py, "python");
+        assert_eq!(got, want, "Python vs capi.rs: {err}");
 
         // The figures' slots: the phases, then un-hinted.
         let nr = scx_phase::stats::NR_SLOTS;
@@ -436,31 +431,19 @@ mod copies {
             size_of::<S>(),
             size_of::<scx_phase::bpf_intf::workload_phase_stats>()
         );
-        let slots = std::process::Command::new("python3")
-            .args(["-c", "import scx_phase as s; print(' '.join(s.SLOTS))"])
-            .env("PYTHONPATH", root.join("python"))
-            .output()
-            .expect("python3");
+        let (slots, _) = run_py("import scx_phase as s; print(' '.join(s.SLOTS))", "python");
         let want: Vec<&str> = (0..nr).map(scx_phase::stats::slot_name).collect();
-        assert_eq!(
-            String::from_utf8_lossy(&slots.stdout).trim(),
-            want.join(" ")
-        );
+        assert_eq!(slots.trim(), want.join(" "));
     }
 
     /// The raw tool, imported: its operations and sizes are protocol.rs's
     /// (its wire formats are checked against the sizes as it loads).
     #[test]
     fn the_raw_protocol_tool_speaks_protocol_rs() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let py = "import hint_raw as h\n\
                   print(h.VERSION, h.REQUEST_LEN, h.MAX_REPLY, h.NR_SLOTS, h.CLAIM_EXCLUSIVE, h.CLAIM_SPREAD)\n\
                   print(' '.join(f'{n}={getattr(h, n)}' for n in sorted(dir(h)) if n.startswith('OP_')))\n";
-        let got = std::process::Command::new("python3")
-            .args(["-c", py])
-            .env("PYTHONPATH", root.join("tests/tools"))
-            .output()
-            .expect("python3");
+        let (got, err) = run_py(py, "tests/tools");
         let mut ops: Vec<String> = protocol::Op::ALL
             .iter()
             .map(|op| format!("OP_{}={}", super::snake(*op), *op as u16))
@@ -476,12 +459,7 @@ mod copies {
             protocol::CLAIM_SPREAD,
             ops.join(" ")
         );
-        assert_eq!(
-            String::from_utf8_lossy(&got.stdout),
-            want,
-            "{}",
-            String::from_utf8_lossy(&got.stderr)
-        );
+        assert_eq!(got, want, "{err}");
     }
 
     #[test]
