@@ -16,7 +16,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::Error;
+use super::error::Error;
 use super::protocol::{Answer, DEFAULT_TIMEOUT_MS, MAX_REPLY_LEN, Op, Reply, Request, TIMEOUT_ENV};
 use crate::bpf_intf::{self, workload_phase_stats};
 use crate::phase::Phase;

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Error;
+use super::error::Error;
 use super::protocol::{Answer, CLAIM_EXCLUSIVE, CLAIM_SPREAD, MAX_REPLY_LEN, Op, Reply, Request};
 use crate::sys::{self, Mapping};
 
