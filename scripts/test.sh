@@ -125,7 +125,8 @@ vm_tests=$(vm_test_binary)
 # Every kernel a test needs (scripts/vm-kernel.sh fetches or builds it).
 "$vm_tests" --list | scripts/vm-plan tests/vm/needs.txt >target/vm-plan.txt
 for k in $(cut -d' ' -f1 target/vm-plan.txt | uniq); do scripts/vm-kernel.sh "$k" >/dev/null; done
-: >"$vm_log"
+# What scripts/measurements.py says the figures were measured on.
+echo "== suite: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes'), $(date -u +%F)" >"$vm_log"
 run_boots target/vm-plan.txt
 
 # The benchmark in --quick mode (one short run of every configuration but
