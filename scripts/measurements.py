@@ -9,7 +9,8 @@ Defaults: target/test-host.log and target/test-vm.log (what
 scripts/test.sh writes); the benchmarks' reports as their report scripts
 wrote them: docs/bench/RESULTS.md up to its hand-written notes, and every
 target/bench/*/table.md (scripts/bench.sh --ranks, --overload, --work);
-and docs/measurements.md. The README quotes only figures that file holds
+and docs/measurements.md. A benchmark whose report is not here keeps its
+section from that file. The README quotes only figures that file holds
 (tests/docs.rs).
 """
 
@@ -164,9 +165,14 @@ def main():
                 w.append(f"- `{n}` ({t['secs']:.0f} s):")
                 w.extend(f"  - {text}" for text in t["measured"])
         w.append("")
+    # The benchmarks run apart from the suite: a report this checkout
+    # lacks (target/ is not in a clone) keeps its section from the file.
+    written = set()
     for path in benches:
         m = re.match(r"target/bench/([^/]+)/table\.md$", path)
-        w.append(f"## Benchmark: scripts/bench.sh --{m.group(1)}" if m else f"## Benchmark: {path}")
+        title = f"## Benchmark: scripts/bench.sh --{m.group(1)}" if m else f"## Benchmark: {path}"
+        written.add(title)
+        w.append(title)
         w.append("")
         for line in read(path):
             # A report's hand-written part is not a measurement.
@@ -176,6 +182,13 @@ def main():
                 continue
             w.append("##" + line if line.startswith("#") else line)
         w.append("")
+    if os.path.exists(a.output):
+        keep = False
+        for line in read(a.output):
+            if line.startswith("## "):
+                keep = line.startswith("## Benchmark: ") and line not in written
+            if keep:
+                w.append(line)
     with open(a.output, "w", encoding="utf-8") as f:
         f.write("\n".join(w).rstrip() + "\n")
     print(f"measurements: wrote {a.output}: {len(host)} host lines, {len(boots)} VM boots, {len(benches)} benchmark reports")
