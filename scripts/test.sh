@@ -117,7 +117,7 @@ step "host tests"
 # produces (cargo test builds the library as an rlib).
 cargo build --release
 # Passing tests' output too: their MEASURED lines go to docs/measurements.md
-# (scripts/measurements.sh).
+# (scripts/measurements.py).
 cargo test --release -- --show-output 2>&1 | tee target/test-host.log
 
 vm_tests=$(vm_test_binary)
