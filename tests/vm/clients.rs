@@ -17,6 +17,9 @@ pub fn root() -> &'static Path {
 }
 
 /// Folder of the test programs built in this VM (mounted into containers).
+/// Built once per boot: /tmp lives as long as the VM, and each test runs
+/// as a process of its own (scripts/vm-run), so building in every process
+/// cost each test that runs them 20-80 s of gcc under TCG, among its hogs.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -24,15 +27,28 @@ pub fn bin_dir() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        for prog in [
-            "hint_spin",
-            "hint_soak",
-            "workload_spin",
-            "checkpoint",
-            "memhog",
-        ] {
-            build_c(&format!("{prog}.c"), &dir.join(prog), "-O2");
-        }
+        // In parallel: gcc is single-threaded, and the VM has 2-4 vCPUs.
+        std::thread::scope(|s| {
+            for prog in [
+                "hint_spin",
+                "hint_soak",
+                "workload_spin",
+                "checkpoint",
+                "memhog",
+            ] {
+                let exe = dir.join(prog);
+                if exe.exists() {
+                    continue;
+                }
+                // Renamed into place whole: a test killed mid-build leaves
+                // no half-written program for the next one.
+                let part = dir.join(format!("{prog}.part{}", std::process::id()));
+                s.spawn(move || {
+                    build_c(&format!("{prog}.c"), &part, "-O2");
+                    std::fs::rename(&part, &exe).unwrap();
+                });
+            }
+        });
         dir
     })
 }
