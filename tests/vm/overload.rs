@@ -73,7 +73,7 @@ fn messaging_at_2560_tasks_never_ejects_and_waits_no_longer_than_eevdf() {
     );
     let (groups, loops) = (64, 20);
     // One run each: across every suite run so far (three kernels, two runs
-    // each) scx_phase's worst wait was 0.18-0.29x EEVDF's, far inside the
+    // each) scx_phase's worst wait was 0.12-0.32x EEVDF's, far inside the
     // 1.25x below, and each run costs about 35 s of a boot that the suite
     // makes on three kernels. scripts/bench.sh --overload repeats runs.
     const RUNS: usize = 1;
