@@ -41,6 +41,18 @@ fn a_training_runs_mlflow_run_gets_the_schedulers_figures() {
     let stats = StatsMap::open(Path::new(PIN_DIR)).unwrap();
     let store = tempfile::tempdir().unwrap();
     let uri = format!("file://{}", store.path().join("mlruns").display());
+    // The store's reader starts first and imports MLflow (about 33 s under
+    // TCG) beside the run's own imports; it reads the run id from stdin.
+    let mut query = Command::new(venv_python())
+        .arg(root().join("tests/tools/mlflow_run.py"))
+        .arg("-")
+        .envs(store_env(&uri))
+        .env("HOME", store.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mlflow_run.py");
     let before = stats.read().unwrap();
     let t0 = Instant::now();
     let mut child = Command::new(venv_python())
@@ -86,13 +98,13 @@ fn a_training_runs_mlflow_run_gets_the_schedulers_figures() {
         .and_then(|s| s.trim_end_matches(" s").parse().ok())
         .unwrap_or_else(|| panic!("no loop cpu: {text}"));
 
-    let q = Command::new(venv_python())
-        .arg(root().join("tests/tools/mlflow_run.py"))
-        .arg(&id)
-        .envs(store_env(&uri))
-        .env("HOME", store.path())
-        .output()
-        .expect("mlflow_run.py");
+    query
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{id}\n").as_bytes())
+        .unwrap();
+    let q = query.wait_with_output().expect("mlflow_run.py");
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     let run: Value = serde_json::from_slice(&q.stdout).unwrap();
     let m = &run["metrics"];
