@@ -2,7 +2,7 @@
 hostile or broken tenant does to the hint service, then prints one JSON
 line of what it did.
 
-    chaos.py SEED SECS
+    chaos.py SEED SECS      (or @T: until CLOCK_MONOTONIC reads T s)
 
 It connects and leaves, sends garbage and lies, sends files (others'
 pidfds, sockets, pipes, epoll fds, memfds, /proc files), forks children
@@ -255,11 +255,10 @@ EXPECTED = (ConnectionError, socket.timeout, BrokenPipeError, ProcessLookupError
 
 
 def main():
-    seed, secs = int(sys.argv[1]), float(sys.argv[2])
+    seed, end = int(sys.argv[1]), raw.deadline(sys.argv[2])
     rng = random.Random(seed)
     done = {a.__name__[4:]: 0 for a in ACTIONS}
     cut_off, unexpected, first = 0, 0, []
-    end = time.monotonic() + secs
     while time.monotonic() < end:
         act = rng.choice(ACTIONS)
         try:

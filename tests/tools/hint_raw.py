@@ -13,6 +13,8 @@ lies, garbage and floods. Used by the host and VM tests.
     hint_raw.py connect N                   open N connections
     hint_raw.py register N                  N child processes register
     hint_raw.py probe SECS [boost]          a timed Hello every second
+                                            (SECS, or @T: until
+                                            CLOCK_MONOTONIC reads T s)
     hint_raw.py userns-connect UID N        enter a new user namespace,
                                             print our pid, wait for a line
                                             (the caller maps the namespace),
@@ -407,11 +409,21 @@ def cmd_userns_connect(args):
     cmd_connect([n])
 
 
+def deadline(arg):
+    """When a run of SECS seconds ends: SECS from now, or, written @T, at
+    T seconds of CLOCK_MONOTONIC (time.monotonic()), a deadline a test
+    shares among the clients it starts under load, which may each take
+    seconds to start."""
+    if arg.startswith("@"):
+        return float(arg[1:])
+    return time.monotonic() + float(arg)
+
+
 def cmd_probe(args):
     """Every second for SECS: a new connection and a Hello, timed. With
     "boost" (root, or the hint group), this thread first raises itself to
     backward, so that its own wait for a CPU stays out of the figure."""
-    secs = float(args[0])
+    end = deadline(args[0])
     keep = None
     if len(args) > 1 and args[1] == "boost":
         keep = connect()
@@ -419,7 +431,6 @@ def cmd_probe(args):
         slot = bind_me(keep)["slot"]
         memory[slot * 8:slot * 8 + 8] = struct.pack("<Q", 3 | (0xffffffff << 32))
     times, failed = [], []
-    end = time.monotonic() + secs
     while time.monotonic() < end:
         t0 = time.monotonic()
         try:

@@ -770,13 +770,12 @@ fn chaos_soak_users_attack_while_a_job_keeps_its_boost_and_claim() {
     std::fs::copy("/usr/bin/sleep", suid).expect("copy sleep");
     std::os::unix::fs::chown(suid, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
-    let hogs = Hogs::start(nr_cpus());
     let job = Claimant::start_in_phase(node1.len() as u32, 1, true, node1.len() as u32, 3);
     assert!(job.ok(), "{}", job.reply);
     let mut boosted = crate::clients::raw(&["own", "3", "spin"], None);
     let b = boosted.line();
     assert_eq!(b["bind"]["status"], 0, "{b}");
-    let actor = |uid: u32, seed: u32, secs: u64| {
+    let actor = |uid: u32, seed: u32, secs: &str| {
         Command::new("setpriv")
             .args([
                 format!("--reuid={uid}"),
@@ -797,16 +796,22 @@ fn chaos_soak_users_attack_while_a_job_keeps_its_boost_and_claim() {
     };
     // A short round first: what the service keeps for good (its first
     // workloads' pages, the allocator's arenas) is there before we measure.
-    let warm = actor(50000, 0, 5).wait_with_output().unwrap();
+    // Before the hogs: among them, this un-hinted round took 44 s (of the
+    // test's 160) to start, act for 5 s and exit.
+    let warm = actor(50000, 0, "5").wait_with_output().unwrap();
     assert!(warm.status.success());
+    let hogs = Hogs::start(nr_cpus());
     std::thread::sleep(Duration::from_secs(2));
     let (anon0, _, fds0) = crate::service::footprint(loader.pid());
     let dmesg_before = dmesg_lines();
 
     let t0 = Instant::now();
-    let actors: Vec<Child> = (1..=3).map(|i| actor(50000 + i, i, secs)).collect();
-    let mut probe = crate::clients::raw(&["probe", &secs.to_string()], Some("60000"));
-    let mut probe_boosted = crate::clients::raw(&["probe", &secs.to_string(), "boost"], None);
+    // One deadline for all: among the hogs, each client takes seconds to
+    // start, and on its own clock of `secs` the last ended 25-30 s late.
+    let end = monotonic_deadline(Duration::from_secs(secs));
+    let actors: Vec<Child> = (1..=3).map(|i| actor(50000 + i, i, &end)).collect();
+    let mut probe = crate::clients::raw(&["probe", &end], Some("60000"));
+    let mut probe_boosted = crate::clients::raw(&["probe", &end, "boost"], None);
     let actor_uids: Vec<u64> = (50001..=50003).collect();
     let job_pid = u64::from(job.child.id());
     let (mut samples, mut attached, mut claim_held, mut job_boosted) = (0, 0, 0, 0);
@@ -850,10 +855,12 @@ fn chaos_soak_users_attack_while_a_job_keeps_its_boost_and_claim() {
         let out = a.wait_with_output().unwrap();
         done.push(serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default());
     }
+    let actors_done = t0.elapsed().as_secs_f64();
     let p = probe.line();
     drop(probe);
     let pb = probe_boosted.line();
     drop(probe_boosted);
+    let probes_done = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
     let (anon1, _, fds1) = crate::service::footprint(loader.pid());
     let dmesg = dmesg_lines().split_off(dmesg_before.len());
@@ -879,7 +886,7 @@ fn chaos_soak_users_attack_while_a_job_keeps_its_boost_and_claim() {
     let least_boost = boosted_cpu.iter().cloned().fold(f64::MAX, f64::min);
     let mean_boost = boosted_cpu.iter().sum::<f64>() / boosted_cpu.len().max(1) as f64;
     println!(
-        "MEASURED chaos soak {:.0} s on {} vCPUs: 3 uids did {total} actions ({} kinds; {}); a Hello every second from a boosted probe: p50 {} ms, {} of {} over 100 ms, max {} ms, {} failed; from an un-hinted one: p50 {} ms, max {} ms, {} failed; attached {attached}/{samples}; the job's exclusive claim of node 1 listed {claim_held}/{samples}, its threads in backward {job_boosted}/{samples}; hogs on its CPUs at most {worst_hogs:.1} per mille; the boosted root thread among {} hogs {mean_boost:.1}% of a CPU (least {least_boost:.1}% in a half-second); actors' threads raised: {}; service: anonymous {anon0} -> {anon1} kB, fds {fds0} -> {fds1}; stalls in dmesg: {}",
+        "MEASURED chaos soak {:.0} s on {} vCPUs (sampled for {secs} s; the actors done at {actors_done:.0} s, the probes at {probes_done:.0} s): 3 uids did {total} actions ({} kinds; {}); a Hello every second from a boosted probe: p50 {} ms, {} of {} over 100 ms, max {} ms, {} failed; from an un-hinted one: p50 {} ms, max {} ms, {} failed; attached {attached}/{samples}; the job's exclusive claim of node 1 listed {claim_held}/{samples}, its threads in backward {job_boosted}/{samples}; hogs on its CPUs at most {worst_hogs:.1} per mille; the boosted root thread among {} hogs {mean_boost:.1}% of a CPU (least {least_boost:.1}% in a half-second); actors' threads raised: {}; service: anonymous {anon0} -> {anon1} kB, fds {fds0} -> {fds1}; stalls in dmesg: {}",
         t0.elapsed().as_secs_f64(),
         nr_cpus(),
         kinds_seen.len(),

@@ -220,6 +220,20 @@ pub fn alive(pid: i32) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
+/// `@T`, the moment `after` from now as hint_raw.py and chaos.py take a
+/// deadline: T seconds of CLOCK_MONOTONIC, Python's time.monotonic().
+pub fn monotonic_deadline(after: Duration) -> String {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which we own.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime: {}", std::io::Error::last_os_error());
+    let now = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    format!("@{:.3}", (now + after).as_secs_f64())
+}
+
 /// What the kernel has logged so far, a line each.
 pub fn dmesg_lines() -> Vec<String> {
     let out = Command::new("dmesg").output().expect("dmesg");
