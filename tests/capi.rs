@@ -6,7 +6,10 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{HintService, build_c, client_env, dead_tid};
+use common::{
+    HintService, VM_PROGRAMS, build_c, build_vm_programs, client_env, dead_tid, program_is_fresh,
+    vm_programs_dir,
+};
 
 fn exe() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -94,4 +97,17 @@ fn without_the_service_every_call_says_not_running() {
     );
     assert!(text.contains("not running"), "{text}");
     assert!(text.contains("/nonexistent/hint.sock"), "{text}");
+}
+
+/// The C programs the VM tests run build warning-free against the header
+/// and the library. They are left in target/<profile>/vm-programs, where
+/// each VM boot copies them rather than spending 30-40 s of gcc under TCG
+/// (scripts/test.sh runs these tests before the VM's).
+#[test]
+fn the_vm_tests_c_programs_build_warning_free() {
+    let dir = vm_programs_dir();
+    build_vm_programs(&dir);
+    for name in VM_PROGRAMS {
+        assert!(program_is_fresh(&dir.join(name), name), "{name} not built");
+    }
 }

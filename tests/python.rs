@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{HintService, client_env};
+use common::{HintService, client_env, python_site_dir, python_site_stamp};
 
 #[test]
 fn python_package_unit_tests() {
@@ -43,7 +43,9 @@ fn unittest(mut cmd: Command, dir: &Path) -> String {
 fn a_wheel_bundles_the_library_and_pip_installs_it() {
     let svc = HintService::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let site = tempfile::tempdir().unwrap();
+    // The install is left for the VM's Kubernetes test (python_site_dir).
+    let site = python_site_dir();
+    let _ = std::fs::remove_dir_all(&site);
     let wheels = tempfile::tempdir().unwrap();
     // scripts/wheel.sh takes target/release, what this cargo run built.
     let out = Command::new(root.join("scripts/wheel.sh"))
@@ -75,7 +77,7 @@ fn a_wheel_bundles_the_library_and_pip_installs_it() {
     );
     let out = Command::new("/usr/bin/python3")
         .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
-        .arg(site.path())
+        .arg(&site)
         .arg(&whl)
         .output()
         .expect("python3 -m pip");
@@ -85,14 +87,15 @@ fn a_wheel_bundles_the_library_and_pip_installs_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        site.path().join("scx_phase/libscx_phase.so").exists(),
+        site.join("scx_phase/libscx_phase.so").exists(),
         "library not installed"
     );
+    std::fs::write(python_site_stamp(&site), &whl).unwrap();
 
     // The installed package finds its own library: no SCX_PHASE_LIB.
     let mut child = Command::new("/usr/bin/python3")
         .args(["-c", "import scx_phase, threading, time; print(scx_phase.set_phase('optimizer'), threading.get_native_id(), flush=True); time.sleep(3)"])
-        .env("PYTHONPATH", site.path())
+        .env("PYTHONPATH", &site)
         .env("SCX_PHASE_SOCKET", svc.socket())
         .env_remove("SCX_PHASE_LIB")
         .stdout(std::process::Stdio::piped())

@@ -100,6 +100,95 @@ pub fn lib_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The C programs the VM tests run, from tests/c/<name>.c, built -O2.
+pub const VM_PROGRAMS: [&str; 5] = [
+    "hint_spin",
+    "hint_soak",
+    "workload_spin",
+    "checkpoint",
+    "memhog",
+];
+
+/// Where a host test (tests/capi.rs) builds VM_PROGRAMS, and the VM tests
+/// copy them from: gcc takes about a second here, 30-40 s in each VM boot
+/// under TCG.
+pub fn vm_programs_dir() -> PathBuf {
+    lib_dir().join("vm-programs")
+}
+
+/// Whether `exe`, built from tests/c/<name>.c, is newer than its source,
+/// the header and the library.
+pub fn program_is_fresh(exe: &Path, name: &str) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = mtime(exe) else {
+        return false;
+    };
+    [
+        root.join("tests/c").join(format!("{name}.c")),
+        root.join("include/scx_phase.h"),
+        lib_dir().join("libscx_phase.so"),
+    ]
+    .iter()
+    .all(|input| mtime(input).is_some_and(|t| t <= built))
+}
+
+/// Build into `dir` each of VM_PROGRAMS that is missing there or older
+/// than its inputs, in parallel (gcc is single-threaded). Each is renamed
+/// into place whole: a test killed mid-build leaves no half-written
+/// program for the next one.
+pub fn build_vm_programs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::thread::scope(|s| {
+        for name in VM_PROGRAMS {
+            let exe = dir.join(name);
+            if program_is_fresh(&exe, name) {
+                continue;
+            }
+            let part = dir.join(format!("{name}.part{}", std::process::id()));
+            s.spawn(move || {
+                build_c(&format!("{name}.c"), &part, "-O2");
+                std::fs::rename(&part, &exe).unwrap();
+            });
+        }
+    });
+}
+
+/// Where a host test (tests/python.rs) pip-installs the wheel this build
+/// makes, for the VM's Kubernetes test to copy into its Job's image:
+/// building and installing it there took 42 s under TCG.
+pub fn python_site_dir() -> PathBuf {
+    lib_dir().join("vm-python-site")
+}
+
+/// The file the host test writes once the install in `site` succeeded.
+pub fn python_site_stamp(site: &Path) -> PathBuf {
+    site.join(".installed")
+}
+
+/// Whether `site` holds an install newer than what the wheel is made of:
+/// the package's files, its build files and the library.
+pub fn python_site_is_fresh(site: &Path) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(installed) = mtime(&python_site_stamp(site)) else {
+        return false;
+    };
+    let Ok(package) = std::fs::read_dir(root.join("python/scx_phase")) else {
+        return false;
+    };
+    package
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .chain([
+            root.join("python/pyproject.toml"),
+            root.join("python/setup.py"),
+            root.join("scripts/wheel.sh"),
+            lib_dir().join("libscx_phase.so"),
+        ])
+        .all(|input| mtime(&input).is_some_and(|t| t <= installed))
+}
+
 /// Compile `tests/c/<source>` against include/scx_phase.h and
 /// libscx_phase.so into `out`.
 pub fn build_c(source: &str, out: &Path, opt: &str) {

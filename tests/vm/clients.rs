@@ -10,16 +10,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{build_c, lib_dir};
+use crate::common::{VM_PROGRAMS, build_vm_programs, lib_dir, program_is_fresh, vm_programs_dir};
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Folder of the test programs built in this VM (mounted into containers).
-/// Built once per boot: /tmp lives as long as the VM, and each test runs
-/// as a process of its own (scripts/vm-run), so building in every process
-/// cost each test that runs them 20-80 s of gcc under TCG, among its hogs.
+/// Folder of the C test programs in this VM (mounted into containers),
+/// filled once per boot: /tmp lives as long as the VM, and each test runs
+/// as a process of its own (scripts/vm-run). The host tests leave them
+/// built (common::vm_programs_dir); what is not there, or older than its
+/// source, is built here, 30-40 s of gcc under TCG.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -27,28 +28,17 @@ pub fn bin_dir() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        // In parallel: gcc is single-threaded, and the VM has 2-4 vCPUs.
-        std::thread::scope(|s| {
-            for prog in [
-                "hint_spin",
-                "hint_soak",
-                "workload_spin",
-                "checkpoint",
-                "memhog",
-            ] {
-                let exe = dir.join(prog);
-                if exe.exists() {
-                    continue;
-                }
-                // Renamed into place whole: a test killed mid-build leaves
-                // no half-written program for the next one.
-                let part = dir.join(format!("{prog}.part{}", std::process::id()));
-                s.spawn(move || {
-                    build_c(&format!("{prog}.c"), &part, "-O2");
-                    std::fs::rename(&part, &exe).unwrap();
-                });
+        let built = vm_programs_dir();
+        for name in VM_PROGRAMS {
+            let (exe, from) = (dir.join(name), built.join(name));
+            if exe.exists() || !program_is_fresh(&from, name) {
+                continue;
             }
-        });
+            let part = dir.join(format!("{name}.part{}", std::process::id()));
+            std::fs::copy(&from, &part).unwrap();
+            std::fs::rename(&part, &exe).unwrap();
+        }
+        build_vm_programs(&dir);
         dir
     })
 }
