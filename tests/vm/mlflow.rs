@@ -35,6 +35,18 @@ fn store_env(uri: &str) -> [(&'static str, String); 2] {
     ]
 }
 
+/// The virtualenv's python on the store at `uri`, with HOME `home` and
+/// every stdio a pipe.
+fn in_store(uri: &str, home: &Path) -> Command {
+    let mut c = Command::new(venv_python());
+    c.envs(store_env(uri))
+        .env("HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 #[test]
 fn a_training_runs_mlflow_run_gets_the_schedulers_figures() {
     let _loader = Loader::start(&[]);
@@ -43,28 +55,18 @@ fn a_training_runs_mlflow_run_gets_the_schedulers_figures() {
     let uri = format!("file://{}", store.path().join("mlruns").display());
     // The store's reader starts first and imports MLflow (about 33 s under
     // TCG) beside the run's own imports; it reads the run id from stdin.
-    let mut query = Command::new(venv_python())
+    let mut query = in_store(&uri, store.path())
         .arg(root().join("tests/tools/mlflow_run.py"))
         .arg("-")
-        .envs(store_env(&uri))
-        .env("HOME", store.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("mlflow_run.py");
     let before = stats.read().unwrap();
     let t0 = Instant::now();
-    let mut child = Command::new(venv_python())
+    let mut child = in_store(&uri, store.path())
         .args(["-m", "scx_phase.run", "--mlflow", "--mlflow-every", "3"])
         .arg(root().join("tests/vm/assets/train_mlflow.py"))
         .args(["--seconds", "12", "--hold"])
         .envs(client_env())
-        .envs(store_env(&uri))
-        .env("HOME", store.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("the virtualenv's python");
     let mut out = BufReader::new(child.stdout.take().unwrap());
