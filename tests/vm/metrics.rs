@@ -250,7 +250,11 @@ fn prometheus_scrapes_what_monitor_shows_and_the_dashboard_finds_its_metrics() {
             exprs.push(t["expr"].as_str().unwrap().replace("$instance", ".*"));
         }
     }
-    let names = sample_names(&text);
+    // Names from a fetch now, not the first one: the per-workload families
+    // come from workloads.json, which the service rewrites at its next
+    // tick after a claim, so a fetch right after the claim can miss them
+    // (160 names, the workload's two families missing, in one suite run).
+    let names = sample_names(&get(METRICS, "/metrics", None).1);
     let mut missing = Vec::new();
     let mut empty = Vec::new();
     for e in &exprs {
